@@ -1,0 +1,1 @@
+"""Herald: webhook-driven GitOps companion."""

@@ -1,0 +1,48 @@
+"""Process settings: command-line flags, each with an environment variable (12-factor).
+
+`receiver.app:create_app()` under gunicorn has no flags, so everything a component needs can
+come from the environment alone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:9292"
+DEFAULT_MAX_BODY = 3 * 1024 * 1024  # GitHub caps payloads at 25 MB; pushes are far smaller
+
+
+@dataclass
+class Settings:
+    config: list[str] = field(default_factory=list)
+    broker_url: str = ""
+    state_dir: Path = Path(".herald")
+    listen: str = DEFAULT_LISTEN
+    secrets_dir: str = ""
+    log_level: str = "INFO"
+    max_body: int = DEFAULT_MAX_BODY
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        listen = env.get("HERALD_LISTEN") or ""
+        if not listen and env.get("PORT"):
+            # Procfile platforms (Heroku, Dokku, Cloud Foundry...) hand out a port in $PORT.
+            listen = f"0.0.0.0:{env['PORT']}"
+        config = env.get("HERALD_CONFIG", "")
+        return cls(
+            config=[p for p in config.split(os.pathsep) if p],
+            broker_url=env.get("HERALD_BROKER_URL", ""),
+            state_dir=Path(env.get("HERALD_STATE_DIR") or ".herald"),
+            listen=listen or DEFAULT_LISTEN,
+            secrets_dir=env.get("HERALD_SECRETS_DIR", ""),
+            log_level=env.get("HERALD_LOG_LEVEL", "INFO").upper(),
+            max_body=int(env.get("HERALD_MAX_BODY") or DEFAULT_MAX_BODY),
+        )
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return (host or "127.0.0.1").strip("[]"), int(port)

@@ -1,0 +1,244 @@
+"""Configuration: Flux manifests load, mistakes are reported with file and line."""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from herald import config
+from herald.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_the_example_configuration_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "-c", str(ROOT / "examples" / "herald.yaml")]) == 0
+    assert capsys.readouterr().out.strip() == "ok: 4 object(s), 0 warning(s)"
+
+
+def test_hooks_prints_fluxs_receiver_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cfg = write(tmp_path / "r.yaml", """\
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: webhook-token, namespace: apps}
+        data: {token: c2VjcmV0Cg==}   # "secret\\n": the newline is trimmed, as in Flux
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1
+        kind: Receiver
+        metadata: {name: github-receiver, namespace: apps}
+        spec:
+          type: github
+          secretRef: {name: webhook-token}
+          resources: [{kind: GitRepository, name: app}]
+        ---
+        apiVersion: source.toolkit.fluxcd.io/v1
+        kind: GitRepository
+        metadata: {name: app, namespace: apps}
+        spec: {url: "https://example.com/app.git", interval: 5m}
+        """)
+    assert main(["hooks", "-c", str(cfg)]) == 0
+    digest = hashlib.sha256(b"secret" + b"github-receiver" + b"apps").hexdigest()
+    assert capsys.readouterr().out == f"apps/github-receiver\tgithub\t/hook/{digest}\n"
+
+
+def test_every_mistake_is_reported_with_file_and_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = write(tmp_path / "conf" / "bad.yaml", """\
+        apiVersion: notification.toolkit.fluxcd.io/v1
+        kind: Receiver
+        metadata:
+          name: gh
+        spec:
+          type: github
+          evnts: [push]
+          secretRef: {name: token}
+          resources: [{kind: GitRepository, name: app}]
+        ---
+        apiVersion: kustomize.toolkit.fluxcd.io/v1
+        kind: Kustomization
+        metadata: {name: app}
+        spec:
+          interval: 5 minutes
+          prune: yes please
+          sourceRef: {kind: GitRepository, name: missing}
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1beta3
+        kind: Alert
+        metadata: {name: a}
+        spec:
+          providerRef: {name: nobody}
+          eventSources: [{kind: Kustomization, name: '*'}]
+          inclusionList: ["(unclosed"]
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: s}
+        data: {token: "!!not base64 VERY-SECRET-VALUE"}
+        ---
+        apiVersion: example.com/v1
+        kind: Widget
+        metadata: {name: w}
+        """)
+    write(tmp_path / "conf" / "broken.yml", "kind: Secret\nmetadata: [unclosed\n")
+    assert main(["validate", "-c", str(tmp_path / "conf")]) == 1
+    out = capsys.readouterr().out
+    expected = [
+        f"{bad}:7: Receiver default/gh: spec.evnts: unknown field",
+        f"{bad}:15: Kustomization default/app: spec.interval: '5 minutes' is not a duration",
+        f"{bad}:16: Kustomization default/app: spec.prune: must be true or false",
+        f"{bad}:25: Alert default/a: spec.inclusionList[0]: invalid regular expression '(unclosed'",
+        f"{bad}:30: Secret default/s: data.token: not valid base64",
+        f"{bad}:33: kind 'Widget' is not a Herald configuration kind",
+        f"{tmp_path / 'conf' / 'broken.yml'}:3: invalid YAML",
+    ]
+    for line in expected:
+        assert line in out, f"missing {line!r} in:\n{out}"
+    assert "VERY-SECRET-VALUE" not in out
+    assert out.strip().endswith("7 error(s), 0 warning(s)")
+
+
+def test_references_are_checked_across_documents(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "refs.yaml", """\
+        apiVersion: notification.toolkit.fluxcd.io/v1
+        kind: Receiver
+        metadata: {name: gh}
+        spec:
+          type: gitlab
+          secretRef: {name: missing-secret}
+          resources: [{kind: GitRepository, name: nope}]
+        ---
+        apiVersion: kustomize.toolkit.fluxcd.io/v1
+        kind: Kustomization
+        metadata: {name: app}
+        spec: {interval: 5m, prune: true, sourceRef: {kind: GitRepository, name: missing}}
+        """)
+    _, diagnostics = config.check([cfg])
+    messages = [str(d) for d in diagnostics]
+    assert f"{cfg}:1: Receiver default/gh: spec.type: 'gitlab' is not supported (a Flux type Herald does not support yet); supported: github" in messages
+    assert f"{cfg}:1: Receiver default/gh: spec.secretRef: Secret default/missing-secret not found" in messages
+    assert f"{cfg}:1: Receiver default/gh: spec.resources: GitRepository default/nope not found" in messages
+    assert f"{cfg}:9: Kustomization default/app: spec.sourceRef: GitRepository default/missing not found" in messages
+
+
+def test_flux_manifests_load_unchanged_with_warnings_for_fields_herald_ignores(tmp_path: Path) -> None:
+    """Manifests as Flux's docs write them, including fields Herald does not act on yet."""
+    flux = write(tmp_path / "flux" / "apps.yaml", """\
+        ---
+        apiVersion: source.toolkit.fluxcd.io/v1
+        kind: GitRepository
+        metadata:
+          name: podinfo
+          namespace: flux-system
+        spec:
+          interval: 1m0s
+          url: https://github.com/stefanprodan/podinfo
+          ref:
+            branch: master
+          ignore: |
+            /*
+            !/kustomize
+        ---
+        apiVersion: kustomize.toolkit.fluxcd.io/v1
+        kind: Kustomization
+        metadata:
+          name: podinfo
+          namespace: flux-system
+        spec:
+          interval: 10m
+          targetNamespace: default
+          sourceRef:
+            kind: GitRepository
+            name: podinfo
+          path: "./kustomize"
+          prune: true
+          timeout: 1m
+          healthChecks:
+            - apiVersion: apps/v1
+              kind: Deployment
+              name: podinfo
+              namespace: default
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1beta3
+        kind: Provider
+        metadata:
+          name: slack-bot
+          namespace: flux-system
+        spec:
+          type: slack
+          channel: general
+          address: https://slack.com/api/chat.postMessage
+          secretRef:
+            name: slack-bot-token
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1beta3
+        kind: Alert
+        metadata:
+          name: on-call-webapp
+          namespace: flux-system
+        spec:
+          summary: "Cluster addons impacted in us-east-2"
+          providerRef:
+            name: slack-bot
+          eventSeverity: error
+          eventSources:
+            - kind: GitRepository
+              name: '*'
+            - kind: Kustomization
+              name: '*'
+          exclusionList:
+            - ".*upgrade.*has.*started"
+        """)
+    write(tmp_path / "flux" / "secrets" / "slack.yaml", """\
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: slack-bot-token, namespace: flux-system}
+        stringData: {token: xoxb-1234}
+        """)
+    write(tmp_path / "flux" / ".git" / "ignored.yaml", "not: [valid")  # hidden folders are skipped
+    cfg, diagnostics = config.check([tmp_path / "flux"])
+    assert [d.severity for d in diagnostics] == ["warning", "warning"]
+    assert "spec.ignore: Flux field not acted on by Herald yet" in str(diagnostics[0])
+    assert "spec.healthChecks: Flux field not acted on by Herald yet" in str(diagnostics[1])
+    ks = cfg.kustomizations[("flux-system", "podinfo")]
+    assert (ks.path, ks.prune, ks.interval, ks.timeout, ks.target_namespace) == ("./kustomize", True, 600.0, 60.0, "default")
+    assert cfg.git_repositories[("flux-system", "podinfo")].interval == 60.0
+    assert cfg.alerts[("flux-system", "on-call-webapp")].event_severity == "error"
+
+
+def test_secrets_can_come_from_mounted_files(tmp_path: Path) -> None:
+    """In production a Secret is mounted as files: <dir>/<namespace>/<name>/<key>."""
+    cfg_file = write(tmp_path / "r.yaml", """\
+        apiVersion: notification.toolkit.fluxcd.io/v1
+        kind: Receiver
+        metadata: {name: gh, namespace: ci}
+        spec:
+          type: github
+          secretRef: {name: hook}
+          resources: [{kind: GitRepository, name: app}]
+        ---
+        apiVersion: source.toolkit.fluxcd.io/v1
+        kind: GitRepository
+        metadata: {name: app, namespace: ci}
+        spec: {url: "https://example.com/app.git", interval: 5m}
+        """)
+    write(tmp_path / "secrets" / "ci" / "hook" / "token", "from-a-file\n")
+    cfg = config.load([cfg_file], secrets_dir=tmp_path / "secrets")
+    receiver = cfg.receivers[("ci", "gh")]
+    assert cfg.receiver_token(receiver) == "from-a-file"
+    with pytest.raises(config.ConfigError, match="Secret ci/hook not found"):
+        config.load([cfg_file])
+
+
+@pytest.mark.parametrize("text,seconds", [("30s", 30), ("1m0s", 60), ("1h30m", 5400), ("1.5s", 1.5), ("500ms", 0.5)])
+def test_durations_parse_as_go_writes_them(text: str, seconds: float) -> None:
+    from herald.schema import parse_duration
+
+    assert parse_duration(text) == seconds
