@@ -1,0 +1,176 @@
+"""The `herald` command: run the components together or apart, validate, list hook URLs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+from herald import config as config_mod
+from herald import logs
+from herald.settings import Settings
+
+log = logging.getLogger("herald")
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = Settings.from_env()
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", action="append", metavar="PATH",
+                        help="YAML file or directory; repeatable (env HERALD_CONFIG)")
+    common.add_argument("--broker", default=env.broker_url, metavar="URL",
+                        help="amqp://… to use RabbitMQ; embedded SQLite bus when unset (env HERALD_BROKER_URL)")
+    common.add_argument("--state-dir", default=str(env.state_dir), metavar="DIR",
+                        help="embedded bus, Git cache (env HERALD_STATE_DIR, default .herald)")
+    common.add_argument("--secrets-dir", default=env.secrets_dir, metavar="DIR",
+                        help="Secrets as files <dir>/<namespace>/<name>/<key> (env HERALD_SECRETS_DIR)")
+    common.add_argument("--listen", default=env.listen, metavar="HOST:PORT",
+                        help="receiver address (env HERALD_LISTEN or PORT; default 127.0.0.1:9292)")
+    common.add_argument("--log-level", default=env.log_level, help="env HERALD_LOG_LEVEL")
+
+    p = argparse.ArgumentParser(prog="herald", description="Webhook-driven GitOps companion.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in [
+        ("serve", "receiver + reconciler + notifier in one process"),
+        ("receiver", "the webhook receiver alone"),
+        ("worker", "the reconciler alone"),
+        ("notifier", "the notifier alone"),
+        ("validate", "check the configuration; exit 1 with file:line errors"),
+        ("hooks", "print each Receiver's URL path"),
+    ]:
+        sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    env = Settings.from_env()
+    return Settings(
+        config=args.config or env.config,
+        broker_url=args.broker,
+        state_dir=Path(args.state_dir),
+        listen=args.listen,
+        secrets_dir=args.secrets_dir,
+        log_level=args.log_level,
+        max_body=env.max_body,
+    )
+
+
+def _load(settings: Settings) -> config_mod.Config:
+    if not settings.config:
+        raise SystemExit("herald: no configuration: pass -c PATH or set HERALD_CONFIG")
+    try:
+        cfg = config_mod.load(settings.config, settings.secrets_dir or None)
+    except config_mod.ConfigError as exc:
+        for d in sorted(exc.diagnostics, key=lambda d: (d.path, d.line)):
+            print(d, file=sys.stderr)
+        raise SystemExit(1) from None
+    for w in cfg.warnings:
+        log.warning("%s", w)
+    return cfg
+
+
+def cmd_validate(settings: Settings) -> int:
+    if not settings.config:
+        print("herald validate: pass -c PATH or set HERALD_CONFIG", file=sys.stderr)
+        return 2
+    cfg, diagnostics = config_mod.check(settings.config, settings.secrets_dir or None)
+    for d in sorted(diagnostics, key=lambda d: (d.path, d.line)):
+        print(d)
+    errors = sum(d.severity == "error" for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    objects = sum(len(cfg.by_kind(k)) for k in config_mod.API_VERSIONS)
+    if errors:
+        print(f"{errors} error(s), {warnings} warning(s)")
+        return 1
+    print(f"ok: {objects} object(s), {warnings} warning(s)")
+    return 0
+
+
+def cmd_hooks(settings: Settings) -> int:
+    cfg = _load(settings)
+    for r in sorted(cfg.receivers.values(), key=lambda r: r.meta.key):
+        print(f"{r.meta.namespace}/{r.meta.name}\t{r.type}\t{cfg.hook_path(r)}")
+    return 0
+
+
+def _stop_on_signals(stop: threading.Event, also: Callable[[], None] | None = None) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+        if also:
+            # Shutting down a server must not run in its own serving thread.
+            threading.Thread(target=also, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _serve_http(app: object, settings: Settings, stop: threading.Event) -> None:
+    from werkzeug.serving import make_server
+
+    host, port = settings.host_port
+    server = make_server(host, port, app, threaded=True)  # type: ignore[arg-type]
+    _stop_on_signals(stop, server.shutdown)
+    log.info("receiver listening on http://%s:%d", host, server.server_port)
+    server.serve_forever()
+
+
+def _start(target: Callable[[threading.Event], None], stop: threading.Event, name: str) -> threading.Thread:
+    t = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
+    t.start()
+    return t
+
+
+def cmd_run(command: str, settings: Settings) -> int:
+    from herald.bus import open_bus
+
+    cfg = _load(settings)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    bus = open_bus(settings.broker_url or None, settings.state_dir)
+    log.info("herald %s: bus=%s state-dir=%s", command,
+             "rabbitmq" if settings.broker_url else f"embedded ({settings.state_dir / 'bus.sqlite3'})",
+             settings.state_dir)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    try:
+        if command in ("serve", "worker"):
+            from reconciler.worker import Reconciler
+
+            threads.append(_start(Reconciler(cfg, bus, settings.state_dir).run, stop, "reconciler"))
+        if command in ("serve", "notifier"):
+            from notifier.worker import Notifier
+
+            threads.append(_start(Notifier(cfg, bus).run, stop, "notifier"))
+        if command in ("serve", "receiver"):
+            from receiver.app import create_app
+
+            _serve_http(create_app(cfg, bus, settings), settings, stop)
+        else:
+            _stop_on_signals(stop)
+            stop.wait()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        bus.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = _settings(args)
+    logs.setup(settings.log_level)
+    if args.command == "validate":
+        return cmd_validate(settings)
+    if args.command == "hooks":
+        return cmd_hooks(settings)
+    return cmd_run(args.command, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Which Alerts an event reaches: Flux's matching rules as pure functions.
+
+Kept free of I/O so every rule is tested on plain data: severity, event sources (kind exact,
+name or "*" with matchLabels, namespace defaulting to the Alert's), inclusion and exclusion
+lists (regular expressions searched in the message, exclusion wins), and suspend.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from herald.messages import SEVERITY_ERROR, SEVERITY_INFO, Event
+from herald.model import Alert, EventSource
+
+LabelLookup = Callable[[str, str, str], dict[str, str]]
+"""(kind, namespace, name) → the labels of that object in the configuration."""
+
+
+def _no_labels(kind: str, namespace: str, name: str) -> dict[str, str]:
+    return {}
+
+
+def source_matches(src: EventSource, alert: Alert, event: Event, labels: LabelLookup = _no_labels) -> bool:
+    obj = event.involvedObject
+    if src.kind != obj.get("kind"):
+        return False
+    if (src.namespace or alert.meta.namespace) != obj.get("namespace", "default"):
+        return False
+    if src.name == "*":
+        if not src.match_labels:
+            return True
+        have = labels(obj.get("kind", ""), obj.get("namespace", "default"), obj.get("name", ""))
+        return all(have.get(k) == v for k, v in src.match_labels.items())
+    return src.name == obj.get("name")
+
+
+def alert_matches(alert: Alert, event: Event, labels: LabelLookup = _no_labels) -> bool:
+    if alert.suspend:
+        return False
+    if alert.event_severity == SEVERITY_ERROR and event.severity != SEVERITY_ERROR:
+        return False  # an "info" Alert takes every severity, as in Flux
+    if event.severity not in (SEVERITY_INFO, SEVERITY_ERROR):
+        return False
+    if not any(source_matches(s, alert, event, labels) for s in alert.event_sources):
+        return False
+    if alert.inclusion_list and not any(re.search(p, event.message) for p in alert.inclusion_list):
+        return False
+    if any(re.search(p, event.message) for p in alert.exclusion_list):
+        return False
+    return True
+
+
+def route(alerts: list[Alert], event: Event, labels: LabelLookup = _no_labels) -> list[Alert]:
+    return [a for a in alerts if alert_matches(a, event, labels)]
+
+
+def with_alert_metadata(alert: Alert, event: Event) -> Event:
+    """The event as the Alert's providers see it: the Alert's eventMetadata (and legacy
+    `summary`) added, without overriding what the event itself says."""
+    extra = dict(alert.event_metadata)
+    if alert.summary:
+        extra.setdefault("summary", alert.summary)
+    if not extra:
+        return event
+    merged = {**extra, **event.metadata}
+    return Event(**{**event.__dict__, "metadata": merged})

@@ -1,0 +1,144 @@
+"""Turn a Kustomization's `spec.path` into the Kubernetes objects to apply.
+
+A folder with a kustomization.yaml is built by kustomize (`kubectl kustomize`, or a
+`kustomize` binary); any other folder is read as plain YAML, recursively, as Flux's generated
+kustomization does. YAML that is not a Kubernetes object (no apiVersion/kind: a values file, a
+CI config) is skipped rather than applied or failed on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from herald.yamlsrc import YAMLSyntaxError, load_documents
+
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+class RenderError(Exception):
+    pass
+
+
+@dataclass
+class Manifest:
+    obj: dict[str, Any]
+    source: str = ""  # "path/in/repo.yaml:line", for error messages
+
+    @property
+    def kind(self) -> str:
+        return self.obj.get("kind", "")
+
+    @property
+    def api_version(self) -> str:
+        return self.obj.get("apiVersion", "")
+
+    @property
+    def name(self) -> str:
+        return (self.obj.get("metadata") or {}).get("name", "")
+
+    @property
+    def namespace(self) -> str:
+        return (self.obj.get("metadata") or {}).get("namespace", "")
+
+    def ref(self) -> str:
+        """`Kind/namespace/name` (or `Kind/name` when cluster-scoped), as Flux lists changes."""
+        return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
+
+
+@dataclass
+class Rendered:
+    manifests: list[Manifest] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # files or documents that were not objects
+
+
+def _plain(obj: Any) -> Any:
+    """Our line-tracking containers → plain dicts and lists for the Kubernetes client."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _is_object(doc: Any) -> bool:
+    return isinstance(doc, dict) and isinstance(doc.get("apiVersion"), str) and isinstance(doc.get("kind"), str)
+
+
+def _read_plain(root: Path, folder: Path) -> Rendered:
+    out = Rendered()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml", ".json"))
+    for f in files:
+        rel = str(f.relative_to(root))
+        if any(part.startswith(".") for part in f.relative_to(folder).parts):
+            continue
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RenderError(f"{rel}: cannot read: {exc}") from None
+        try:
+            docs = list(load_documents(text, rel))
+        except YAMLSyntaxError as exc:
+            raise RenderError(str(exc)) from None
+        for doc in docs:
+            if not _is_object(doc.data):
+                out.skipped.append(f"{rel}:{doc.line}")
+                continue
+            if doc.data["kind"].endswith("List") and isinstance(doc.data.get("items"), list):
+                for item in doc.data["items"]:
+                    if _is_object(item):
+                        out.manifests.append(Manifest(_plain(item), f"{rel}:{item.line}"))
+                continue
+            name = (doc.data.get("metadata") or {}).get("name") if isinstance(doc.data.get("metadata"), dict) else None
+            if not name:
+                raise RenderError(f"{rel}:{doc.line}: {doc.data['kind']} has no metadata.name")
+            out.manifests.append(Manifest(_plain(doc.data), f"{rel}:{doc.line}"))
+    return out
+
+
+def _kustomize(root: Path, folder: Path, timeout: float) -> Rendered:
+    rel = str(folder.relative_to(root)) or "."
+    if shutil.which("kustomize"):
+        cmd = ["kustomize", "build", str(folder)]
+    elif shutil.which("kubectl"):
+        cmd = ["kubectl", "kustomize", str(folder)]
+    else:
+        raise RenderError(f"{rel}: has a kustomization.yaml but neither kustomize nor kubectl is on PATH")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RenderError(f"{rel}: kustomize build timed out after {timeout:.0f}s") from None
+    if proc.returncode != 0:
+        raise RenderError(f"{rel}: kustomize build failed: {proc.stderr.strip()}")
+    out = Rendered()
+    try:
+        for doc in yaml.safe_load_all(proc.stdout):
+            if _is_object(doc):
+                out.manifests.append(Manifest(doc, f"{rel} (kustomize)"))
+    except yaml.YAMLError as exc:
+        raise RenderError(f"{rel}: kustomize output is not YAML: {exc}") from None
+    return out
+
+
+def render(root: Path, path: str, target_namespace: str = "", timeout: float = 120.0) -> Rendered:
+    """Render `path` (relative to the checkout `root`); it must stay inside the checkout."""
+    folder = (root / path).resolve()
+    if not folder.is_relative_to(root.resolve()):
+        raise RenderError(f"spec.path {path!r} points outside the repository")
+    if not folder.is_dir():
+        raise RenderError(f"spec.path {path!r} not found in the revision")
+    if any((folder / name).is_file() for name in KUSTOMIZATION_FILES):
+        out = _kustomize(root.resolve(), folder, timeout)
+    else:
+        out = _read_plain(root.resolve(), folder)
+    if target_namespace:
+        for m in out.manifests:
+            # Cluster-scoped kinds drop the namespace again at apply time, once the API
+            # server's discovery has said which kinds are namespaced.
+            m.obj.setdefault("metadata", {})["namespace"] = target_namespace
+    return out

@@ -1,0 +1,192 @@
+"""Fixtures for Herald's own scenarios: a Git repository to deploy from and a config for it."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import subprocess
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+TOKEN = "s3cr3t-webhook-token"
+
+WEB_MANIFESTS = {
+    "deploy/namespace.yaml": """\
+        apiVersion: v1
+        kind: Namespace
+        metadata:
+          name: shop
+        """,
+    "deploy/web.yaml": """\
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata:
+          name: web
+          namespace: shop
+          labels: {app: web}
+        spec:
+          replicas: 2
+          selector: {matchLabels: {app: web}}
+          template:
+            metadata: {labels: {app: web}}
+            spec:
+              containers:
+                - name: web
+                  image: nginx:1.27
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata:
+          name: web
+          namespace: shop
+        spec:
+          selector: {app: web}
+          ports: [{port: 80}]
+        """,
+    "deploy/README.md": "not a manifest\n",
+}
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
+        cwd=cwd, check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
+@dataclass
+class Repo:
+    """A bare repository (the 'remote' Herald fetches) and a work tree that pushes to it."""
+
+    bare: Path
+    work: Path
+
+    @property
+    def url(self) -> str:
+        return f"file://{self.bare}"
+
+    def commit(self, files: dict[str, str], message: str = "change") -> str:
+        for rel, text in files.items():
+            p = self.work / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(textwrap.dedent(text))
+        git("add", "-A", cwd=self.work)
+        git("commit", "-q", "-m", message, cwd=self.work)
+        git("push", "-q", "origin", "HEAD:main", cwd=self.work)
+        return git("rev-parse", "HEAD", cwd=self.work)
+
+    @property
+    def head(self) -> str:
+        return git("rev-parse", "HEAD", cwd=self.work)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    bare, work = tmp_path / "remote.git", tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    git("remote", "add", "origin", str(bare), cwd=work)
+    r = Repo(bare, work)
+    r.commit(WEB_MANIFESTS, "initial")
+    return r
+
+
+def write_config(path: Path, repo_url: str, *, slack_address: str = "", slack_token: str = "",
+                 extra: str = "") -> Path:
+    """The scenario's configuration: GitHub Receiver → GitRepository → Kustomization, and an
+    Alert sending every event of them to Slack when a Slack address is given."""
+    text = f"""\
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: github-token, namespace: flux-system}}
+        stringData: {{token: "{TOKEN}\\n"}}
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1
+        kind: Receiver
+        metadata: {{name: github-app, namespace: flux-system}}
+        spec:
+          type: github
+          events: ["ping", "push"]
+          secretRef: {{name: github-token}}
+          resources:
+            - apiVersion: source.toolkit.fluxcd.io/v1
+              kind: GitRepository
+              name: app
+        ---
+        apiVersion: source.toolkit.fluxcd.io/v1
+        kind: GitRepository
+        metadata: {{name: app, namespace: flux-system}}
+        spec:
+          interval: 10m
+          url: {repo_url}
+          ref: {{branch: main}}
+        ---
+        apiVersion: kustomize.toolkit.fluxcd.io/v1
+        kind: Kustomization
+        metadata: {{name: app, namespace: flux-system}}
+        spec:
+          interval: 10m
+          path: ./deploy
+          prune: true
+          sourceRef: {{kind: GitRepository, name: app}}
+        """
+    if slack_address:
+        text += f"""\
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: slack-bot, namespace: flux-system}}
+        stringData: {{token: "{slack_token}"}}
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1beta3
+        kind: Provider
+        metadata: {{name: slack, namespace: flux-system}}
+        spec:
+          type: slack
+          channel: general
+          address: {slack_address}
+          secretRef: {{name: slack-bot}}
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1beta3
+        kind: Alert
+        metadata: {{name: deployments, namespace: flux-system}}
+        spec:
+          providerRef: {{name: slack}}
+          eventSeverity: info
+          eventSources:
+            - kind: GitRepository
+              name: '*'
+            - kind: Kustomization
+              name: '*'
+        """
+    path.write_text(textwrap.dedent(text) + textwrap.dedent(extra))
+    return path
+
+
+def github_push(sha: str, branch: str = "main") -> bytes:
+    """GitHub's real push delivery (octokit's fixture) pointed at our repository's commit."""
+    data = json.loads((FIXTURES / "github" / "push.json").read_bytes())
+    data["ref"] = f"refs/heads/{branch}"
+    data["after"] = sha
+    return json.dumps(data).encode()
+
+
+def sign(body: bytes, token: str = TOKEN) -> str:
+    return "sha256=" + hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
+
+
+def github_headers(body: bytes, event: str = "push", delivery: str = "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+                   token: str = TOKEN) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/044aadd",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery,
+        "X-GitHub-Hook-ID": "292430182",
+        "X-Hub-Signature-256": sign(body, token),
+    }

@@ -1,0 +1,101 @@
+"""The reconciler fetches a real Git revision and server-side applies it to an API server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from herald import config
+from herald.bus import open_bus
+from herald.messages import ReconcileRequest
+from reconciler.worker import Reconciler
+from tests.fixtures_herald import Repo, write_config
+
+
+def request(revision: str = "") -> ReconcileRequest:
+    return ReconcileRequest(kind="GitRepository", name="app", namespace="flux-system",
+                            origin={"revision": revision} if revision else {})
+
+
+@pytest.fixture
+def reconciler(tmp_path: Path, repo: Repo, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    cfg = config.load([write_config(tmp_path / "herald.yaml", repo.url)])
+    bus = open_bus(None, tmp_path / "state")
+    yield Reconciler(cfg, bus, tmp_path / "state")
+    bus.close()
+
+
+def test_a_push_is_applied_with_field_manager_herald(reconciler: Reconciler, repo: Repo, kube_api) -> None:
+    outcome = reconciler.reconcile(request(f"main@sha1:{repo.head}"))
+    [event] = outcome.events
+    assert (event.severity, event.reason) == ("info", "ReconciliationSucceeded")
+    assert event.involvedObject == {"kind": "Kustomization", "name": "app", "namespace": "flux-system",
+                                    "apiVersion": "kustomize.toolkit.fluxcd.io/v1"}
+    assert event.metadata["revision"] == f"main@sha1:{repo.head}"
+    assert event.message.splitlines() == [
+        "Namespace/shop created",
+        "Service/shop/web created",
+        "Deployment/shop/web created",
+    ]
+    deployment = kube_api.get_object("apps/v1", "Deployment", "shop", "web")
+    assert deployment["spec"]["replicas"] == 2
+    assert [(f["manager"], f["operation"]) for f in deployment["metadata"]["managedFields"]] == [("herald", "Apply")]
+    assert outcome.retry == ""
+
+
+def test_reapplying_reports_unchanged_and_a_change_reports_configured(reconciler: Reconciler, repo: Repo) -> None:
+    reconciler.reconcile(request())
+    assert reconciler.reconcile(request()).events[0].message.splitlines() == [
+        "Namespace/shop unchanged", "Service/shop/web unchanged", "Deployment/shop/web unchanged"]
+    web = (repo.work / "deploy" / "web.yaml").read_text().replace("replicas: 2", "replicas: 3")
+    sha = repo.commit({"deploy/web.yaml": web}, "scale up")
+    [event] = reconciler.reconcile(request(f"main@sha1:{sha}")).events
+    assert event.metadata["revision"] == f"main@sha1:{sha}"
+    assert "Deployment/shop/web configured" in event.message.splitlines()
+    assert "Service/shop/web unchanged" in event.message.splitlines()
+
+
+def test_a_refused_object_fails_the_reconcile_with_the_api_servers_message(
+        reconciler: Reconciler, repo: Repo, kube_api) -> None:
+    repo.commit({"deploy/cm.yaml": """\
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: settings, namespace: nowhere}
+        data: {a: b}
+        """})
+    [event] = reconciler.reconcile(request()).events
+    assert (event.severity, event.reason) == ("error", "ReconciliationFailed")
+    assert event.message.startswith('ConfigMap/nowhere/settings: namespaces "nowhere" not found')
+    # The whole set was dry-run first: nothing but the namespace stage was written.
+    assert kube_api.get_object("apps/v1", "Deployment", "shop", "web") is None
+
+
+def test_without_a_cluster_it_renders_and_says_so(tmp_path: Path, repo: Repo, monkeypatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    cfg = config.load([write_config(tmp_path / "herald.yaml", repo.url)])
+    [event] = Reconciler(cfg, open_bus(None, tmp_path / "s"), tmp_path / "s").reconcile(request()).events
+    assert (event.severity, event.reason) == ("info", "ClusterNotConfigured")
+    assert event.message.splitlines() == [
+        "No Kubernetes cluster is configured (no kubeconfig, not in a cluster), so nothing was applied. Would apply:",
+        "Namespace/shop", "Service/shop/web", "Deployment/shop/web"]
+    assert event.metadata["revision"] == f"main@sha1:{repo.head}"
+
+
+def test_an_unreachable_repository_is_an_error_event_and_a_retry(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    cfg = config.load([write_config(tmp_path / "herald.yaml", f"file://{tmp_path}/missing.git")])
+    outcome = Reconciler(cfg, open_bus(None, tmp_path / "s"), tmp_path / "s").reconcile(request())
+    [event] = outcome.events
+    assert (event.severity, event.reason, event.involvedObject["kind"]) == ("error", "GitOperationFailed", "GitRepository")
+    assert "git fetch failed" in event.message
+    assert outcome.retry
+
+
+def test_invalid_yaml_in_the_repository_names_file_and_line(reconciler: Reconciler, repo: Repo) -> None:
+    repo.commit({"deploy/broken.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x\n"})
+    [event] = reconciler.reconcile(request()).events
+    assert (event.severity, event.reason) == ("error", "BuildFailed")
+    assert event.message.startswith("deploy/broken.yaml:4: invalid YAML")
