@@ -1,0 +1,332 @@
+"""A local Slack: the Web API's chat.postMessage and an incoming webhook, on 127.0.0.1.
+
+It answers in Slack's documented wire formats, so a provider that passes here would pass
+against Slack:
+- chat.postMessage says HTTP 200 with `{"ok": false, "error": "..."}` for every refusal
+  (not_authed, invalid_auth, channel_not_found, is_archived, no_text, invalid_blocks, ...)
+  except a rate limit, which is HTTP 429 with `Retry-After` and `"error": "ratelimited"`.
+- an incoming webhook answers `ok`, or a bare error code with an HTTP status: 400
+  invalid_payload / no_text, 403 invalid_token, 404 no_service, 410 channel_is_archived,
+  429 rate_limited, 500 rollup_error.
+It also checks the Block Kit limits Slack enforces (3000 characters a section, 10 fields of
+2000, 50 blocks), so a message that is too long fails here as it would there.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import secrets
+import sys
+import threading
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+WEBHOOK_TEAM = "T0HERALD01"
+WEBHOOK_BOT = "B0HERALD01"
+
+_Reply = tuple[dict[str, str], bytes]  # headers, body
+_Outcome = tuple[dict[str, Any] | None, int, _Reply]  # what was parsed, status, reply
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the server saw it, with the Slack error code it answered ("" if posted)."""
+
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any] | None  # the parsed JSON, or the form with its JSON fields decoded
+    status: int
+    error: str
+
+
+@dataclass(frozen=True)
+class _Failure:
+    status: int
+    retry_after: float | None
+    body: str | None
+    delay: float
+
+
+class SlackAPIServer:
+    """Start it, point a provider at `post_message_url` or `webhook_url`, read `messages`."""
+
+    def __init__(self) -> None:
+        self.tokens: set[str] = {"xoxb-test"}
+        self.channels: set[str] = {"general", "C123"}
+        self.archived: set[str] = set()  # channels that answer is_archived / channel_is_archived
+        self.webhook_channel = "general"  # the channel the webhook was installed for
+        self.webhook_path = f"/services/{WEBHOOK_TEAM}/{WEBHOOK_BOT}/{secrets.token_urlsafe(18)}"
+        self.requests: list[Received] = []  # everything that arrived
+        self.messages: list[Received] = []  # what Slack would have posted
+        self._failures: deque[_Failure] = deque()
+        self._changed = threading.Condition()
+        self._ts = 0
+        self._http = _Server(("127.0.0.1", 0), _handler_for(self))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._http.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def post_message_url(self) -> str:
+        return f"{self.url}/api/chat.postMessage"
+
+    @property
+    def webhook_url(self) -> str:
+        return self.url + self.webhook_path
+
+    def start(self) -> SlackAPIServer:
+        # A short poll keeps stop(), and so each test's teardown, from waiting out the default 0.5s.
+        serve = functools.partial(self._http.serve_forever, poll_interval=0.02)
+        self._thread = threading.Thread(target=serve, name="slack-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread:
+            self._http.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._http.server_close()
+
+    def __enter__(self) -> SlackAPIServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def fail_next(
+        self, status: int = 500, *, retry_after: float | None = None, body: str | None = None, delay: float = 0.0
+    ) -> None:
+        """Answer the next request with `status` (after `delay` seconds) instead of handling it.
+
+        429 carries `Retry-After` and Slack's rate-limit body; other bodies default to what
+        Slack's edge sends for that endpoint, or `body` when given.
+        """
+        self._failures.append(_Failure(status, retry_after, body, delay))
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
+        """Block until `count` messages were posted; the provider may post from another thread."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.messages) >= count, timeout):
+                raise TimeoutError(f"{len(self.messages)} of {count} Slack messages after {timeout}s")
+            return list(self.messages)
+
+    # -- what Slack does with a request ---------------------------------------------------
+
+    def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        api = path.startswith("/api/")
+        failure = self._failures.popleft() if self._failures else None
+        if failure:
+            time.sleep(failure.delay)
+            body, status, reply = None, failure.status, self._failure_reply(api, failure)
+        elif path == "/api/chat.postMessage":
+            body, status, reply = self._post_message(headers, raw)
+        elif path.startswith("/services/"):
+            body, status, reply = self._webhook(path, headers, raw)
+        else:
+            body, status, reply = None, 404, _text("404 Not Found")
+        error = _error_of(status, reply)
+        received = Received(path, headers, body, status, error)
+        with self._changed:
+            self.requests.append(received)
+            if status == 200 and not error:
+                self.messages.append(received)
+            self._changed.notify_all()
+        return status, reply[0], reply[1]
+
+    def _failure_reply(self, api: bool, failure: _Failure) -> _Reply:
+        if failure.body is not None:
+            headers, payload = _text(failure.body)
+        elif failure.status == 429:
+            headers, payload = _api_error("ratelimited") if api else _text("rate_limited")
+        else:  # Slack's edge answers the Web API's outages with a page, a webhook's with a code
+            headers, payload = _text("<html><body>Service Unavailable</body></html>" if api else "rollup_error")
+        if failure.retry_after is not None:
+            headers["Retry-After"] = f"{failure.retry_after:g}"
+        return headers, payload
+
+    def _post_message(self, headers: dict[str, str], raw: bytes) -> _Outcome:
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        token = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if content_type == "application/json":
+            try:
+                args = json.loads(raw or b"null")
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                return None, 200, _api_error("invalid_json")
+            if not isinstance(args, dict):
+                return None, 200, _api_error("json_not_object")
+        elif content_type == "application/x-www-form-urlencoded":
+            args = {k: v[-1] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+            token = token or args.pop("token", "")
+            for key in ("attachments", "blocks"):
+                if key in args:
+                    try:
+                        args[key] = json.loads(args[key])
+                    except json.JSONDecodeError:
+                        return args, 200, _api_error(f"invalid_{key}")
+        else:
+            return None, 200, _api_error("invalid_post_type")
+        if not token:
+            return args, 200, _api_error("not_authed")
+        if token not in self.tokens:
+            return args, 200, _api_error("invalid_auth")
+        channel = str(args.get("channel") or "")
+        if channel not in self.channels:
+            return args, 200, _api_error("channel_not_found")
+        if channel in self.archived:
+            return args, 200, _api_error("is_archived")
+        text, blocks, attachments = args.get("text"), args.get("blocks"), args.get("attachments")
+        if not (text or blocks or attachments):
+            return args, 200, _api_error("no_text")
+        if isinstance(text, str) and len(text) > 40000:
+            return args, 200, _api_error("msg_too_long")
+        if isinstance(attachments, list) and len(attachments) > 100:
+            return args, 200, _api_error("too_many_attachments")
+        problems = _message_problems(args)
+        if problems:
+            return args, 200, _api_error("invalid_blocks", errors=problems)
+        ts = self._next_ts()
+        message = {"type": "message", "subtype": "bot_message", "bot_id": WEBHOOK_BOT, "ts": ts}
+        message.update({k: args[k] for k in ("text", "username", "attachments", "blocks") if k in args})
+        return args, 200, _json({"ok": True, "channel": _channel_id(channel), "ts": ts, "message": message})
+
+    def _webhook(self, path: str, headers: dict[str, str], raw: bytes) -> _Outcome:
+        parts = path.split("/")[2:]
+        if len(parts) != 3 or parts[:2] != [WEBHOOK_TEAM, WEBHOOK_BOT]:
+            return None, 404, _text("no_service")
+        if path != self.webhook_path:
+            return None, 403, _text("invalid_token")
+        if self.webhook_channel in self.archived:
+            return None, 410, _text("channel_is_archived")
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            if content_type == "application/x-www-form-urlencoded":  # the legacy payload= form
+                raw = parse_qs(raw.decode("utf-8"))["payload"][-1].encode()
+            body = json.loads(raw)
+        except (UnicodeDecodeError, KeyError, json.JSONDecodeError):
+            return None, 400, _text("invalid_payload")
+        if not isinstance(body, dict):
+            return None, 400, _text("invalid_payload")
+        if not (body.get("text") or body.get("blocks") or body.get("attachments")):
+            return body, 400, _text("no_text")
+        if _message_problems(body):
+            return body, 400, _text("invalid_blocks")
+        return body, 200, _text("ok")
+
+    def _next_ts(self) -> str:
+        with self._changed:
+            self._ts += 1
+            return f"{int(time.time())}.{self._ts:06d}"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (a timeout test) is expected; anything else is a bug to show."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def _handler_for(server: SlackAPIServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, reply_headers, payload = server._handle(self.path, headers, raw)
+            self.send_response(status)
+            for name, value in reply_headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            """Quiet: pytest shows the assertions, not an access log."""
+
+    return Handler
+
+
+def _json(data: dict[str, Any]) -> _Reply:
+    return {"Content-Type": "application/json; charset=utf-8"}, json.dumps(data).encode()
+
+
+def _text(text: str) -> _Reply:
+    return {"Content-Type": "text/html"}, text.encode()
+
+
+def _api_error(code: str, **extra: Any) -> _Reply:
+    return _json({"ok": False, "error": code, **extra})
+
+
+def _error_of(status: int, reply: _Reply) -> str:
+    """The Slack error code in a reply, whichever of the two formats it uses."""
+    headers, payload = reply
+    if headers["Content-Type"].startswith("application/json"):
+        return json.loads(payload).get("error", "")
+    return "" if status == 200 else payload.decode()
+
+
+def _channel_id(channel: str) -> str:
+    """Slack answers with the channel's ID even when it was given a name."""
+    return channel if channel[:1] in "CGD" and channel.isupper() else f"C{zlib.crc32(channel.encode()):08X}"
+
+
+def _message_problems(message: dict[str, Any]) -> list[str]:
+    """Block Kit limits, in Slack's `invalid_blocks` wording, for the message and its attachments."""
+    problems = _blocks_problems(message.get("blocks"), "/blocks")
+    for index, attachment in enumerate(message.get("attachments") or []):
+        if isinstance(attachment, dict):
+            problems += _blocks_problems(attachment.get("blocks"), f"/attachments/{index}/blocks")
+    return problems
+
+
+def _blocks_problems(blocks: Any, pointer: str) -> list[str]:
+    if blocks is None:
+        return []
+    if not isinstance(blocks, list):
+        return [f"must be an array [json-pointer:{pointer}]"]
+    problems = [f"no more than 50 items allowed [json-pointer:{pointer}]"] if len(blocks) > 50 else []
+    for index, block in enumerate(blocks):
+        at = f"{pointer}/{index}"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "section":
+            text, fields = block.get("text"), block.get("fields")
+            if text is None and not fields:
+                problems.append(f"must provide either text or fields [json-pointer:{at}]")
+            if text is not None:
+                problems += _text_problems(text, 3000, f"{at}/text")
+            if fields is not None:
+                if not isinstance(fields, list) or len(fields) > 10:
+                    problems.append(f"no more than 10 items allowed [json-pointer:{at}/fields]")
+                else:
+                    for n, field in enumerate(fields):
+                        problems += _text_problems(field, 2000, f"{at}/fields/{n}")
+        elif kind == "context":
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not 1 <= len(elements) <= 10:
+                problems.append(f"must have between 1 and 10 items [json-pointer:{at}/elements]")
+        elif kind not in ("divider", "header", "image", "actions", "rich_text", "file", "video", "markdown"):
+            problems.append(f"unsupported type {kind!r} [json-pointer:{at}]")
+    return problems
+
+
+def _text_problems(text: Any, limit: int, at: str) -> list[str]:
+    if not isinstance(text, dict) or text.get("type") not in ("mrkdwn", "plain_text"):
+        return [f"must be a text object [json-pointer:{at}]"]
+    value = text.get("text")
+    if not isinstance(value, str) or not 1 <= len(value) <= limit:
+        return [f"must be between 1 and {limit} characters [json-pointer:{at}/text]"]
+    return []
