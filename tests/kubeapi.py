@@ -1,0 +1,2337 @@
+"""A small but honest Kubernetes API server for tests.
+
+No real API server can run on the test machines, and a mock that answers
+whatever the code under test expects proves nothing.  ``KubeAPIServer`` serves
+real HTTP and answers the way kube-apiserver 1.32 answers the requests a
+client such as ``kubectl`` or the official ``kubernetes`` Python client sends:
+
+* discovery (``/version``, ``/api``, ``/apis``, ``/api/v1``, ``/apis/{g}/{v}``)
+  in the legacy format; kubectl asks for aggregated discovery first and falls
+  back when it gets plain ``application/json``;
+* ``/openapi/v3`` with an empty index and ``/openapi/v2`` as an empty protobuf
+  document: "no schemas published".  kubectl then skips client-side schema
+  validation instead of failing on a 404, and nothing claims a schema the
+  server does not enforce;
+* CRUD, list (label and field selectors, ``limit``/``continue``), watch,
+  ``deletecollection``, the ``status`` and ``scale`` subresources;
+* server-side apply with field ownership tracked in ``metadata.managedFields``
+  (FieldsV1), conflicts, ``force``, pruning of fields a manager stopped
+  applying, ``dryRun=All``, and no-op applies that leave ``resourceVersion``
+  and ``generation`` untouched;
+* merge, strategic-merge (as merge patch with keyed lists) and JSON patches;
+* Status error bodies worded and shaped like the real ones;
+* CRDs: creating one registers its kinds in discovery and the REST paths;
+* tiny "controllers" that fill in status for Deployments, StatefulSets,
+  DaemonSets, Jobs, Pods and CRDs as their real controllers eventually would,
+  as separate status writes, so health checks have something true to read;
+* namespace deletion as on a cluster: the namespace turns Terminating,
+  refuses new objects, and is emptied and removed a moment later.
+
+What it deliberately does not do is listed in ``NOT_IMPLEMENTED`` below.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import ipaddress
+import json
+import re
+import secrets
+import socket
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterable, NamedTuple
+from urllib.parse import parse_qsl, urlsplit
+
+import yaml
+
+NOT_IMPLEMENTED = """
+Not implemented, on purpose (none of it is needed to test a GitOps client):
+authentication and authorization (every request is allowed), admission webhooks,
+OpenAPI schemas and schema validation (fieldValidation=Strict is accepted but
+unknown fields are kept and types are not checked; only names, labels, a
+workload's selector and a CRD's name are validated), most defaulting (only the
+common workload/pod/service/namespace defaults), finalizers and graceful
+deletion other than a namespace's termination (other deletes are immediate; a
+CRD takes its custom resources at once), garbage collection by
+ownerReferences, Table output (kubectl falls back to client-side printing),
+protobuf and CBOR request bodies (415, so typed kubectl generators such as
+`kubectl create configmap` fail; `kubectl create -f` works), aggregated
+discovery (kubectl falls back to the legacy documents), strategic-merge-patch
+directives ($patch, $retainKeys), CRDs with several versions and conversion,
+apply on /scale, scale for custom resources, watch niceties (bookmarks,
+initial-events streaming, DELETED for objects that leave a label selector),
+and the objects controllers create by themselves (ReplicaSets and Pods of
+workloads, default ServiceAccounts, kube-root-ca.crt ConfigMaps, the
+`kubernetes` Service), so listings hold only what tests created.
+"""
+
+# --------------------------------------------------------------------------- #
+# Resource types
+# --------------------------------------------------------------------------- #
+
+ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """One REST resource: what discovery advertises and what the store keys on."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    # Types whose status is written through /status only: writes to the main
+    # resource leave status alone, and apply does not own status fields.
+    status_subresource: bool = False
+    # Types whose strategy sets metadata.generation (most types with a spec).
+    tracks_generation: bool = False
+    # Which name validation the real registry uses for this type.
+    name_rule: str = "subdomain"
+    singular: str = ""
+    custom: bool = False  # served because a CRD asked for it
+    scale_subresource: bool = False  # /scale speaks autoscaling/v1 Scale
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def singular_name(self) -> str:
+        return self.singular or self.kind.lower()
+
+    @property
+    def group_resource(self) -> str:
+        """``deployments.apps`` / ``configmaps``: how Status messages name it."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def group_kind(self) -> str:
+        """``Deployment.apps`` / ``ConfigMap``: how Invalid messages name it."""
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+    def discovery_entries(self) -> list[dict[str, Any]]:
+        main: dict[str, Any] = {
+            "name": self.plural,
+            "singularName": self.singular_name,
+            "namespaced": self.namespaced,
+            "kind": self.kind,
+            "verbs": list(ALL_VERBS),
+        }
+        if self.short_names:
+            main["shortNames"] = list(self.short_names)
+        if self.categories:
+            main["categories"] = list(self.categories)
+        entries = [main]
+        if self.scale_subresource:
+            entries.append({
+                "name": f"{self.plural}/scale",
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            })
+        if self.status_subresource:
+            entries.append({
+                "name": f"{self.plural}/status",
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "kind": self.kind,
+                "verbs": ["get", "patch", "update"],
+            })
+        return entries
+
+    def write_scope(self, subresource: str) -> str:
+        """Which fields a write may touch: "all", "" (all but status), "status" or "scale"."""
+        if subresource:
+            return subresource
+        return "" if self.status_subresource else "all"
+
+
+def _rt(group: str, kind: str, plural: str, namespaced: bool = True, short: tuple[str, ...] = (),
+        cats: tuple[str, ...] = (), status: bool = False, gen: bool = False,
+        name_rule: str = "subdomain", version: str = "v1", scale: bool = False) -> ResourceType:
+    return ResourceType(group, version, kind, plural, namespaced, short, cats, status, gen, name_rule,
+                        scale_subresource=scale)
+
+
+BUILTIN_TYPES: tuple[ResourceType, ...] = (
+    _rt("", "Namespace", "namespaces", False, ("ns",), status=True, name_rule="label"),
+    _rt("", "ConfigMap", "configmaps", short=("cm",)),
+    _rt("", "Secret", "secrets"),
+    _rt("", "Service", "services", short=("svc",), cats=("all",), status=True, name_rule="dns1035"),
+    _rt("", "ServiceAccount", "serviceaccounts", short=("sa",)),
+    _rt("", "Pod", "pods", short=("po",), cats=("all",), status=True),
+    _rt("", "PersistentVolumeClaim", "persistentvolumeclaims", short=("pvc",), status=True),
+    _rt("", "Event", "events", short=("ev",)),
+    _rt("", "Endpoints", "endpoints", short=("ep",)),
+    _rt("", "ResourceQuota", "resourcequotas", short=("quota",), status=True),
+    _rt("", "LimitRange", "limitranges", short=("limits",)),
+    _rt("apps", "Deployment", "deployments", short=("deploy",), cats=("all",), status=True, gen=True, scale=True),
+    _rt("apps", "StatefulSet", "statefulsets", short=("sts",), cats=("all",), status=True, gen=True, scale=True),
+    _rt("apps", "DaemonSet", "daemonsets", short=("ds",), cats=("all",), status=True, gen=True),
+    _rt("apps", "ReplicaSet", "replicasets", short=("rs",), cats=("all",), status=True, gen=True, scale=True),
+    _rt("batch", "Job", "jobs", cats=("all",), status=True, gen=True),
+    _rt("batch", "CronJob", "cronjobs", short=("cj",), cats=("all",), status=True, gen=True),
+    _rt("autoscaling", "HorizontalPodAutoscaler", "horizontalpodautoscalers", short=("hpa",),
+        cats=("all",), status=True, gen=True, version="v2"),
+    _rt("policy", "PodDisruptionBudget", "poddisruptionbudgets", short=("pdb",), status=True, gen=True),
+    _rt("rbac.authorization.k8s.io", "Role", "roles", name_rule="path"),
+    _rt("rbac.authorization.k8s.io", "RoleBinding", "rolebindings", name_rule="path"),
+    _rt("rbac.authorization.k8s.io", "ClusterRole", "clusterroles", False, name_rule="path"),
+    _rt("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", False, name_rule="path"),
+    _rt("networking.k8s.io", "Ingress", "ingresses", short=("ing",), status=True, gen=True),
+    _rt("networking.k8s.io", "NetworkPolicy", "networkpolicies", short=("netpol",), gen=True),
+    _rt("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", False,
+        ("crd", "crds"), ("api-extensions",), status=True, gen=True),
+)
+
+INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+SERVER_VERSION = {
+    "major": "1",
+    "minor": "32",
+    # Build metadata says what this really is without upsetting version parsers.
+    "gitVersion": "v1.32.0+herald.kubeapi",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2024-12-11T00:00:00Z",
+    "goVersion": "go1.23.3",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
+def _version_priority(version: str) -> tuple[int, int, int]:
+    """Kubernetes version ordering: v2 > v1 > v1beta2 > v1beta1 > v1alpha1 > other."""
+    m = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
+    if not m:
+        return (0, 0, 0)
+    stability = {"alpha": 1, "beta": 2, None: 3}[m.group(2)]
+    return (stability, int(m.group(1)), int(m.group(3) or 0))
+
+
+# --------------------------------------------------------------------------- #
+# Status errors
+# --------------------------------------------------------------------------- #
+
+_REASONS = {
+    400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+    405: "MethodNotAllowed", 406: "NotAcceptable", 409: "Conflict", 410: "Expired",
+    415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests",
+    500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout",
+}
+
+
+class ApiError(Exception):
+    """An error answered as a ``metav1.Status``, shaped as the apiserver shapes it."""
+
+    def __init__(self, code: int, message: str, reason: str | None = None,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason if reason is not None else _REASONS.get(code, ""),
+        }
+        if details is not None:
+            self.status["details"] = details
+        self.status["code"] = code
+
+
+def _details(rtype: ResourceType | None, name: str, *, kind: str | None = None,
+             group: str | None = None, **extra: Any) -> dict[str, Any]:
+    """StatusDetails with Go's omitempty: empty name/group are left out."""
+    d: dict[str, Any] = {}
+    if name:
+        d["name"] = name
+    g = group if group is not None else (rtype.group if rtype else "")
+    if g:
+        d["group"] = g
+    k = kind if kind is not None else (rtype.plural if rtype else "")
+    if k:
+        d["kind"] = k
+    d.update(extra)
+    return d
+
+
+def not_found(rtype: ResourceType, name: str) -> ApiError:
+    return ApiError(404, f'{rtype.group_resource} "{name}" not found', "NotFound", _details(rtype, name))
+
+
+def namespace_not_found(namespace: str) -> ApiError:
+    return ApiError(404, f'namespaces "{namespace}" not found', "NotFound",
+                    {"name": namespace, "kind": "namespaces"})
+
+
+def already_exists(rtype: ResourceType, name: str) -> ApiError:
+    return ApiError(409, f'{rtype.group_resource} "{name}" already exists', "AlreadyExists",
+                    _details(rtype, name))
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, message, "BadRequest")
+
+
+def modified_conflict(rtype: ResourceType, name: str) -> ApiError:
+    return ApiError(409, f'Operation cannot be fulfilled on {rtype.group_resource} "{name}": the object '
+                         "has been modified; please apply your changes to the latest version and try again",
+                    "Conflict", _details(rtype, name))
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One ``field.Error``: rendered like Go's ``field.Error.Error()``."""
+
+    type: str  # FieldValueInvalid, FieldValueRequired, ...
+    field: str
+    detail: str = ""
+    value: Any = None
+
+    def body(self) -> str:
+        if self.type == "FieldValueRequired":
+            head = "Required value"
+        elif self.type == "FieldValueForbidden":
+            head = "Forbidden"
+        elif self.type == "FieldValueNotSupported":
+            head = f"Unsupported value: {_go_value(self.value)}"
+        else:
+            head = f"Invalid value: {_go_value(self.value)}"
+        return f"{head}: {self.detail}" if self.detail else head
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.body()}"
+
+
+def _go_value(value: Any) -> str:
+    """How ``field.Invalid`` prints a value (``%q`` for strings, ``%#v`` for maps)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        inner = ", ".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in sorted(value.items()))
+        return "map[string]string{" + inner + "}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def invalid(group_kind: str, group: str, name: str, errors: list[FieldError]) -> ApiError:
+    """``errors.NewInvalid``: 422 with one cause per field error."""
+    kind = group_kind.split(".", 1)[0]
+    agg = str(errors[0]) if len(errors) == 1 else "[" + ", ".join(str(e) for e in errors) + "]"
+    causes = [{"reason": e.type, "message": e.body(), "field": e.field} for e in errors]
+    return ApiError(422, f'{group_kind} "{name}" is invalid: {agg}', "Invalid",
+                    _details(None, name, kind=kind, group=group, causes=causes))
+
+
+# --------------------------------------------------------------------------- #
+# Validation
+# --------------------------------------------------------------------------- #
+
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = _DNS1123_LABEL + r"(\." + _DNS1123_LABEL + r")*"
+_DNS1035_LABEL = r"[a-z]([-a-z0-9]*[a-z0-9])?"
+_QUALIFIED_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+_LABEL_VALUE = r"(" + _QUALIFIED_NAME + r")?"
+
+_MSG_SUBDOMAIN = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+                  "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
+                  f"for validation is '{_DNS1123_SUBDOMAIN}')")
+_MSG_LABEL = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+              "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
+              f"validation is '{_DNS1123_LABEL}')")
+_MSG_DNS1035 = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+                "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
+                f"regex used for validation is '{_DNS1035_LABEL}')")
+_MSG_QUALIFIED = ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+                  "with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
+                  f"validation is '{_QUALIFIED_NAME}')")
+_MSG_LABEL_VALUE = ("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+                    "'.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or "
+                    f"'my_value',  or '12345', regex used for validation is '{_LABEL_VALUE}')")
+
+
+def _name_problems(name: str, rule: str) -> list[str]:
+    if rule == "path":
+        if name in (".", ".."):
+            return [f"may not be '{name}'"]
+        return [f"may not contain '{c}'" for c in "/%" if c in name]
+    pattern, limit, msg = {
+        "subdomain": (_DNS1123_SUBDOMAIN, 253, _MSG_SUBDOMAIN),
+        "label": (_DNS1123_LABEL, 63, _MSG_LABEL),
+        "dns1035": (_DNS1035_LABEL, 63, _MSG_DNS1035),
+    }[rule]
+    problems = []
+    if len(name) > limit:
+        problems.append(f"must be no more than {limit} characters")
+    if not re.fullmatch(pattern, name):
+        problems.append(msg)
+    return problems
+
+
+def _label_problems(labels: Any) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if not isinstance(labels, dict):
+        return errors
+    for key, value in labels.items():
+        prefix, _, name_part = key.rpartition("/")
+        if prefix and _name_problems(prefix, "subdomain"):
+            errors.append(FieldError("FieldValueInvalid", "metadata.labels", "prefix part " + _MSG_SUBDOMAIN, key))
+        if len(name_part) > 63:
+            errors.append(FieldError("FieldValueInvalid", "metadata.labels",
+                                     "name part must be no more than 63 characters", key))
+        if not re.fullmatch(_QUALIFIED_NAME, name_part):
+            errors.append(FieldError("FieldValueInvalid", "metadata.labels", _MSG_QUALIFIED, key))
+        value = "" if value is None else str(value)
+        if len(value) > 63:
+            errors.append(FieldError("FieldValueInvalid", "metadata.labels", "must be no more than 63 characters",
+                                     value))
+        if not re.fullmatch(_LABEL_VALUE, value):
+            errors.append(FieldError("FieldValueInvalid", "metadata.labels", _MSG_LABEL_VALUE, value))
+    return errors
+
+
+def _validate(rtype: ResourceType, obj: dict[str, Any]) -> None:
+    """The slice of registry validation a GitOps client trips over in practice."""
+    meta = obj["metadata"]
+    name = meta.get("name", "")
+    errors = [FieldError("FieldValueInvalid", "metadata.name", p, name) for p in _name_problems(name, rtype.name_rule)]
+    errors += _label_problems(meta.get("labels"))
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    if not rtype.custom and rtype.kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
+        selector = spec.get("selector")
+        template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        if not selector:
+            errors.append(FieldError("FieldValueRequired", "spec.selector"))
+        wanted = (selector or {}).get("matchLabels") or {}
+        if not wanted or any(template_labels.get(k) != v for k, v in wanted.items()):
+            errors.append(FieldError("FieldValueInvalid", "spec.template.metadata.labels",
+                                     "`selector` does not match template `labels`", template_labels))
+    if rtype.kind == "CustomResourceDefinition" and not rtype.custom:
+        names = spec.get("names") or {}
+        expected = f"{names.get('plural', '')}.{spec.get('group', '')}"
+        if name != expected:
+            errors.append(FieldError("FieldValueInvalid", "metadata.name",
+                                     'must be spec.names.plural+"."+spec.group', name))
+    if errors:
+        raise invalid(rtype.group_kind, rtype.group, name, errors)
+
+
+# --------------------------------------------------------------------------- #
+# Field sets (managedFields / FieldsV1)
+# --------------------------------------------------------------------------- #
+
+# A field path is a tuple of FieldsV1 path elements: "f:spec", 'k:{"name":"web"}'.
+FieldPath = tuple[str, ...]
+_MISSING: Any = object()
+
+# Associative lists of the built-in types and their keys (x-kubernetes-list-map-keys).
+# Everything else, and every list in a custom resource, is atomic, as the
+# server treats lists that have no such schema.
+_LIST_MAP_KEYS: dict[str, tuple[str, ...]] = {
+    "containers": ("name",),
+    "initContainers": ("name",),
+    "ephemeralContainers": ("name",),
+    "env": ("name",),
+    "volumes": ("name",),
+    "volumeMounts": ("mountPath",),
+    "conditions": ("type",),
+    "ownerReferences": ("uid",),
+}
+_KEY_DEFAULTS = {"protocol": "TCP"}
+
+# Metadata the server owns; never part of anyone's field set.
+_IGNORED_PATHS: tuple[FieldPath, ...] = (
+    ("f:apiVersion",), ("f:kind",),
+    *(("f:metadata", f"f:{k}") for k in (
+        "name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
+        "managedFields", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")),
+)
+
+
+def _list_keys(field_name: str | None, items: list[Any]) -> tuple[str, ...] | None:
+    """The keys of an associative list, or None when the list is atomic."""
+    if not items or not all(isinstance(i, dict) for i in items):
+        return None
+    if field_name == "ports":
+        if all("containerPort" in i for i in items):
+            keys: tuple[str, ...] = ("containerPort", "protocol")
+        elif all("port" in i for i in items):
+            keys = ("port", "protocol")
+        else:
+            return None
+    else:
+        keys = _LIST_MAP_KEYS.get(field_name or "", ())
+    if not keys or not all(k in i for i in items for k in keys if k not in _KEY_DEFAULTS):
+        return None
+    tokens = [_key_token(i, keys) for i in items]
+    return keys if len(set(tokens)) == len(tokens) else None
+
+
+def _is_label_selector(name: str | None, value: dict[str, Any]) -> bool:
+    """metav1.LabelSelector is an atomic struct: owned and replaced as a whole."""
+    return bool(name) and name.lower().endswith("selector") and set(value) <= {"matchLabels", "matchExpressions"}
+
+
+def _key_token(item: dict[str, Any], keys: tuple[str, ...]) -> str:
+    key = {k: item.get(k, _KEY_DEFAULTS.get(k)) for k in sorted(keys)}
+    return "k:" + json.dumps(key, separators=(",", ":"))
+
+
+def field_paths(obj: dict[str, Any], keyed_lists: bool) -> set[FieldPath]:
+    """The set of fields an object (or apply configuration) sets.
+
+    Leaves are scalars, atomic lists and empty maps; items of associative lists
+    are members themselves (rendered with ``.``) and have their own fields.
+    """
+    out: set[FieldPath] = set()
+
+    def walk(value: Any, path: FieldPath, name: str | None) -> None:
+        if isinstance(value, dict) and value and not (keyed_lists and _is_label_selector(name, value)):
+            for k, child in value.items():
+                walk(child, path + (f"f:{k}",), k)
+            return
+        keys = _list_keys(name, value) if keyed_lists and isinstance(value, list) else None
+        if keys:
+            for item in value:
+                item_path = path + (_key_token(item, keys),)
+                out.add(item_path)
+                for k, child in item.items():
+                    walk(child, item_path + (f"f:{k}",), k)
+        elif path:
+            out.add(path)
+
+    walk(obj, (), None)
+    return {p for p in out if not any(p[:len(i)] == i for i in _IGNORED_PATHS)}
+
+
+def _in_scope(paths: Iterable[FieldPath], scope: str) -> set[FieldPath]:
+    """Restrict a field set to what a write may touch (see ResourceType.write_scope)."""
+    if scope == "all":
+        return set(paths)
+    if scope == "status":
+        return {p for p in paths if p[:1] == ("f:status",)}
+    if scope == "scale":
+        return {p for p in paths if p == ("f:spec", "f:replicas")}
+    return {p for p in paths if p[:1] != ("f:status",)}
+
+
+def to_fields_v1(paths: set[FieldPath]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for p in paths:
+        node = tree
+        for el in p:
+            node = node.setdefault(el, {})
+
+    def finish(node: dict[str, Any], path: FieldPath) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if path and node and path in paths:
+            out["."] = {}
+        for el in sorted(node):
+            out[el] = finish(node[el], path + (el,))
+        return out
+
+    return finish(tree, ())
+
+
+def from_fields_v1(tree: dict[str, Any], prefix: FieldPath = ()) -> set[FieldPath]:
+    out: set[FieldPath] = set()
+    for el, child in tree.items():
+        if el == ".":
+            continue
+        p = prefix + (el,)
+        if not child or "." in child:
+            out.add(p)
+        out |= from_fields_v1(child, p)
+    return out
+
+
+def _item_matches(item: Any, key: dict[str, Any]) -> bool:
+    return isinstance(item, dict) and all(item.get(k, _KEY_DEFAULTS.get(k)) == v for k, v in key.items())
+
+
+def get_path(obj: Any, path: FieldPath) -> Any:
+    cur = obj
+    for el in path:
+        if el.startswith("f:") and isinstance(cur, dict) and el[2:] in cur:
+            cur = cur[el[2:]]
+        elif el.startswith("k:") and isinstance(cur, list):
+            key = json.loads(el[2:])
+            cur = next((i for i in cur if _item_matches(i, key)), _MISSING)
+            if cur is _MISSING:
+                return _MISSING
+        else:
+            return _MISSING
+    return cur
+
+
+def remove_path(obj: dict[str, Any], path: FieldPath) -> None:
+    """Remove one field (or list item), then the maps and lists it left empty,
+    as Go's omitempty drops them; ``metadata`` itself always stays."""
+    chain: list[Any] = [obj]
+    for el in path[:-1]:
+        child = get_path(chain[-1], (el,))
+        if not isinstance(child, (dict, list)):
+            return
+        chain.append(child)
+    for depth in range(len(path) - 1, -1, -1):
+        container, el = chain[depth], path[depth]
+        if depth < len(path) - 1:  # a parent: only if now empty, and never metadata
+            if get_path(container, (el,)) not in ({}, []) or path[:depth + 1] == ("f:metadata",):
+                break
+        if el.startswith("f:"):
+            container.pop(el[2:], None)
+        else:
+            key = json.loads(el[2:])
+            container[:] = [i for i in container if not _item_matches(i, key)]
+
+
+def path_string(path: FieldPath) -> str:
+    """structured-merge-diff's ``Path.String()``: ``.spec.containers[name="web"].image``."""
+    out = []
+    for el in path:
+        if el.startswith("f:"):
+            out.append("." + el[2:])
+        elif el.startswith("k:"):
+            key = json.loads(el[2:])
+            out.append("[" + ",".join(f"{k}={json.dumps(v)}" for k, v in key.items()) + "]")
+        else:
+            out.append(f"[{el}]")
+    return "".join(out)
+
+
+def merge_applied(live: Any, applied: Any, keyed_lists: bool, name: str | None = None) -> Any:
+    """Merge an apply configuration into the live object: maps merge, associative
+    lists merge item by item, everything else (atomic lists, label selectors,
+    scalars) is replaced."""
+    if isinstance(live, dict) and isinstance(applied, dict) and not (
+            keyed_lists and _is_label_selector(name, applied)):
+        out = copy.deepcopy(live)
+        for k, v in applied.items():
+            out[k] = merge_applied(live[k], v, keyed_lists, k) if k in live else copy.deepcopy(v)
+        return out
+    if keyed_lists and isinstance(live, list) and isinstance(applied, list):
+        keys = _list_keys(name, applied)
+        if keys and _list_keys(name, live) == keys:
+            by_token = {_key_token(i, keys): i for i in applied}
+            live_tokens = set()
+            result = []
+            for item in live:
+                token = _key_token(item, keys)
+                live_tokens.add(token)
+                result.append(merge_applied(item, by_token[token], keyed_lists) if token in by_token
+                              else copy.deepcopy(item))
+            result += [copy.deepcopy(i) for t, i in by_token.items() if t not in live_tokens]
+            return result
+    return copy.deepcopy(applied)
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+@dataclass
+class ManagedEntry:
+    """One ``metadata.managedFields`` entry, with its FieldsV1 as a path set."""
+
+    manager: str
+    operation: str  # "Apply" or "Update"
+    api_version: str
+    time: str
+    paths: set[FieldPath]
+    subresource: str = ""
+
+    @property
+    def ident(self) -> tuple[str, str, str, str]:
+        # Appliers are one manager whatever version they apply with (BuildManagerIdentifier).
+        return (self.manager, self.operation, self.subresource,
+                "" if self.operation == "Apply" else self.api_version)
+
+    def display(self) -> str:
+        """How conflict messages name a manager (printManager in the apiserver)."""
+        text = json.dumps(self.manager)
+        if self.subresource:
+            text += f" with subresource {json.dumps(self.subresource)}"
+        if self.operation == "Update":
+            text += f" using {self.api_version}"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "manager": self.manager,
+            "operation": self.operation,
+            "apiVersion": self.api_version,
+            "time": self.time,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": to_fields_v1(self.paths),
+        }
+        if self.subresource:
+            out["subresource"] = self.subresource
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ManagedEntry:
+        return cls(raw.get("manager", ""), raw.get("operation", "Update"), raw.get("apiVersion", ""),
+                   raw.get("time", ""), from_fields_v1(raw.get("fieldsV1") or {}), raw.get("subresource", ""))
+
+
+def _sorted_entries(entries: list[ManagedEntry]) -> list[ManagedEntry]:
+    """The apiserver's order: Apply before Update, then by time, manager, version."""
+    return sorted((e for e in entries if e.paths),
+                  key=lambda e: (e.operation, e.time, e.manager, e.api_version, e.subresource))
+
+
+# --------------------------------------------------------------------------- #
+# Selectors
+# --------------------------------------------------------------------------- #
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    op: str  # =, !=, in, notin, exists, !, gt, lt
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        present = self.key in labels
+        value = labels.get(self.key)
+        if self.op == "exists":
+            return present
+        if self.op == "!":
+            return not present
+        if self.op in ("=", "in"):
+            return present and value in self.values
+        if self.op in ("!=", "notin"):
+            return not present or value not in self.values
+        try:
+            number, bound = int(str(value)), int(self.values[0])
+        except (TypeError, ValueError):
+            return False
+        return present and (number > bound if self.op == "gt" else number < bound)
+
+
+_REQUIREMENT = re.compile(
+    r"\s*(?:(?P<not>!)\s*(?P<nkey>[^\s=!<>(),]+)"
+    r"|(?P<key>[^\s=!<>(),]+)\s*(?:"
+    r"(?P<op>==|=|!=)\s*(?P<val>[^\s=!<>(),]*)"
+    r"|\s(?P<setop>in|notin)\s*\((?P<vals>[^()]*)\)"
+    r"|(?P<cmp>[<>])\s*(?P<num>-?\d+)"
+    r")?)\s*$")
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_label_selector(text: str) -> list[Requirement]:
+    """Parse the label selector grammar of ``k8s.io/apimachinery/pkg/labels``."""
+    if not text.strip():
+        return []
+    reqs = []
+    for part in _split_top_level(text):
+        m = _REQUIREMENT.fullmatch(part)
+        if not m:
+            raise bad_request(f"unable to parse requirement: found '{part.strip()}', expected: "
+                              "'=', '!=', '==', 'in', notin'")
+        if m["not"]:
+            reqs.append(Requirement(m["nkey"], "!"))
+        elif m["op"]:
+            reqs.append(Requirement(m["key"], "!=" if m["op"] == "!=" else "=", (m["val"],)))
+        elif m["setop"]:
+            values = tuple(v.strip() for v in m["vals"].split(",") if v.strip())
+            reqs.append(Requirement(m["key"], m["setop"], values))
+        elif m["cmp"]:
+            reqs.append(Requirement(m["key"], "gt" if m["cmp"] == ">" else "lt", (m["num"],)))
+        else:
+            reqs.append(Requirement(m["key"], "exists"))
+    return reqs
+
+
+def parse_field_selector(text: str) -> list[tuple[str, bool, str]]:
+    """``metadata.name=x,metadata.namespace!=y`` → [(field, equal, value)]."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        m = re.fullmatch(r"([^=!]+?)\s*(==|=|!=)\s*(.*)", part)
+        if not m:
+            raise bad_request(f"invalid selector: '{text}'; can't understand '{part}'")
+        name, op, value = m.groups()
+        if name not in ("metadata.name", "metadata.namespace"):
+            raise bad_request(f'"{name}" is not a known field selector: only "metadata.name", "metadata.namespace"')
+        out.append((name, op != "!=", value))
+    return out
+
+
+def _matches(obj: dict[str, Any], labels: list[Requirement], fields: list[tuple[str, bool, str]]) -> bool:
+    meta = obj.get("metadata", {})
+    obj_labels = meta.get("labels") or {}
+    if not all(r.matches(obj_labels) for r in labels):
+        return False
+    for name, equal, value in fields:
+        actual = meta.get(name.split(".", 1)[1], "")
+        if (actual == value) != equal:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- #
+# Small helpers
+# --------------------------------------------------------------------------- #
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _short_hash(value: Any, length: int = 10) -> str:
+    """A stable name suffix in the alphabet the apiserver uses for generated names."""
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"
+    digest = int.from_bytes(hashlib.sha256(json.dumps(value, sort_keys=True).encode()).digest()[:8], "big")
+    out = []
+    for _ in range(length):
+        digest, i = divmod(digest, len(alphabet))
+        out.append(alphabet[i])
+    return "".join(out)
+
+
+def _setdefault(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for k in path[:-1]:
+        nxt = obj.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            return
+        obj = nxt
+    obj.setdefault(path[-1], copy.deepcopy(value))
+
+
+class _NoTimestampLoader(yaml.SafeLoader):
+    """YAML as sigs.k8s.io/yaml reads it: ``2024-01-01`` stays a string."""
+
+
+_NoTimestampLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _decode_body(raw: bytes, content_type: str) -> Any:
+    if content_type not in ("", "application/json", "application/yaml", "text/yaml") and \
+            content_type not in _PATCH_TYPES:
+        # Protobuf and CBOR bodies need the Go type registry; say so the way a
+        # server that does not speak them does.
+        raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
+                            f"application/json, application/yaml", "UnsupportedMediaType", {})
+    if not raw.strip():
+        raise bad_request("the body of the request is empty")
+    text = raw.decode("utf-8")
+    try:
+        return json.loads(text)
+    except ValueError:
+        if "yaml" not in content_type:
+            raise bad_request(f"the object provided is unrecognized: {text[:30]!r}") from None
+    try:
+        return yaml.load(text, Loader=_NoTimestampLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise bad_request(f"error decoding YAML: {exc}") from None
+
+
+def json_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = json_merge_patch(out.get(k), v)
+    return out
+
+
+def strategic_merge_patch(target: Any, patch: Any, name: str | None = None) -> Any:
+    """A merge patch that merges the built-in associative lists by key, as
+    strategic merge patch does (without ``$patch`` directives)."""
+    if isinstance(patch, dict):
+        out = copy.deepcopy(target) if isinstance(target, dict) else {}
+        for k, v in patch.items():
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = strategic_merge_patch(out.get(k), v, k)
+        return out
+    if isinstance(patch, list) and isinstance(target, list):
+        keys = _list_keys(name, patch)
+        if keys and _list_keys(name, target) == keys:
+            result = copy.deepcopy(target)
+            for item in patch:
+                token = _key_token(item, keys)
+                for i, existing in enumerate(result):
+                    if _key_token(existing, keys) == token:
+                        result[i] = strategic_merge_patch(existing, item)
+                        break
+                else:
+                    result.append(copy.deepcopy(item))
+            return result
+    return copy.deepcopy(patch)
+
+
+def _pointer(path: str) -> list[str]:
+    if path == "":
+        return []
+    if not path.startswith("/"):
+        raise bad_request(f"invalid JSON pointer {path!r}")
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def json_patch(doc: Any, ops: Any) -> Any:
+    """RFC 6902 (add, remove, replace, move, copy, test)."""
+    if not isinstance(ops, list):
+        raise bad_request("json patch must be a list of operations")
+    doc = copy.deepcopy(doc)
+
+    def walk(parts: list[str]) -> tuple[Any, str]:
+        cur = doc
+        for p in parts[:-1]:
+            cur = cur[int(p)] if isinstance(cur, list) else cur[p]
+        return cur, parts[-1]
+
+    def get(parts: list[str]) -> Any:
+        cur = doc
+        for p in parts:
+            cur = cur[int(p)] if isinstance(cur, list) else cur[p]
+        return cur
+
+    def remove(parts: list[str]) -> Any:
+        parent, last = walk(parts)
+        return parent.pop(int(last)) if isinstance(parent, list) else parent.pop(last)
+
+    def add(parts: list[str], value: Any) -> None:
+        parent, last = walk(parts)
+        if isinstance(parent, list):
+            parent.insert(len(parent) if last == "-" else int(last), value)
+        else:
+            parent[last] = value
+
+    for op in ops:
+        try:
+            kind, parts = op["op"], _pointer(op["path"])
+            if kind == "add":
+                add(parts, copy.deepcopy(op["value"]))
+            elif kind == "remove":
+                remove(parts)
+            elif kind == "replace":
+                remove(parts)
+                add(parts, copy.deepcopy(op["value"]))
+            elif kind == "move":
+                add(parts, remove(_pointer(op["from"])))
+            elif kind == "copy":
+                add(parts, copy.deepcopy(get(_pointer(op["from"]))))
+            elif kind == "test":
+                if get(parts) != op["value"]:
+                    raise ApiError(422, f"the server rejected our request due to an error in our request: "
+                                        f"testing value {op['path']} failed", "Invalid")
+            else:
+                raise bad_request(f"Unexpected kind: {kind}")
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise ApiError(422, f"the server rejected our request due to an error in our request: {exc}",
+                           "Invalid") from None
+    return doc
+
+
+# --------------------------------------------------------------------------- #
+# The cluster state
+# --------------------------------------------------------------------------- #
+
+ObjKey = tuple[str, str, str, str]  # (group, plural, namespace, name)
+
+
+@dataclass
+class WatchEvent:
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    group: str
+    plural: str
+    obj: dict[str, Any]
+
+
+@dataclass
+class FailRule:
+    """A planned failure: the next matching write is answered with this Status."""
+
+    kind: str
+    name: str
+    namespace: str | None
+    verbs: tuple[str, ...]
+    error: ApiError
+    times: int
+
+
+class Cluster:
+    """The API semantics, free of HTTP: a typed store guarded by one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.rv = 0
+        self.objects: dict[ObjKey, dict[str, Any]] = {}
+        self.events: list[WatchEvent] = []
+        self.oldest_event_rv = 0
+        self.types: dict[tuple[str, str, str], ResourceType] = {}
+        self.fail_rules: list[FailRule] = []
+        self.stopping = False
+        self._next_ip = 100  # 10.96.0.1 is the kubernetes Service's, 10.96.0.10 DNS's, on real clusters
+        # How long the "namespace controller" takes to empty a deleted namespace.
+        self.namespace_termination_seconds = 0.2
+        self._timers: list[threading.Timer] = []
+        self.reset()
+
+    # -- registry ---------------------------------------------------------- #
+
+    def reset(self) -> None:
+        with self.lock:
+            self.cancel_timers()
+            self.objects.clear()
+            self.events.clear()
+            self.oldest_event_rv = self.rv
+            self.fail_rules.clear()
+            self.types = {(t.group, t.version, t.plural): t for t in BUILTIN_TYPES}
+            for ns in INITIAL_NAMESPACES:
+                self.write(self.type_for("v1", "Namespace"), None, ns, "create",
+                           {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+                           manager="kube-apiserver")
+
+    def type_for(self, api_version: str, kind: str) -> ResourceType:
+        group, _, version = api_version.rpartition("/")
+        for t in self.types.values():
+            if (t.group, t.version, t.kind) == (group, version, kind):
+                return t
+        raise KeyError(f"no resource type for {api_version} {kind}")
+
+    def lookup(self, group: str, version: str, plural: str) -> ResourceType | None:
+        return self.types.get((group, version, plural))
+
+    def group_versions(self) -> dict[str, list[str]]:
+        """Served versions per group, preferred first."""
+        out: dict[str, list[str]] = {}
+        for t in self.types.values():
+            if t.group and t.version not in out.setdefault(t.group, []):
+                out[t.group].append(t.version)
+        for versions in out.values():
+            versions.sort(key=_version_priority, reverse=True)
+        return out
+
+    def _sync_crd(self, crd: dict[str, Any] | None, name: str) -> None:
+        """Serve (or stop serving) the kinds a CRD defines."""
+        for key, t in list(self.types.items()):
+            if t.custom and f"{t.plural}.{t.group}" == name:
+                del self.types[key]
+        if crd is None:
+            return
+        spec = crd.get("spec") or {}
+        names = spec.get("names") or {}
+        for v in spec.get("versions") or []:
+            if not v.get("served", True):
+                continue
+            rtype = ResourceType(
+                group=spec.get("group", ""), version=v.get("name", ""), kind=names.get("kind", ""),
+                plural=names.get("plural", ""), namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
+                status_subresource="status" in (v.get("subresources") or {}), tracks_generation=True,
+                singular=names.get("singular", ""), custom=True,
+            )
+            self.types[(rtype.group, rtype.version, rtype.plural)] = rtype
+
+    # -- reads --------------------------------------------------------------- #
+
+    @staticmethod
+    def key(rtype: ResourceType, namespace: str | None, name: str) -> ObjKey:
+        return (rtype.group, rtype.plural, namespace or "" if rtype.namespaced else "", name)
+
+    def get(self, rtype: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
+        with self.lock:
+            obj = self.objects.get(self.key(rtype, namespace, name))
+            if obj is None:
+                raise not_found(rtype, name)
+            return self._render(rtype, obj)
+
+    def list(self, rtype: ResourceType, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
+        labels = parse_label_selector(query.get("labelSelector", ""))
+        fields = parse_field_selector(query.get("fieldSelector", ""))
+        with self.lock:
+            items = [self._render(rtype, o, in_list=True)
+                     for k, o in sorted(self.objects.items())
+                     if k[:2] == (rtype.group, rtype.plural) and (not namespace or k[2] == namespace)
+                     and _matches(o, labels, fields)]
+            list_rv = str(self.rv)
+        meta: dict[str, Any] = {"resourceVersion": list_rv}
+        start = 0
+        if query.get("continue"):
+            try:
+                token = json.loads(base64.urlsafe_b64decode(query["continue"].encode()))
+                start, list_rv = int(token["start"]), token["rv"]
+                meta["resourceVersion"] = list_rv
+            except (ValueError, KeyError, TypeError):
+                raise bad_request("continue key is not valid: incorrect encoded start resourceVersion "
+                                  "(version meta.k8s.io/v1)") from None
+        limit = int(query.get("limit") or 0)
+        page = items[start:start + limit] if limit > 0 else items[start:]
+        if limit > 0 and start + limit < len(items):
+            meta["continue"] = base64.urlsafe_b64encode(
+                json.dumps({"start": start + limit, "rv": list_rv}).encode()).decode()
+            if not labels and not fields:
+                meta["remainingItemCount"] = len(items) - start - limit
+        return {"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version, "metadata": meta, "items": page}
+
+    @staticmethod
+    def _render(rtype: ResourceType, obj: dict[str, Any], in_list: bool = False) -> dict[str, Any]:
+        out = copy.deepcopy(obj)
+        if in_list and not rtype.custom:
+            # Typed lists carry the kind once, on the list, not on every item.
+            out.pop("apiVersion", None)
+            out.pop("kind", None)
+        return out
+
+    # -- failure injection --------------------------------------------------- #
+
+    def _check_fail_rules(self, rtype: ResourceType, namespace: str | None, name: str, verb: str) -> None:
+        for rule in self.fail_rules:
+            if (rule.kind == rtype.kind and rule.name == name and verb in rule.verbs
+                    and (rule.namespace is None or rule.namespace == (namespace or ""))):
+                rule.times -= 1
+                if rule.times <= 0:
+                    self.fail_rules.remove(rule)
+                raise rule.error
+
+    # -- writes -------------------------------------------------------------- #
+
+    def write(self, rtype: ResourceType, namespace: str | None, name: str, verb: str, body: Any, *,
+              manager: str, subresource: str = "", force: bool = False, dry_run: bool = False,
+              patch_type: str = "") -> tuple[int, dict[str, Any]]:
+        """Create, update, patch or apply one object; returns (HTTP code, object).
+
+        The checks run in the order kube-apiserver runs them, so a request with
+        several problems gets the same error a real cluster would give.
+        """
+        with self.lock:
+            self._check_fail_rules(rtype, namespace, name, "apply" if patch_type == "apply" else verb)
+            key = self.key(rtype, namespace, name)
+            live = self.objects.get(key)
+            if live is None and verb in ("update", "patch") and patch_type != "apply":
+                raise not_found(rtype, name)
+            if live is not None and verb == "create":
+                self._check_namespace_exists(rtype, namespace)
+                raise already_exists(rtype, name)
+            if live is None and subresource:
+                raise not_found(rtype, name)
+
+            entries = [ManagedEntry.from_json(e) for e in (live or {}).get("metadata", {}).get("managedFields") or []]
+            if patch_type == "apply":
+                candidate, entries = self._apply(rtype, live, body, manager, force, subresource, entries)
+            else:
+                candidate = self._mutate(rtype, live, body, verb, patch_type)
+                entries = _requested_entries(candidate, subresource) or entries
+
+            meta = candidate.setdefault("metadata", {})
+            if not isinstance(meta, dict):
+                raise bad_request("metadata must be an object")
+            self._check_namespace_and_name(rtype, namespace, name, meta, verb)
+            if live is None:
+                self._check_namespace_exists(rtype, namespace)
+                self._check_namespace_active(rtype, namespace, meta.get("name") or name)
+
+            new = self._restrict_to_subresource(rtype, live, candidate, subresource)
+            self._restore_server_fields(rtype, live, new, namespace, name)
+            _apply_defaults(rtype, new, self)
+            _validate(rtype, new)
+
+            if patch_type != "apply":
+                entries = _update_entries(entries, live, new, manager, rtype, subresource)
+            new["metadata"]["managedFields"] = [e.to_json() for e in _sorted_entries(entries)]
+            if not new["metadata"]["managedFields"]:
+                del new["metadata"]["managedFields"]
+            code = 201 if live is None else 200
+            return code, self._commit(rtype, key, live, new, dry_run)
+
+    def get_scale(self, rtype: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
+        return _to_scale(self.get(rtype, namespace, name))
+
+    def write_scale(self, rtype: ResourceType, namespace: str | None, name: str, verb: str, body: Any, *,
+                    manager: str, dry_run: bool = False, patch_type: str = "") -> dict[str, Any]:
+        """PUT/PATCH of ``/scale``: an autoscaling/v1 Scale view of spec.replicas."""
+        with self.lock:
+            key = self.key(rtype, namespace, name)
+            live = self.objects.get(key)
+            if live is None:
+                raise not_found(rtype, name)
+            scale = _to_scale(live)
+            if patch_type == "apply":
+                raise bad_request("this test server does not support apply on the scale subresource")
+            if verb == "update":
+                wanted_rv = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
+                if wanted_rv and wanted_rv != live["metadata"]["resourceVersion"]:
+                    raise modified_conflict(rtype, name)
+                new_scale = body
+            elif patch_type == "json":
+                new_scale = json_patch(scale, body)
+            else:
+                new_scale = json_merge_patch(scale, body)
+            replicas = ((new_scale or {}).get("spec") or {}).get("replicas") if isinstance(new_scale, dict) else None
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise invalid("Scale.autoscaling", "autoscaling", name, [
+                    FieldError("FieldValueInvalid", "spec.replicas", "must be greater than or equal to 0", replicas)])
+            new = copy.deepcopy(live)
+            new.setdefault("spec", {})["replicas"] = replicas
+            entries = [ManagedEntry.from_json(e) for e in live["metadata"].get("managedFields") or []]
+            entries = _update_entries(entries, live, new, manager, rtype, "scale")
+            new["metadata"]["managedFields"] = [e.to_json() for e in _sorted_entries(entries)]
+            return _to_scale(self._commit(rtype, key, live, new, dry_run))
+
+    def _apply(self, rtype: ResourceType, live: dict[str, Any] | None, body: Any, manager: str, force: bool,
+               subresource: str, entries: list[ManagedEntry]) -> tuple[dict[str, Any], list[ManagedEntry]]:
+        if not isinstance(body, dict):
+            raise bad_request("error decoding YAML: the apply configuration must be an object")
+        if body.get("apiVersion") != rtype.api_version:
+            raise bad_request("Incorrect version specified in apply patch. Specified patch version: "
+                              f"{body.get('apiVersion', '')}, expected: {rtype.api_version}")
+        if body.get("kind") != rtype.kind:
+            raise bad_request(f"the kind in the apply patch ({body.get('kind', '')}) does not match the kind of "
+                              f"the resource ({rtype.kind})")
+        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        if meta.get("managedFields") is not None:
+            raise bad_request("metadata.managedFields must be nil")
+        applied = _drop_nulls(body)
+        wanted_rv = meta.get("resourceVersion")
+        if wanted_rv and live is not None and wanted_rv != live["metadata"].get("resourceVersion"):
+            raise modified_conflict(rtype, meta.get("name", ""))
+
+        keyed = not rtype.custom
+        new_set = _in_scope(field_paths(applied, keyed), rtype.write_scope(subresource))
+        mine = ManagedEntry(manager, "Apply", rtype.api_version, _now(), new_set, subresource)
+        previous = next((e for e in entries if e.ident == mine.ident), None)
+        others = [e for e in entries if e.ident != mine.ident]
+
+        base = live if live is not None else {}
+        conflicts = [(e, p) for e in others for p in sorted(new_set & e.paths)
+                     if not p[-1].startswith("k:") and get_path(applied, p) != get_path(base, p)]
+        if conflicts and not force:
+            raise _apply_conflict(conflicts)
+        for e, p in conflicts:
+            e.paths.discard(p)
+
+        candidate = merge_applied({k: v for k, v in base.items()}, applied, keyed)
+        if previous is not None:
+            owned_by_others = set().union(*(e.paths for e in others)) if others else set()
+            # Shortest first: dropping a list item drops the fields inside it too.
+            for p in sorted(previous.paths - new_set, key=len):
+                if not any(q[:len(p)] == p for q in owned_by_others):
+                    remove_path(candidate, p)
+        return candidate, others + ([mine] if new_set else [])
+
+    @staticmethod
+    def _mutate(rtype: ResourceType, live: dict[str, Any] | None, body: Any, verb: str,
+                patch_type: str) -> dict[str, Any]:
+        if verb == "patch":
+            current = copy.deepcopy(live)
+            if patch_type == "json":
+                result = json_patch(current, body)
+            elif patch_type == "strategic" and not rtype.custom:
+                result = strategic_merge_patch(current, body)
+            else:
+                result = json_merge_patch(current, body)
+            if not isinstance(result, dict):
+                raise bad_request("the patched object must be a JSON object")
+            return result
+        if not isinstance(body, dict):
+            raise bad_request("the object provided is unrecognized (must be a JSON or YAML object)")
+        gv = body.get("apiVersion", rtype.api_version)
+        if gv != rtype.api_version:
+            raise bad_request(f"the API version in the data ({gv}) does not match the expected API version "
+                              f"({rtype.api_version})")
+        if body.get("kind", rtype.kind) != rtype.kind:
+            raise bad_request(f"{body.get('kind')} in version \"{rtype.version}\" cannot be handled as a "
+                              f"{rtype.kind}: the kind in the data does not match the resource")
+        return copy.deepcopy(body)
+
+    def _check_namespace_and_name(self, rtype: ResourceType, namespace: str | None, name: str,
+                                  meta: dict[str, Any], verb: str) -> None:
+        if rtype.namespaced:
+            if meta.get("namespace") not in (None, "", namespace):
+                raise bad_request("the namespace of the provided object does not match the namespace sent on "
+                                  "the request")
+        if verb != "create" and meta.get("name", name) != name:
+            raise bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL "
+                              f"({name})")
+
+    def _check_namespace_exists(self, rtype: ResourceType, namespace: str | None) -> None:
+        if rtype.namespaced and ("", "namespaces", "", namespace or "") not in self.objects:
+            raise namespace_not_found(namespace or "")
+
+    def _check_namespace_active(self, rtype: ResourceType, namespace: str | None, name: str) -> None:
+        """NamespaceLifecycle admission: nothing new in a terminating namespace."""
+        ns = self.objects.get(("", "namespaces", "", namespace or "")) if rtype.namespaced else None
+        if ns is not None and ns["metadata"].get("deletionTimestamp"):
+            raise ApiError(403, f'{rtype.group_resource} "{name}" is forbidden: unable to create new content in '
+                                f"namespace {namespace} because it is being terminated", "Forbidden",
+                           _details(rtype, name, causes=[{"reason": "NamespaceTerminating",
+                                                          "message": f"namespace {namespace} is being terminated",
+                                                          "field": "metadata.namespace"}]))
+
+    @staticmethod
+    def _restrict_to_subresource(rtype: ResourceType, live: dict[str, Any] | None, candidate: dict[str, Any],
+                                 subresource: str) -> dict[str, Any]:
+        """Writes to the main resource cannot change status; writes to /status
+        can change nothing else (the registries' PrepareForUpdate)."""
+        if not rtype.status_subresource:
+            return candidate
+        if subresource == "status":
+            new = copy.deepcopy(live) if live is not None else {}
+            if "status" in candidate:
+                new["status"] = candidate["status"]
+            else:
+                new.pop("status", None)
+            return new
+        new = candidate
+        new.pop("status", None)
+        if live is not None and "status" in live:
+            new["status"] = copy.deepcopy(live["status"])
+        return new
+
+    def _restore_server_fields(self, rtype: ResourceType, live: dict[str, Any] | None, new: dict[str, Any],
+                               namespace: str | None, name: str) -> None:
+        new["apiVersion"], new["kind"] = rtype.api_version, rtype.kind
+        meta = new.setdefault("metadata", {})
+        if not name and meta.get("generateName"):
+            name = meta["generateName"] + _short_hash(secrets.token_hex(8), 5)
+        meta["name"] = name or meta.get("name", "")
+        if not meta["name"]:
+            raise invalid(rtype.group_kind, rtype.group, "", [
+                FieldError("FieldValueRequired", "metadata.name", "name or generateName is required")])
+        if rtype.namespaced:
+            meta["namespace"] = namespace or ""
+        else:
+            meta.pop("namespace", None)
+        for k in ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
+                  "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds"):
+            meta.pop(k, None)
+        if live is not None:
+            for k in ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
+                      "deletionGracePeriodSeconds"):
+                if k in live["metadata"]:
+                    meta[k] = live["metadata"][k]
+
+    def _commit(self, rtype: ResourceType, key: ObjKey, live: dict[str, Any] | None, new: dict[str, Any],
+                dry_run: bool) -> dict[str, Any]:
+        """Store ``new`` unless it equals ``live``; a no-op keeps resourceVersion,
+        generation and managedFields timestamps, as the apiserver does."""
+        meta = new["metadata"]
+        if live is not None:
+            if _without_times(live) == _without_times(new):
+                return copy.deepcopy(live)
+            if rtype.tracks_generation and _generation_input(rtype, live) != _generation_input(rtype, new):
+                meta["generation"] = int(live["metadata"].get("generation", 0)) + 1
+        else:
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = _now()
+            if rtype.tracks_generation:
+                meta["generation"] = 1
+        key = (key[0], key[1], key[2], meta["name"])
+        if dry_run:
+            if live is None:
+                meta.pop("resourceVersion", None)
+            return _order_metadata(new)
+        if live is None and key in self.objects:
+            raise already_exists(rtype, meta["name"])
+        new = self._store(rtype, key, new, "MODIFIED" if live is not None else "ADDED")
+        result = copy.deepcopy(new)
+        if rtype.kind == "CustomResourceDefinition" and not rtype.custom:
+            self._sync_crd(new, meta["name"])
+        self._reconcile(rtype, key)
+        return result
+
+    def _store(self, rtype: ResourceType, key: ObjKey, obj: dict[str, Any], event: str) -> dict[str, Any]:
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        obj = _order_metadata(obj)
+        if event == "DELETED":
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = obj
+        self.events.append(WatchEvent(self.rv, event, rtype.group, rtype.plural, copy.deepcopy(obj)))
+        if len(self.events) > 10_000:
+            dropped = self.events[:5_000]
+            del self.events[:5_000]
+            self.oldest_event_rv = dropped[-1].rv
+        self.changed.notify_all()
+        return obj
+
+    def delete(self, rtype: ResourceType, namespace: str | None, name: str, dry_run: bool = False,
+               preconditions: dict[str, Any] | None = None) -> dict[str, Any]:
+        with self.lock:
+            self._check_fail_rules(rtype, namespace, name, "delete")
+            key = self.key(rtype, namespace, name)
+            obj = self.objects.get(key)
+            if obj is None:
+                raise not_found(rtype, name)
+            uid = obj["metadata"].get("uid")
+            pre = preconditions or {}
+            if pre.get("uid") and pre["uid"] != uid:
+                raise ApiError(409, f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: "
+                                    f"{uid}", "Conflict", _details(rtype, name))
+            if pre.get("resourceVersion") and pre["resourceVersion"] != obj["metadata"].get("resourceVersion"):
+                raise modified_conflict(rtype, name)
+            if dry_run:
+                return copy.deepcopy(obj)
+            if rtype.kind == "Namespace" and not rtype.custom:
+                return self._terminate_namespace(rtype, key, obj)
+            self._delete_key(rtype, key)
+            if rtype.kind == "CustomResourceDefinition" and not rtype.custom:
+                spec = obj.get("spec") or {}
+                group, plural = spec.get("group", ""), (spec.get("names") or {}).get("plural", "")
+                for k in [k for k in self.objects if k[:2] == (group, plural)]:
+                    child = self._type_of_key(k)
+                    if child is not None:
+                        self._delete_key(child, k)
+                self._sync_crd(None, name)
+            if rtype.custom or rtype.kind in ("Pod", "CustomResourceDefinition"):
+                # These registries return the deleted object (graceful deletion,
+                # finalizers); the others return a Status.
+                gone = copy.deepcopy(obj)
+                if not rtype.custom:  # graceful deletion / a finalizer: marked, not yet gone
+                    gone["metadata"]["deletionTimestamp"] = _now()
+                return gone
+            return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                    "details": _details(rtype, name, uid=uid)}
+
+    def _terminate_namespace(self, rtype: ResourceType, key: ObjKey, obj: dict[str, Any]) -> dict[str, Any]:
+        """Deleting a namespace only marks it Terminating; the namespace
+        controller empties and removes it a moment later.  Until then its
+        objects can still be read, changed and deleted, but not created."""
+        if obj["metadata"].get("deletionTimestamp"):
+            return copy.deepcopy(obj)
+        terminating = copy.deepcopy(obj)
+        terminating["metadata"]["deletionTimestamp"] = _now()
+        terminating["metadata"]["deletionGracePeriodSeconds"] = 0
+        terminating.setdefault("status", {})["phase"] = "Terminating"
+        stored = copy.deepcopy(self._store(rtype, key, terminating, "MODIFIED"))
+        name = key[3]
+        if self.namespace_termination_seconds <= 0:
+            self._finalize_namespace(name)
+        else:
+            timer = threading.Timer(self.namespace_termination_seconds, self._finalize_namespace, (name,))
+            timer.daemon = True
+            self._timers.append(timer)
+            timer.start()
+        return stored
+
+    def _finalize_namespace(self, name: str) -> None:
+        with self.lock:
+            key = ("", "namespaces", "", name)
+            ns = self.objects.get(key)
+            if ns is None or not ns["metadata"].get("deletionTimestamp"):
+                return
+            for k in [k for k in self.objects if k[2] == name]:
+                child = self._type_of_key(k)
+                if child is not None and child.namespaced:
+                    self._delete_key(child, k)
+            self._delete_key(self.type_for("v1", "Namespace"), key)
+
+    def cancel_timers(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    def _type_of_key(self, key: ObjKey) -> ResourceType | None:
+        return next((t for t in self.types.values() if (t.group, t.plural) == key[:2]), None)
+
+    def _delete_key(self, rtype: ResourceType, key: ObjKey) -> None:
+        obj = copy.deepcopy(self.objects[key])
+        self._store(rtype, key, obj, "DELETED")
+
+    # -- controllers ----------------------------------------------------------- #
+
+    def _reconcile(self, rtype: ResourceType, key: ObjKey) -> None:
+        """What the controllers would eventually write to status, written now as
+        their own status update (a separate resourceVersion, like the real thing)."""
+        obj = self.objects.get(key)
+        if obj is None or rtype.custom:
+            return
+        controller = _CONTROLLERS.get(rtype.kind)
+        if controller is None:
+            return
+        manager, compute = controller
+        status = compute(obj, self)
+        if status is None or status == obj.get("status"):
+            return
+        new = copy.deepcopy(obj)
+        new["status"] = status
+        entries = [ManagedEntry.from_json(e) for e in obj["metadata"].get("managedFields") or []]
+        entries = _update_entries(entries, obj, new, manager, rtype, "status")
+        new["metadata"]["managedFields"] = [e.to_json() for e in _sorted_entries(entries)]
+        self._store(rtype, key, new, "MODIFIED")
+
+    def allocate_cluster_ip(self) -> str:
+        ip = ipaddress.ip_address("10.96.0.0") + self._next_ip
+        self._next_ip += 1
+        return str(ip)
+
+
+def _selector_string(selector: Any) -> str:
+    """A LabelSelector in the string form Scale.status.selector uses."""
+    selector = selector if isinstance(selector, dict) else {}
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        op, key, values = expr.get("operator", ""), expr.get("key", ""), expr.get("values") or []
+        if op in ("In", "NotIn"):
+            parts.append(f"{key} {op.lower()} ({','.join(sorted(values))})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)
+
+
+def _to_scale(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    scale_meta = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta}
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": scale_meta,
+            "spec": {"replicas": spec.get("replicas", 1)},
+            "status": {"replicas": status.get("replicas", 0), "selector": _selector_string(spec.get("selector"))}}
+
+
+def _apply_conflict(conflicts: list[tuple[ManagedEntry, FieldPath]]) -> ApiError:
+    """409 worded like structured-merge-diff's conflict errors."""
+    causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {e.display()}",
+               "field": path_string(p)} for e, p in conflicts]
+    if len(conflicts) == 1:
+        e, p = conflicts[0]
+        message = f"Apply failed with 1 conflict: conflict with {e.display()}: {path_string(p)}"
+    else:
+        by_manager: dict[str, list[str]] = {}
+        for e, p in conflicts:
+            by_manager.setdefault(e.display(), []).append(path_string(p))
+        lines = []
+        for display in sorted(by_manager):
+            lines.append(f"conflicts with {display}:")
+            lines += [f"- {p}" for p in by_manager[display]]
+        message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+    return ApiError(409, message, "Conflict", {"causes": causes})
+
+
+def _requested_entries(obj: dict[str, Any], subresource: str) -> list[ManagedEntry] | None:
+    """managedFields a client wrote itself (kubectl does, to migrate client-side
+    apply ownership).  As in the apiserver's decodeLiveOrNew: used when non-empty
+    and decodable, ignored on subresources; otherwise the live entries stand."""
+    provided = (obj.get("metadata") or {}).get("managedFields") if isinstance(obj.get("metadata"), dict) else None
+    if subresource or not isinstance(provided, list) or not provided:
+        return None
+    if not all(isinstance(e, dict) and isinstance(e.get("fieldsV1", {}), dict) for e in provided):
+        return None
+    return [ManagedEntry.from_json(e) for e in provided]
+
+
+def _update_entries(entries: list[ManagedEntry], live: dict[str, Any] | None, new: dict[str, Any],
+                    manager: str, rtype: ResourceType, subresource: str) -> list[ManagedEntry]:
+    """Field ownership after a non-apply write: the writer takes every field it
+    added or changed (from everyone else); fields it removed leave every set."""
+    keyed = not rtype.custom
+    scope = rtype.write_scope(subresource)
+
+    def scoped(paths: set[FieldPath]) -> set[FieldPath]:
+        return _in_scope(paths, scope)
+
+    old_paths = scoped(field_paths(live, keyed)) if live is not None else set()
+    new_paths = scoped(field_paths(new, keyed))
+    changed = {p for p in new_paths
+               if p not in old_paths or (not p[-1].startswith("k:") and get_path(live, p) != get_path(new, p))}
+    removed = old_paths - new_paths
+    mine = ManagedEntry(manager, "Update", rtype.api_version, _now(), set(), subresource)
+    result = []
+    for e in entries:
+        e.paths -= removed
+        if e.ident == mine.ident:
+            mine.paths = e.paths
+            mine.time = e.time
+        else:
+            e.paths -= changed
+            result.append(e)
+    if changed:
+        mine.paths |= changed
+        mine.time = _now()
+    if mine.paths:
+        result.append(mine)
+    return result
+
+
+def _without_times(obj: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    out["metadata"].pop("resourceVersion", None)
+    for e in out["metadata"].get("managedFields") or []:
+        e.pop("time", None)
+    return out
+
+
+def _generation_input(rtype: ResourceType, obj: dict[str, Any]) -> Any:
+    """What a change of bumps metadata.generation: spec for built-ins; for custom
+    resources everything but metadata (and status, when it is a subresource)."""
+    if rtype.custom:
+        skip = ("metadata", "status") if rtype.status_subresource else ("metadata",)
+        return {k: v for k, v in obj.items() if k not in skip}
+    return obj.get("spec")
+
+
+_META_ORDER = ("name", "generateName", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
+               "deletionTimestamp", "labels", "annotations", "ownerReferences", "finalizers", "managedFields")
+
+
+def _order_metadata(obj: dict[str, Any]) -> dict[str, Any]:
+    """Field order as the apiserver serialises it (cosmetic, but kubectl output reads better)."""
+    meta = obj.get("metadata", {})
+    ordered_meta = {k: meta[k] for k in _META_ORDER if k in meta}
+    ordered_meta.update({k: v for k, v in meta.items() if k not in ordered_meta})
+    out = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "metadata": ordered_meta}
+    out.update({k: v for k, v in obj.items() if k not in out})
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Defaulting and controllers
+# --------------------------------------------------------------------------- #
+
+def _default_pod_spec(spec: Any) -> None:
+    if not isinstance(spec, dict):
+        return
+    for k, v in (("restartPolicy", "Always"), ("terminationGracePeriodSeconds", 30), ("dnsPolicy", "ClusterFirst"),
+                 ("securityContext", {}), ("schedulerName", "default-scheduler")):
+        spec.setdefault(k, copy.deepcopy(v))
+    for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        if not isinstance(c, dict):
+            continue
+        image = str(c.get("image", ""))
+        tag = image.rsplit("/", 1)[-1].partition("@")[0].partition(":")[2]
+        c.setdefault("imagePullPolicy", "Always" if tag in ("", "latest") and "@" not in image else "IfNotPresent")
+        c.setdefault("terminationMessagePath", "/dev/termination-log")
+        c.setdefault("terminationMessagePolicy", "File")
+        c.setdefault("resources", {})
+        for p in c.get("ports") or []:
+            if isinstance(p, dict):
+                p.setdefault("protocol", "TCP")
+
+
+def _apply_defaults(rtype: ResourceType, obj: dict[str, Any], cluster: Cluster) -> None:
+    """The defaults the real API server stores that clients most often notice.
+    Defaulted fields belong to nobody, so a manager's apply never conflicts on them."""
+    if rtype.custom:
+        return
+    kind, spec = rtype.kind, obj.get("spec")
+    if kind == "Namespace":
+        obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+        _setdefault(obj, ("spec", "finalizers"), ["kubernetes"])
+        _setdefault(obj, ("status", "phase"), "Active")
+        return
+    if not isinstance(spec, dict):
+        return
+    if kind == "Deployment":
+        spec.setdefault("replicas", 1)
+        spec.setdefault("strategy", {"type": "RollingUpdate",
+                                     "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+    elif kind == "StatefulSet":
+        spec.setdefault("replicas", 1)
+        spec.setdefault("podManagementPolicy", "OrderedReady")
+        spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"})
+    elif kind == "DaemonSet":
+        spec.setdefault("updateStrategy", {"type": "RollingUpdate",
+                                           "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+        spec.setdefault("revisionHistoryLimit", 10)
+    elif kind == "ReplicaSet":
+        spec.setdefault("replicas", 1)
+    elif kind == "Job":
+        for k, v in (("parallelism", 1), ("completions", 1), ("backoffLimit", 6), ("completionMode", "NonIndexed"),
+                     ("suspend", False), ("podReplacementPolicy", "TerminatingOrFailed"), ("manualSelector", False)):
+            spec.setdefault(k, v)
+    elif kind == "Service":
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        if spec["type"] != "ExternalName":
+            if not spec.get("clusterIP"):
+                spec["clusterIP"] = cluster.allocate_cluster_ip()
+            spec.setdefault("clusterIPs", [spec["clusterIP"]])
+            spec.setdefault("ipFamilies", ["IPv4"])
+            spec.setdefault("ipFamilyPolicy", "SingleStack")
+            spec.setdefault("internalTrafficPolicy", "Cluster")
+        for p in spec.get("ports") or []:
+            if isinstance(p, dict):
+                p.setdefault("protocol", "TCP")
+                if "port" in p:
+                    p.setdefault("targetPort", p["port"])
+        _setdefault(obj, ("status", "loadBalancer"), {})
+    if kind == "Pod":
+        _default_pod_spec(spec)
+    template = spec.get("template") if isinstance(spec.get("template"), dict) else None
+    if kind == "Job" and template is not None:
+        _default_pod_spec(template.get("spec"))
+    elif template is not None and kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
+        _default_pod_spec(template.get("spec"))
+
+
+def _condition(old_status: Any, ctype: str, status: str, reason: str | None = None, message: str | None = None,
+               times: tuple[str, ...] = ("lastTransitionTime",)) -> dict[str, Any]:
+    """A condition that keeps its timestamps while it does not change, as controllers do."""
+    old = next((c for c in (old_status or {}).get("conditions") or [] if c.get("type") == ctype), None)
+    unchanged = old is not None and old.get("status") == status and old.get("reason") == reason
+    new: dict[str, Any] = {"type": ctype, "status": status}
+    now = _now()
+    for t in times:
+        new[t] = old[t] if unchanged and t in old else now  # type: ignore[index]
+    if reason is not None:
+        new["reason"] = reason
+    if message is not None:
+        new["message"] = message
+    return new
+
+
+def _drop_zero(status: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if not (k in keys and v == 0)}
+
+
+def _deployment_status(obj: dict[str, Any], _: Cluster) -> dict[str, Any]:
+    spec, old = obj.get("spec") or {}, obj.get("status")
+    replicas = int(spec.get("replicas", 1))
+    rs_name = f"{obj['metadata']['name']}-{_short_hash(spec.get('template'))}"
+    status = {
+        "observedGeneration": obj["metadata"].get("generation", 1),
+        "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+        "conditions": [
+            _condition(old, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.",
+                       ("lastUpdateTime", "lastTransitionTime")),
+            _condition(old, "Progressing", "True", "NewReplicaSetAvailable",
+                       f'ReplicaSet "{rs_name}" has successfully progressed.',
+                       ("lastUpdateTime", "lastTransitionTime")),
+        ],
+    }
+    return _drop_zero(status, "replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+
+
+def _statefulset_status(obj: dict[str, Any], _: Cluster) -> dict[str, Any]:
+    spec = obj.get("spec") or {}
+    replicas = int(spec.get("replicas", 1))
+    revision = f"{obj['metadata']['name']}-{_short_hash(spec.get('template'))}"
+    status = {
+        "observedGeneration": obj["metadata"].get("generation", 1), "replicas": replicas,
+        "readyReplicas": replicas, "currentReplicas": replicas, "updatedReplicas": replicas,
+        "availableReplicas": replicas, "currentRevision": revision, "updateRevision": revision, "collisionCount": 0,
+    }
+    return _drop_zero(status, "readyReplicas", "currentReplicas", "updatedReplicas")
+
+
+def _daemonset_status(obj: dict[str, Any], _: Cluster) -> dict[str, Any]:
+    # One schedulable node, so one pod, ready and up to date.
+    return {"currentNumberScheduled": 1, "numberMisscheduled": 0, "desiredNumberScheduled": 1, "numberReady": 1,
+            "observedGeneration": obj["metadata"].get("generation", 1), "updatedNumberScheduled": 1,
+            "numberAvailable": 1}
+
+
+def _job_status(obj: dict[str, Any], _: Cluster) -> dict[str, Any] | None:
+    spec, old = obj.get("spec") or {}, obj.get("status") or {}
+    if spec.get("suspend") or any(c.get("type") == "Complete" for c in old.get("conditions") or []):
+        return None
+    now = _now()
+    conditions = [
+        {"type": t, "status": "True", "lastProbeTime": now, "lastTransitionTime": now, "reason": r, "message": m}
+        for t, r, m in (("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"),
+                        ("Complete", "CompletionsReached", "Reached expected number of succeeded pods"))
+    ]
+    return {"conditions": conditions, "startTime": obj["metadata"].get("creationTimestamp", now),
+            "completionTime": now, "succeeded": int(spec.get("completions") or 1), "terminating": 0,
+            "uncountedTerminatedPods": {}, "ready": 0}
+
+
+def _pod_status(obj: dict[str, Any], _: Cluster) -> dict[str, Any]:
+    spec, old = obj.get("spec") or {}, obj.get("status") or {}
+    started = old.get("startTime") or _now()
+    conditions = [_condition(old, t, "True") for t in
+                  ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")]
+    return {
+        "phase": "Running", "conditions": conditions, "hostIP": "10.0.0.1", "podIP": "10.244.0.10",
+        "startTime": started, "qosClass": "BestEffort",
+        "containerStatuses": [
+            {"name": c.get("name", ""), "state": {"running": {"startedAt": started}}, "ready": True,
+             "restartCount": 0, "image": c.get("image", ""), "imageID": "", "started": True}
+            for c in spec.get("containers") or [] if isinstance(c, dict)
+        ],
+    }
+
+
+def _crd_status(obj: dict[str, Any], _: Cluster) -> dict[str, Any]:
+    spec, old = obj.get("spec") or {}, obj.get("status")
+    names = dict(spec.get("names") or {})
+    names.setdefault("singular", str(names.get("kind", "")).lower())
+    names.setdefault("listKind", f"{names.get('kind', '')}List")
+    stored = [v.get("name") for v in spec.get("versions") or [] if v.get("storage")]
+    return {
+        "conditions": [
+            _condition(old, "NamesAccepted", "True", "NoConflicts", "no conflicts found"),
+            _condition(old, "Established", "True", "InitialNamesAccepted", "the initial names have been accepted"),
+        ],
+        "acceptedNames": names,
+        "storedVersions": sorted(set(((old or {}).get("storedVersions") or []) + stored)),
+    }
+
+
+_CONTROLLERS: dict[str, tuple[str, Callable[[dict[str, Any], Cluster], dict[str, Any] | None]]] = {
+    "Deployment": ("kube-controller-manager", _deployment_status),
+    "StatefulSet": ("kube-controller-manager", _statefulset_status),
+    "DaemonSet": ("kube-controller-manager", _daemonset_status),
+    "Job": ("kube-controller-manager", _job_status),
+    "Pod": ("kubelet", _pod_status),
+    "CustomResourceDefinition": ("kube-apiserver", _crd_status),
+}
+
+
+# --------------------------------------------------------------------------- #
+# HTTP
+# --------------------------------------------------------------------------- #
+
+class RecordedRequest(NamedTuple):
+    method: str
+    path: str
+    query: dict[str, str]
+    content_type: str
+
+
+@dataclass
+class Target:
+    """What a resource URL addresses."""
+
+    rtype: ResourceType
+    namespace: str | None
+    name: str | None
+    subresource: str = ""
+
+
+_PATCH_TYPES = {
+    "application/apply-patch+yaml": "apply",
+    "application/apply-patch+cbor": None,
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+    "application/json-patch+json": "json",
+}
+
+# An empty openapi_v2.Document (protobuf) with swagger: "2.0": "no schemas published".
+_EMPTY_OPENAPI_V2_PB = b"\x0a\x032.0"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive; every response carries Content-Length or is chunked
+    disable_nagle_algorithm = True  # without it each small response waits ~40 ms for delayed ACKs
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from the base class
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        kube = self.server.kube
+        with kube._connections_lock:
+            kube._connections.add(self.connection)
+
+    def finish(self) -> None:
+        kube = self.server.kube
+        with kube._connections_lock:
+            kube._connections.discard(self.connection)
+        super().finish()
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    # -- plumbing -------------------------------------------------------------- #
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, code: int, payload: Any, content_type: str = "application/json") -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache, private")
+        self.send_header("Audit-Id", str(uuid.uuid4()))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _dispatch(self, method: str) -> None:
+        kube = self.server.kube
+        url = urlsplit(self.path)
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        body = self._read_body()
+        kube._record(RecordedRequest(method, url.path, query, content_type), self.headers.get("Authorization"))
+        try:
+            result = self._route(method, url.path.rstrip("/") or "/", query, content_type, body)
+            if result is not None:
+                self._send(*result)
+        except ApiError as exc:
+            self._send(exc.code, exc.status)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # a bug here must fail tests loudly, not hang them
+            kube.internal_errors.append(traceback.format_exc())
+            self._send(500, ApiError(500, f"Internal error occurred: {exc!r}", "InternalError").status)
+
+    # -- routing --------------------------------------------------------------- #
+
+    def _route(self, method: str, path: str, query: dict[str, str], content_type: str,
+               body: bytes) -> tuple[Any, ...] | None:
+        cluster = self.server.kube.cluster
+        parts = [p for p in path.split("/") if p]
+        if method == "GET" and not parts[1:] and path in ("/version", "/healthz", "/livez", "/readyz",
+                                                           "/api", "/apis"):
+            return self._discovery_root(path)
+        if path == "/openapi/v3" and method == "GET":
+            return 200, {"paths": {}}
+        if path == "/openapi/v2" and method == "GET":
+            if "protobuf" in self.headers.get("Accept", ""):
+                return 200, _EMPTY_OPENAPI_V2_PB, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+            return 200, {"swagger": "2.0", "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
+                         "paths": {}, "definitions": {}}
+
+        if parts[:2] == ["api", "v1"]:
+            group, version, rest = "", "v1", parts[2:]
+        elif parts[:1] == ["apis"] and len(parts) >= 2:
+            group = parts[1]
+            if len(parts) == 2:
+                return self._api_group(group)
+            version, rest = parts[2], parts[3:]
+        else:
+            raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
+
+        with cluster.lock:
+            served = any((t.group, t.version) == (group, version) for t in cluster.types.values())
+            if not served:
+                raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
+            if not rest:
+                return 200, self._resource_list(group, version)
+            target = self._parse_target(group, version, rest)
+        return self._serve(method, target, query, content_type, body)
+
+    def _parse_target(self, group: str, version: str, rest: list[str]) -> Target:
+        cluster = self.server.kube.cluster
+        unknown = ApiError(404, "the server could not find the requested resource", "NotFound", {})
+        namespace = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            candidate = cluster.lookup(group, version, rest[2])
+            if candidate is not None and candidate.namespaced:
+                namespace, rest = rest[1], rest[2:]
+        rtype = cluster.lookup(group, version, rest[0])
+        if rtype is None or len(rest) > 3:
+            raise unknown
+        name = rest[1] if len(rest) >= 2 else None
+        sub = rest[2] if len(rest) == 3 else ""
+        if sub and not ((sub == "status" and rtype.status_subresource) or (sub == "scale" and rtype.scale_subresource)):
+            raise unknown
+        if namespace is None and rtype.namespaced and name is not None:
+            raise unknown  # namespaced objects are only addressable inside their namespace
+        return Target(rtype, namespace, name, sub)
+
+    def _discovery_root(self, path: str) -> tuple[int, Any]:
+        kube = self.server.kube
+        if path == "/version":
+            return 200, SERVER_VERSION
+        if path in ("/healthz", "/livez", "/readyz"):
+            return 200, b"ok", "text/plain; charset=utf-8"  # type: ignore[return-value]
+        if path == "/api":
+            return 200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{kube.port}"}]}
+        with kube.cluster.lock:
+            groups = [self._group_doc(g, vs) for g, vs in sorted(kube.cluster.group_versions().items())]
+        for g in groups:
+            del g["kind"], g["apiVersion"]
+        return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+    @staticmethod
+    def _group_doc(group: str, versions: list[str]) -> dict[str, Any]:
+        gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+        return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": gvs, "preferredVersion": gvs[0]}
+
+    def _api_group(self, group: str) -> tuple[int, Any]:
+        with self.server.kube.cluster.lock:
+            versions = self.server.kube.cluster.group_versions().get(group)
+        if not versions:
+            raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
+        return 200, self._group_doc(group, versions)
+
+    def _resource_list(self, group: str, version: str) -> dict[str, Any]:
+        types = sorted((t for t in self.server.kube.cluster.types.values() if (t.group, t.version) == (group, version)),
+                       key=lambda t: t.plural)
+        return {"kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": f"{group}/{version}" if group else version,
+                "resources": [e for t in types for e in t.discovery_entries()]}
+
+    # -- resources --------------------------------------------------------------- #
+
+    def _serve(self, method: str, t: Target, query: dict[str, str], content_type: str,
+               body: bytes) -> tuple[Any, ...] | None:
+        cluster = self.server.kube.cluster
+        dry_run = "dryRun" in query
+        if dry_run and query["dryRun"] != "All":
+            options = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}.get(method,
+                                                                                                   "DeleteOptions")
+            raise invalid(f"{options}.meta.k8s.io", "meta.k8s.io", "", [
+                FieldError("FieldValueNotSupported", "dryRun", 'supported values: "All"', query["dryRun"])])
+        manager = query.get("fieldManager") or self._default_manager()
+        if t.name is None:
+            if method == "GET":
+                if query.get("watch") in ("true", "1"):
+                    self._watch(t, query)
+                    return None
+                return 200, cluster.list(t.rtype, t.namespace, query)
+            if method == "POST":
+                if t.rtype.namespaced and t.namespace is None:
+                    raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
+                obj = _decode_body(body, content_type)
+                name = (obj.get("metadata") or {}).get("name", "") if isinstance(obj, dict) else ""
+                return cluster.write(t.rtype, t.namespace, name, "create", obj, manager=manager, dry_run=dry_run)
+            if method == "DELETE":
+                return 200, self._delete_collection(t, query, dry_run)
+            raise ApiError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed",
+                           {})
+        if t.subresource == "scale":
+            return self._scale(method, t, query, content_type, body, manager, dry_run)
+        if method == "GET":
+            return 200, cluster.get(t.rtype, t.namespace, t.name)
+        if method == "PUT":
+            obj = _decode_body(body, content_type)
+            wanted_rv = (obj.get("metadata") or {}).get("resourceVersion") if isinstance(obj, dict) else None
+            with cluster.lock:
+                current = cluster.objects.get(cluster.key(t.rtype, t.namespace, t.name))
+                if current is not None and wanted_rv and wanted_rv != current["metadata"]["resourceVersion"]:
+                    raise modified_conflict(t.rtype, t.name)
+                return cluster.write(t.rtype, t.namespace, t.name, "update", obj, manager=manager,
+                                     subresource=t.subresource, dry_run=dry_run)
+        if method == "PATCH":
+            return self._patch(t, query, content_type, body, dry_run)
+        if method == "DELETE":
+            options = _decode_body(body, "application/json") if body.strip() else {}
+            if not isinstance(options, dict):
+                raise bad_request("DeleteOptions must be a JSON object")
+            return 200, cluster.delete(t.rtype, t.namespace, t.name, dry_run=dry_run,
+                                       preconditions=(options or {}).get("preconditions"))
+        raise ApiError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed", {})
+
+    def _patch(self, t: Target, query: dict[str, str], content_type: str, body: bytes,
+               dry_run: bool) -> tuple[int, dict[str, Any]]:
+        patch_type = _PATCH_TYPES.get(content_type)
+        if patch_type is None:
+            raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
+                                f"application/json-patch+json, application/merge-patch+json, "
+                                f"application/apply-patch+yaml", "UnsupportedMediaType", {})
+        if patch_type == "apply" and not query.get("fieldManager"):
+            raise invalid("PatchOptions.meta.k8s.io", "meta.k8s.io", "", [
+                FieldError("FieldValueRequired", "fieldManager", "is required for apply patch")])
+        if patch_type != "apply" and "force" in query:
+            raise invalid("PatchOptions.meta.k8s.io", "meta.k8s.io", "", [
+                FieldError("FieldValueForbidden", "force", "may not be specified for non-apply patch")])
+        patch = _decode_body(body, content_type)
+        manager = query.get("fieldManager") or self._default_manager()
+        code, obj = self.server.kube.cluster.write(
+            t.rtype, t.namespace, t.name or "", "patch", patch, manager=manager, subresource=t.subresource,
+            force=query.get("force") in ("true", "1"), dry_run=dry_run, patch_type=patch_type)
+        return code, obj
+
+    def _scale(self, method: str, t: Target, query: dict[str, str], content_type: str, body: bytes, manager: str,
+               dry_run: bool) -> tuple[int, dict[str, Any]]:
+        cluster = self.server.kube.cluster
+        if method == "GET":
+            return 200, cluster.get_scale(t.rtype, t.namespace, t.name or "")
+        if method not in ("PUT", "PATCH"):
+            raise ApiError(405, "the server does not allow this method on the requested resource",
+                           "MethodNotAllowed", {})
+        patch_type = ""
+        if method == "PATCH":
+            patch_type = _PATCH_TYPES.get(content_type) or ""
+            if not patch_type:
+                raise ApiError(415, "the body of the request was in an unknown format - accepted media types "
+                                    "include: application/json-patch+json, application/merge-patch+json, "
+                                    "application/apply-patch+yaml", "UnsupportedMediaType", {})
+        obj = _decode_body(body, content_type)
+        return 200, cluster.write_scale(t.rtype, t.namespace, t.name or "", "update" if method == "PUT" else "patch",
+                                        obj, manager=manager, dry_run=dry_run, patch_type=patch_type)
+
+    def _delete_collection(self, t: Target, query: dict[str, str], dry_run: bool) -> dict[str, Any]:
+        cluster = self.server.kube.cluster
+        with cluster.lock:
+            listed = cluster.list(t.rtype, t.namespace, {k: v for k, v in query.items()
+                                                         if k in ("labelSelector", "fieldSelector")})
+            for item in listed["items"]:
+                cluster.delete(t.rtype, item["metadata"].get("namespace"), item["metadata"]["name"], dry_run=dry_run)
+        return listed
+
+    def _default_manager(self) -> str:
+        """The apiserver names an unnamed manager after the User-Agent's product."""
+        agent = self.headers.get("User-Agent", "unknown")
+        return agent.split("/", 1)[0][:128] or "unknown"
+
+    # -- watch -------------------------------------------------------------------- #
+
+    def _watch(self, t: Target, query: dict[str, str]) -> None:
+        """A chunked stream of watch events, as ``?watch=true`` gives."""
+        cluster = self.server.kube.cluster
+        labels = parse_label_selector(query.get("labelSelector", ""))
+        fields = parse_field_selector(query.get("fieldSelector", ""))
+        timeout = float(query.get("timeoutSeconds") or 1800)
+        rv_text = query.get("resourceVersion", "")
+        deadline = threading.Event()
+        timer = threading.Timer(timeout, deadline.set)
+        timer.daemon = True
+
+        def wanted(group: str, plural: str, obj: dict[str, Any]) -> bool:
+            return ((group, plural) == (t.rtype.group, t.rtype.plural)
+                    and (t.namespace is None or obj["metadata"].get("namespace") == t.namespace)
+                    and _matches(obj, labels, fields))
+
+        with cluster.lock:
+            if rv_text in ("", "0"):
+                cursor = cluster.rv
+                initial = [{"type": "ADDED", "object": cluster._render(t.rtype, o)}
+                           for k, o in sorted(cluster.objects.items()) if wanted(k[0], k[1], o)]
+            else:
+                try:
+                    cursor = int(rv_text)
+                except ValueError:
+                    raise bad_request(f"invalid resource version: {rv_text}") from None
+                initial = []
+                if cursor < cluster.oldest_event_rv:
+                    gone = ApiError(410, f"too old resource version: {cursor} ({cluster.rv})", "Expired").status
+                    initial = [{"type": "ERROR", "object": gone}]
+                    cursor = -1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        timer.start()
+        try:
+            for event in initial:
+                self._chunk(event)
+            while cursor >= 0 and not deadline.is_set():
+                with cluster.lock:
+                    pending = [e for e in cluster.events if e.rv > cursor]
+                    if not pending:
+                        if cluster.stopping:
+                            break
+                        cluster.changed.wait(timeout=0.5)
+                        continue
+                    cursor = pending[-1].rv
+                    batch = [{"type": e.type, "object": copy.deepcopy(e.obj)} for e in pending
+                             if wanted(e.group, e.plural, e.obj)]
+                for event in batch:
+                    self._chunk(event)
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self.close_connection = True
+        finally:
+            timer.cancel()
+
+    def _chunk(self, event: dict[str, Any]) -> None:
+        data = json.dumps(event).encode() + b"\n"
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    # kubectl opens ~10 discovery connections at once; the default backlog of 5
+    # overflows and the kernel then retries the SYN a whole second later.
+    request_queue_size = 128
+    kube: KubeAPIServer
+
+
+class KubeAPIServer:
+    """A real HTTP Kubernetes API server on 127.0.0.1, in a background thread.
+
+    >>> with KubeAPIServer() as srv:
+    ...     kubeconfig = srv.write_kubeconfig(tmp_path / "kubeconfig")
+    """
+
+    token = "herald-test-token"
+
+    def __init__(self) -> None:
+        self.cluster = Cluster()
+        self.requests: list[RecordedRequest] = []
+        self.authorization_headers: list[str | None] = []
+        self.internal_errors: list[str] = []
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------ #
+
+    def start(self) -> KubeAPIServer:
+        if self._httpd is not None:
+            return self
+        self.cluster.stopping = False
+        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.kube = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="kubeapi", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        with self.cluster.lock:
+            self.cluster.stopping = True
+            self.cluster.cancel_timers()
+            self.cluster.changed.notify_all()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        with self._connections_lock:
+            connections = list(self._connections)
+        for conn in connections:  # idle keep-alive connections and watches
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = None
+        self._thread = None
+
+    def __enter__(self) -> KubeAPIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("KubeAPIServer is not started")
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
+        """A kubeconfig with one cluster (plain http), one token user, one current context."""
+        path = Path(path)
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kubeapi", "cluster": {"server": self.url}}],
+            "users": [{"name": "herald", "user": {"token": self.token}}],
+            "contexts": [{"name": "kubeapi", "context": {"cluster": "kubeapi", "user": "herald",
+                                                          "namespace": namespace}}],
+            "current-context": "kubeapi",
+            "preferences": {},
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    # -- test helpers ------------------------------------------------------------- #
+
+    def _record(self, request: RecordedRequest, authorization: str | None) -> None:
+        with self.cluster.lock:
+            self.requests.append(request)
+            self.authorization_headers.append(authorization)
+
+    def reset(self) -> None:
+        """Forget every object, CRD, request and planned failure (resourceVersions keep rising)."""
+        with self.cluster.lock:
+            self.cluster.reset()
+            self.requests.clear()
+            self.authorization_headers.clear()
+            self.internal_errors.clear()
+
+    def get_object(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        with self.cluster.lock:
+            try:
+                rtype = self.cluster.type_for(api_version, kind)
+            except KeyError:
+                return None
+            obj = self.cluster.objects.get(self.cluster.key(rtype, namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def objects(self, kind: str | None = None) -> list[dict[str, Any]]:
+        with self.cluster.lock:
+            return [copy.deepcopy(o) for _, o in sorted(self.cluster.objects.items())
+                    if kind is None or o.get("kind") == kind]
+
+    def apply_object(self, obj: dict[str, Any], field_manager: str = "test-setup", force: bool = True,
+                     subresource: str = "") -> dict[str, Any]:
+        """Server-side apply without HTTP, e.g. to seed objects another manager owns."""
+        with self.cluster.lock:
+            rtype = self.cluster.type_for(obj["apiVersion"], obj["kind"])
+            meta = obj.get("metadata", {})
+            namespace = meta.get("namespace", "default") if rtype.namespaced else None
+            _, result = self.cluster.write(rtype, namespace, meta["name"], "patch", obj, manager=field_manager,
+                                           force=force, patch_type="apply", subresource=subresource)
+            return result
+
+    def fail_next(self, kind: str, name: str, namespace: str | None = None, *, code: int = 500,
+                  message: str | None = None, reason: str | None = None,
+                  verbs: Iterable[str] = ("apply",), times: int = 1) -> None:
+        """Answer the next ``times`` matching writes to this object with a Status error.
+
+        ``verbs`` are "apply", "create", "update", "patch" (non-apply) and "delete".
+        """
+        text = message or f"Internal error occurred: injected failure for {kind} {name}"
+        with self.cluster.lock:
+            rtype = next((t for t in self.cluster.types.values() if t.kind == kind), None)
+            error = ApiError(code, text, reason, _details(rtype, name) if rtype else {"name": name})
+            self.cluster.fail_rules.append(FailRule(kind, name, namespace, tuple(verbs), error, times))
