@@ -100,7 +100,7 @@ def write_config(path: Path, repo_url: str, *, slack_address: str = "", slack_to
                  extra: str = "") -> Path:
     """The scenario's configuration: GitHub Receiver → GitRepository → Kustomization, and an
     Alert sending every event of them to Slack when a Slack address is given."""
-    text = f"""\
+    parts = [f"""\
         apiVersion: v1
         kind: Secret
         metadata: {{name: github-token, namespace: flux-system}}
@@ -134,9 +134,9 @@ def write_config(path: Path, repo_url: str, *, slack_address: str = "", slack_to
           path: ./deploy
           prune: true
           sourceRef: {{kind: GitRepository, name: app}}
-        """
+        """]
     if slack_address:
-        text += f"""\
+        parts.append(f"""\
         ---
         apiVersion: v1
         kind: Secret
@@ -163,8 +163,8 @@ def write_config(path: Path, repo_url: str, *, slack_address: str = "", slack_to
               name: '*'
             - kind: Kustomization
               name: '*'
-        """
-    path.write_text(textwrap.dedent(text) + textwrap.dedent(extra))
+        """)
+    path.write_text("".join(textwrap.dedent(p) for p in [*parts, extra]))
     return path
 
 

@@ -41,7 +41,7 @@ def test_a_push_is_applied_with_field_manager_herald(reconciler: Reconciler, rep
     ]
     deployment = kube_api.get_object("apps/v1", "Deployment", "shop", "web")
     assert deployment["spec"]["replicas"] == 2
-    assert [(f["manager"], f["operation"]) for f in deployment["metadata"]["managedFields"]] == [("herald", "Apply")]
+    assert ("herald", "Apply") in [(f["manager"], f["operation"]) for f in deployment["metadata"]["managedFields"]]
     assert outcome.retry == ""
 
 

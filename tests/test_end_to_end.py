@@ -1,0 +1,171 @@
+"""One signed GitHub push travels end to end, with every part real and in its own process:
+
+    curl-like POST → herald receiver → bus → herald worker → Kubernetes API → event →
+    herald notifier → Slack chat.postMessage
+
+once on RabbitMQ (three processes, as in production) and once on the embedded bus
+(`herald serve`, as on a laptop).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pika
+import pytest
+import requests
+
+from herald import config
+from tests.fixtures_herald import FIXTURES, TOKEN, Repo, github_headers, github_push, write_config
+
+SLACK_TOKEN = "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextmanager
+def herald(command: str, cfg: Path, tmp: Path, env: dict[str, str], *extra: str) -> Iterator[Path]:
+    """Run one `herald` command as its own process; yield the path of its log."""
+    log = tmp / f"{command}-{uuid.uuid4().hex[:6]}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "herald.cli", command, "-c", str(cfg), *extra],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            yield log
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode in (0, -15), f"herald {command} exited {proc.returncode}:\n{log.read_text()}"
+
+
+def wait_ready(url: str) -> None:
+    def up() -> bool:
+        try:
+            return requests.get(url + "/readyz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(up, 30, f"{url}/readyz")
+
+
+@pytest.fixture
+def scenario(tmp_path: Path, repo: Repo, kube_api, kubeconfig: Path, slack_api):
+    cfg = write_config(tmp_path / "herald.yaml", repo.url,
+                       slack_address=f"{slack_api.url}/api/chat.postMessage", slack_token=SLACK_TOKEN)
+    slack_api.tokens = {SLACK_TOKEN}
+    slack_api.channels = {"general"}
+    loaded = config.load([cfg])
+    port = free_port()
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig), HERALD_LOG_LEVEL="INFO",
+               HERALD_STATE_DIR=str(tmp_path / "state"), HERALD_LISTEN=f"127.0.0.1:{port}")
+    env.pop("HERALD_BROKER_URL", None)
+    hook_url = f"http://127.0.0.1:{port}" + loaded.hook_path(loaded.receivers[("flux-system", "github-app")])
+    return cfg, env, f"http://127.0.0.1:{port}", hook_url
+
+
+def send_bad_signature_and_ping(hook_url: str, repo: Repo) -> None:
+    body = github_push(repo.head)
+    bad = requests.post(hook_url, data=body, headers=github_headers(body, token="not-the-token"), timeout=10)
+    assert bad.status_code == 401
+    assert TOKEN not in bad.text and github_headers(body)["X-Hub-Signature-256"] not in bad.text
+    ping = (FIXTURES / "github" / "ping.json").read_bytes()
+    pong = requests.post(hook_url, data=ping, headers=github_headers(ping, event="ping"), timeout=10)
+    assert pong.status_code == 200
+
+
+def push_and_follow_it(hook_url: str, repo: Repo, kube_api, slack_api) -> None:
+    body = github_push(repo.head)
+    resp = requests.post(hook_url, data=body, headers=github_headers(body), timeout=10)
+    assert resp.status_code == 202, resp.text
+    assert len(resp.json()["requests"]) == 1
+
+    deployment = wait_until(lambda: kube_api.get_object("apps/v1", "Deployment", "shop", "web"), 30,
+                            "the Deployment to be applied")
+    assert ("herald", "Apply") in [(f["manager"], f["operation"]) for f in deployment["metadata"]["managedFields"]]
+    assert kube_api.get_object("v1", "Service", "shop", "web") is not None
+
+    revision = f"main@sha1:{repo.head}"
+    [message] = wait_until(lambda: slack_api.messages, 30, "the Slack message")
+    assert message.path == "/api/chat.postMessage"
+    assert message.headers["authorization"] == f"Bearer {SLACK_TOKEN}"
+    assert message.body["channel"] == "general"
+    assert revision in message.body["text"]
+    assert "Deployment/shop/web created" in str(message.body["attachments"])
+
+
+def test_push_travels_end_to_end_on_rabbitmq(scenario, repo: Repo, kube_api, slack_api, rabbitmq_url: str,
+                                             tmp_path: Path) -> None:
+    cfg, env, base_url, hook_url = scenario
+    vhost = f"herald-e2e-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True)
+    broker = rabbitmq_url.rsplit("/", 1)[0] + "/" + vhost
+    env = dict(env, HERALD_BROKER_URL=broker)
+    try:
+        with herald("receiver", cfg, tmp_path, env) as receiver_log:
+            wait_ready(base_url)
+            send_bad_signature_and_ping(hook_url, repo)
+            assert queue_depth(broker, "herald.reconcile") == 0, "401 and ping must publish nothing"
+            with herald("worker", cfg, tmp_path, env) as worker_log, \
+                    herald("notifier", cfg, tmp_path, env) as notifier_log:
+                push_and_follow_it(hook_url, repo, kube_api, slack_api)
+                wait_until(lambda: "delivered" in notifier_log.read_text(), 10, "the notifier's log line")
+        logs = "".join(p.read_text() for p in (receiver_log, worker_log, notifier_log))
+        assert TOKEN not in logs and SLACK_TOKEN not in logs
+        assert queue_depth(broker, "herald.reconcile") == 0 and queue_depth(broker, "herald.events") == 0
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+
+
+def queue_depth(broker: str, queue: str) -> int:
+    conn = pika.BlockingConnection(pika.URLParameters(broker))
+    try:
+        ch = conn.channel()
+        try:
+            return ch.queue_declare(queue, passive=True).method.message_count
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0  # never declared: nothing was ever published to it
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
+def test_push_travels_end_to_end_on_the_embedded_bus(scenario, repo: Repo, kube_api, slack_api,
+                                                    tmp_path: Path) -> None:
+    cfg, env, base_url, hook_url = scenario
+    with herald("serve", cfg, tmp_path, env) as log:
+        wait_ready(base_url)
+        send_bad_signature_and_ping(hook_url, repo)
+        push_and_follow_it(hook_url, repo, kube_api, slack_api)
+        wait_until(lambda: "delivered" in log.read_text(), 10, "the notifier's log line")
+    text = log.read_text()
+    assert TOKEN not in text and SLACK_TOKEN not in text
+    assert "signature missing or invalid (401)" in text and "ping answered" in text
+    assert text.count(": fetched main@sha1:") == 1, "only the push may reach the reconciler"
