@@ -39,11 +39,13 @@ class Notifier:
             event = Event.from_json(delivery.body)
         except MessageError as exc:
             raise Reject(str(exc)) from None
-        first_line = event.message.splitlines()[0] if event.message else ""
         alerts = route(list(self.cfg.alerts.values()), event, self._labels)
-        log.info("event %s %s %s revision=%s: %s%s | alerts: %s", event.object_ref, event.severity,
-                 event.reason, event.revision or "-", first_line,
-                 " (…)" if "\n" in event.message else "",
+        # One line per event (log collectors split on newlines); the change list stays readable.
+        message = "; ".join(event.message.splitlines())
+        if len(message) > 2000:
+            message = message[:2000] + " …"
+        log.info("event %s %s %s revision=%s: %s | alerts: %s", event.object_ref, event.severity,
+                 event.reason, event.revision or "-", message,
                  ", ".join(f"{a.meta.namespace}/{a.meta.name}" for a in alerts) or "none")
         for alert in alerts:
             provider = self.cfg.providers.get((alert.meta.namespace, alert.provider_ref))

@@ -14,6 +14,21 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 
+# Bookkeeping headers the buses set themselves. A handler sees ERROR_HEADER on a retry (why
+# the previous attempt failed) and both on a dead letter; `publish` drops all three from the
+# headers it is given, so a handler that forwards `delivery.headers` to another queue does not
+# make the new message start with someone else's attempt count or error.
+ATTEMPT_HEADER = "x-herald-attempt"  # on a retry copy: the number of the next attempt
+ERROR_HEADER = "x-herald-error"  # why the last attempt failed
+ATTEMPTS_HEADER = "x-herald-attempts"  # on a dead letter: how many attempts were made
+BOOKKEEPING_HEADERS = frozenset({ATTEMPT_HEADER, ERROR_HEADER, ATTEMPTS_HEADER})
+
+
+def caller_headers(headers: dict[str, str] | None) -> dict[str, str]:
+    """The headers a caller may set on a new message (the bookkeeping ones removed)."""
+    return {k: v for k, v in (headers or {}).items() if k not in BOOKKEEPING_HEADERS}
+
+
 class BusError(Exception):
     """The bus could not take or give a message (broker down, confirm not received...)."""
 

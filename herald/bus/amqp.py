@@ -1,0 +1,740 @@
+"""The RabbitMQ bus: the `Bus` interface on durable quorum queues with publisher confirms.
+
+Topology per logical queue `q`:
+
+- `q`: quorum queue (replicated, durable) that consumers read;
+- `q.dead`: quorum queue for messages that failed too often or were rejected;
+- `q.retry.<ms>`: one quorum queue per backoff delay, with a fixed queue TTL of `<ms>`
+  milliseconds, dead-lettering expired messages back to `q` through the default exchange.
+
+`q` and `q.dead` are declared on first use by a publisher or consumer; a retry queue when the
+first message needs it (declarations are idempotent).
+
+Why one retry queue per delay tier rather than a single `q.retry` with per-message
+`expiration`: RabbitMQ only expires messages at the *head* of a queue, so a message waiting
+300 s would hold back one behind it that should wait 1 s. With a fixed TTL per queue, messages
+expire in arrival order and every delay is honoured.
+
+Why quorum retry queues with `x-dead-letter-strategy: at-least-once`: RabbitMQ 3.10 added
+message TTL and at-least-once dead-lettering to quorum queues. With it the broker keeps an
+expired message in the retry queue until `q` has confirmed it, so nothing is lost on the way
+back; classic queues (and the quorum default, at-most-once) re-publish without confirms and
+can drop the message if `q` is unavailable at that moment (e.g. a leader election).
+
+Known broker bug and why retry queues are declared lazily: RabbitMQ's `rabbit_fifo_dlx_sup`
+(which runs the at-least-once dead-letter workers) can exceed its restart intensity when
+workers crash in a burst — seen on 3.10 when a retry queue is deleted while its worker starts
+(right after a restart), reported upstream for membership churn (rabbitmq-server #16652). Until
+the RabbitMQ app is restarted, declaring an at-least-once queue then fails (INTERNAL_ERROR)
+and such queues stop moving messages. Because `publish` and consumer start-up never declare
+retry queues, webhooks and first attempts keep working through it; failed messages are handed
+back to the broker and, once out of attempts, dead-lettered to `q.dead` — degraded, not lost.
+Thread model: pika's BlockingConnection is not thread-safe. `publish` is called from many
+threads (web server threads, handlers), so every thread has its own publishing connection
+(confirm mode). A consumer owns one more connection whose I/O loop runs in the thread that
+called `consume`; the handler runs in a worker thread, so heartbeats keep flowing while a
+reconcile takes minutes, and the ack is sent from the I/O thread once the handler returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue as queue_module
+import threading
+import time
+import urllib.parse
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import pika
+from pika import exceptions as pe
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
+from pika.spec import Basic, BasicProperties
+
+from herald.bus.base import (
+    ATTEMPT_HEADER,
+    ATTEMPTS_HEADER,
+    ERROR_HEADER,
+    BusError,
+    BusUnavailable,
+    Delivery,
+    Handler,
+    Reject,
+    RetryPolicy,
+    caller_headers,
+)
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/json"
+# Bookkeeping the broker adds; not copied onto retries or dead letters, where it would
+# otherwise be mistaken for the new copy's own history.
+_BROKER_HEADER_PREFIXES = ("x-death", "x-delivery-count", "x-first-death-", "x-last-death-")
+_MAX_ERROR_CHARS = 2000
+_POLL_SECONDS = 0.25  # how long the consumer's I/O loop waits before checking `stop`
+
+
+class _DeadlineExpired(pe.AMQPConnectionError):
+    """A blocking pika call (confirm, RPC) took longer than we allow; the socket was cut."""
+
+
+@contextlib.contextmanager
+def _deadline(connection: BlockingConnection, seconds: float) -> Iterator[None]:
+    """Bound every blocking call on `connection` inside the block to `seconds`.
+
+    pika's blocking `basic_publish` waits for the confirm, and its RPCs for their reply,
+    without any timeout: a broker that stops answering (frozen, partitioned, half-open TCP)
+    would hang the caller — a webhook request — forever. When the deadline passes we tear
+    the stream down the way pika itself does for `blocked_connection_timeout`, which makes the
+    blocked call raise `_DeadlineExpired` and leaves the connection closed and discardable.
+    """
+    impl = connection._impl  # noqa: SLF001 - pika offers no public per-call timeout
+
+    def expire() -> None:
+        error = _DeadlineExpired(f"no answer from the broker within {seconds}s")
+        impl._terminate_stream(error)  # noqa: SLF001
+
+    timer = impl._adapter_call_later(seconds, expire)  # noqa: SLF001
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # the ioloop is gone if the connection closed
+            impl._adapter_remove_timeout(timer)  # noqa: SLF001
+
+
+def _close_quietly(connection: BlockingConnection | None) -> None:
+    """Close without ever hanging on a broker that does not answer."""
+    if connection is None or not connection.is_open:
+        return
+    with contextlib.suppress(Exception):
+        with _deadline(connection, 2.0):
+            connection.close()
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _as_int(value: Any, default: int) -> int:
+    try:
+        return int(_text(value) or default)
+    except ValueError:
+        return default
+
+
+def _is_broker_header(name: str) -> bool:
+    return name.startswith(_BROKER_HEADER_PREFIXES)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The broker queues behind one logical queue."""
+
+    queue: str
+    retry_delays_ms: tuple[int, ...]
+
+    @property
+    def dead(self) -> str:
+        return f"{self.queue}.dead"
+
+    def retry(self, delay_ms: int) -> str:
+        return f"{self.queue}.retry.{delay_ms}"
+
+    def names(self) -> list[str]:
+        return [self.queue, self.dead, *(self.retry(ms) for ms in self.retry_delays_ms)]
+
+
+@dataclass
+class _Publisher:
+    """One thread's publishing connection and its confirm-mode channel."""
+
+    thread: threading.Thread
+    connection: BlockingConnection | None = None
+    channel: BlockingChannel | None = None
+    last_used: float = 0.0
+
+    def discard(self) -> None:
+        connection, self.connection, self.channel = self.connection, None, None
+        _close_quietly(connection)
+
+
+@dataclass
+class _Job:
+    """A delivery handed from the consumer's I/O thread to its worker thread."""
+
+    channel: BlockingChannel
+    connection: BlockingConnection
+    delivery_tag: int
+    delivery: Delivery
+    properties: BasicProperties
+    ack: bool = False  # the outcome: True → ack; False → hand back to the broker (nack+requeue)
+
+
+class _Backoff:
+    """Reconnect delays that double up to a cap, so an outage is never a hot loop."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first, self.cap, self.next = first, cap, first
+
+    def take(self) -> float:
+        delay, self.next = self.next, min(self.cap, self.next * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.next = self.first
+
+
+class _ConsumerCancelled(pe.AMQPError):
+    """The broker cancelled our consumer (queue deleted, leader moved): subscribe again."""
+
+
+class AmqpBus:
+    """RabbitMQ (3.10+) implementation of `Bus`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry: RetryPolicy = RetryPolicy(),
+        confirm_timeout: float = 5.0,
+        connect_timeout: float = 3.0,
+        heartbeat: int = 30,
+        publisher_idle: float = 15.0,
+        reconnect_delay: float = 0.5,
+        reconnect_max_delay: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.retry = retry
+        self.confirm_timeout = confirm_timeout
+        self.connect_timeout = connect_timeout
+        self.heartbeat = heartbeat
+        # A publishing connection idle for longer than this is replaced before use: between
+        # publishes nobody services its heartbeats, so the broker (or a NAT box) may have
+        # dropped it, and a fresh one costs a few milliseconds.
+        self.publisher_idle = publisher_idle
+        self.reconnect_delay = reconnect_delay
+        self.reconnect_max_delay = reconnect_max_delay
+        self._local = threading.local()
+        self._publishers: list[_Publisher] = []
+        self._publishers_lock = threading.Lock()
+        self._declared: set[str] = set()
+        self._ping_lock = threading.Lock()
+        self._ping_at = float("-inf")
+        self._ping_ok = False
+        self._closed = False
+
+    # -- Bus --------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        message_id: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Publish persistently and return once the broker confirmed it.
+
+        Raises BusUnavailable when the broker cannot be reached, refuses (nack), cannot route
+        the message, or does not confirm within `confirm_timeout`; BusError when the queue
+        exists with other arguments or access is refused, or the bus was closed.
+        """
+        props = self._properties(message_id, caller_headers(headers), CONTENT_TYPE)
+        self._send(queue, queue, body, props)
+
+    def consume(
+        self,
+        queue: str,
+        handler: Handler,
+        stop: threading.Event,
+        *,
+        prefetch: int = 1,
+    ) -> None:
+        """Deliver messages of `queue` to `handler` one at a time until `stop` is set.
+
+        Up to `prefetch` messages are held unacknowledged; they are handled in order by one
+        worker thread (run several `consume` calls for parallelism). Reconnects with backoff
+        while the broker is away. When `stop` is set, a running handler is let finish and its
+        message settled before this returns. Raises BusError if the queues exist with other
+        arguments than ours (a configuration error that retrying will not fix).
+        """
+        worker = _Worker(self, queue, handler)
+        backoff = _Backoff(self.reconnect_delay, self.reconnect_max_delay)
+        try:
+            while not stop.is_set():
+                try:
+                    self._consume_session(queue, worker, stop, prefetch, backoff)
+                except (pe.AMQPError, OSError, BusUnavailable) as exc:
+                    self._wait_reconnect(queue, exc, stop, backoff)
+        finally:
+            worker.close()
+
+    def ping(self) -> bool:
+        """Whether this thread can open (or still has) a broker connection; cached 1 s."""
+        with self._ping_lock:
+            if time.monotonic() - self._ping_at < 1.0:
+                return self._ping_ok
+        try:
+            self._open_publisher(self._publisher())
+            ok = True
+        except (BusError, pe.AMQPError, OSError):
+            ok = False
+        with self._ping_lock:
+            self._ping_at, self._ping_ok = time.monotonic(), ok
+        return ok
+
+    def dead_letters(self, queue: str, *, limit: int = 1000) -> list[Delivery]:
+        """Read up to `limit` dead letters of `queue` and hand them all back to the broker.
+
+        Messages are fetched unacknowledged and then nacked with requeue, so they stay in
+        `<queue>.dead` (if we die in between, the broker requeues them just the same).
+        """
+        topology = self.topology(queue)
+        connection = self._connect("dead-letter reader")
+        try:
+            with _deadline(connection, max(10.0, self.confirm_timeout)):
+                channel = connection.channel()
+                self._declare(channel, queue)
+                out: list[Delivery] = []
+                while len(out) < limit:
+                    method, props, body = channel.basic_get(topology.dead, auto_ack=False)
+                    if method is None:
+                        break
+                    delivery = self._delivery(topology.dead, method, props, body)
+                    delivery.attempt = _as_int(delivery.headers.get(ATTEMPTS_HEADER), 1)
+                    out.append(delivery)
+                if out:
+                    channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+                return out
+        except (pe.AMQPError, OSError) as exc:
+            raise BusUnavailable(f"cannot read dead letters of {queue}: {exc!r}") from exc
+        finally:
+            _close_quietly(connection)
+
+    def depth(self, queue: str) -> int:
+        """Messages ready in `queue` and its retry queues, not counting unacked ones."""
+        topology = self.topology(queue)
+        connection = self._connect("depth probe")
+        try:
+            with _deadline(connection, max(10.0, self.confirm_timeout)):
+                self._declare(connection.channel(), queue)
+                names = [topology.queue, *(topology.retry(ms) for ms in topology.retry_delays_ms)]
+                return sum(self._ready(connection, name) for name in names)
+        except (pe.AMQPError, OSError) as exc:
+            raise BusUnavailable(f"cannot count {queue}: {exc!r}") from exc
+        finally:
+            _close_quietly(connection)
+
+    @staticmethod
+    def _ready(connection: BlockingConnection, name: str) -> int:
+        """Ready messages in `name`; 0 if it does not exist (a retry queue never needed)."""
+        channel = connection.channel()  # a failed passive declare closes its channel
+        try:
+            count = channel.queue_declare(name, passive=True).method.message_count
+        except pe.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return 0
+            raise
+        channel.close()
+        return int(count)
+
+    def close(self) -> None:
+        """Close every publishing connection; call once consumers and publishers stopped."""
+        self._closed = True
+        with self._publishers_lock:
+            publishers, self._publishers = self._publishers, []
+        for publisher in publishers:
+            publisher.discard()
+
+    def topology(self, queue: str) -> Topology:
+        """The broker queues behind `queue` under this bus's retry policy."""
+        delays = {
+            max(1, round(self.retry.delay(attempt) * 1000))
+            for attempt in range(1, self.retry.max_attempts)
+        }
+        return Topology(queue, tuple(sorted(delays)))
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _parameters(self, role: str) -> pika.URLParameters:
+        """The URL's parameters, with short timeouts unless the URL sets its own.
+
+        A dead broker must turn into BusUnavailable within seconds (the receiver answers 503
+        and the sender retries), never into a hanging request.
+        """
+        params = pika.URLParameters(self.url)
+        given = set(urllib.parse.parse_qs(urllib.parse.urlsplit(self.url).query))
+        defaults: dict[str, Any] = {
+            "socket_timeout": self.connect_timeout,
+            "stack_timeout": self.connect_timeout + 2.0,
+            "connection_attempts": 1,
+            "retry_delay": 0,
+            "blocked_connection_timeout": self.confirm_timeout,
+            "heartbeat": self.heartbeat,
+        }
+        for name, value in defaults.items():
+            if name not in given:
+                setattr(params, name, value)
+        params.client_properties = {"connection_name": f"herald {role}"}
+        return params
+
+    def _connect(self, role: str) -> BlockingConnection:
+        try:
+            return pika.BlockingConnection(self._parameters(role))
+        except (pe.AMQPError, AMQPConnectorException, OSError) as exc:  # refused, timed out...
+            raise BusUnavailable(f"cannot connect to the broker: {exc!r}") from exc
+
+    def _publisher(self) -> _Publisher:
+        """This thread's publisher; also closes those of threads that have ended."""
+        publisher: _Publisher | None = getattr(self._local, "publisher", None)
+        if publisher is not None:
+            return publisher
+        publisher = _Publisher(threading.current_thread())
+        with self._publishers_lock:
+            ended = [p for p in self._publishers if not p.thread.is_alive()]
+            self._publishers = [p for p in self._publishers if p.thread.is_alive()]
+            self._publishers.append(publisher)
+        for old in ended:  # their thread is gone, so nobody else can be using them
+            old.discard()
+        self._local.publisher = publisher
+        return publisher
+
+    def _drop_publisher(self) -> None:
+        """Close this thread's publisher (a worker thread about to end)."""
+        publisher: _Publisher | None = getattr(self._local, "publisher", None)
+        if publisher is None:
+            return
+        self._local.publisher = None
+        with self._publishers_lock:
+            self._publishers = [p for p in self._publishers if p is not publisher]
+        publisher.discard()
+
+    def _open_publisher(self, publisher: _Publisher) -> bool:
+        """Make sure `publisher` has a live confirm channel; True if it was reused."""
+        if self._closed:
+            raise BusError("the bus is closed")
+        if publisher.connection is not None:
+            stale = time.monotonic() - publisher.last_used > self.publisher_idle
+            if stale or not publisher.connection.is_open:
+                publisher.discard()
+            else:
+                try:
+                    # Take in whatever the broker sent while we were idle (a close, a
+                    # heartbeat) so a dead connection is noticed before we publish on it.
+                    publisher.connection.process_data_events(0)
+                except (pe.AMQPError, OSError):
+                    publisher.discard()
+                if publisher.channel is None or not publisher.channel.is_open:
+                    publisher.discard()
+        if publisher.connection is not None:
+            return True
+        connection = self._connect("publisher")
+        try:
+            with _deadline(connection, self.confirm_timeout):
+                channel = connection.channel()
+                channel.confirm_delivery()
+        except (pe.AMQPError, OSError) as exc:
+            _close_quietly(connection)
+            raise BusUnavailable(f"cannot open a publishing channel: {exc!r}") from exc
+        publisher.connection, publisher.channel = connection, channel
+        publisher.last_used = time.monotonic()
+        return False
+
+    # -- publishing -------------------------------------------------------------------------
+
+    @staticmethod
+    def _properties(message_id: str, headers: dict[str, str], content_type: str) -> BasicProperties:
+        return BasicProperties(
+            delivery_mode=pika.DeliveryMode.Persistent,
+            content_type=content_type or CONTENT_TYPE,
+            message_id=message_id or None,
+            headers=dict(headers) or None,
+            timestamp=int(time.time()),
+        )
+
+    def _declare(self, channel: BlockingChannel, queue: str, delay_ms: int | None = None) -> None:
+        """Declare `queue` and its dead-letter queue, or (with `delay_ms`) one retry queue."""
+        topology = self.topology(queue)
+        quorum = {"x-queue-type": "quorum"}
+        if delay_ms is None:
+            channel.queue_declare(topology.queue, durable=True, arguments=quorum)
+            channel.queue_declare(topology.dead, durable=True, arguments=quorum)
+            return
+        channel.queue_declare(
+            topology.retry(delay_ms),
+            durable=True,
+            arguments={
+                **quorum,
+                "x-message-ttl": delay_ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": topology.queue,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",  # required by at-least-once
+            },
+        )
+
+    def _send(
+        self,
+        queue: str,
+        routing_key: str,
+        body: bytes,
+        props: BasicProperties,
+        *,
+        delay_ms: int | None = None,
+    ) -> None:
+        """Publish to `routing_key` and wait for the confirm.
+
+        `routing_key` is `queue`, `queue`'s dead-letter queue, or (with `delay_ms`) its retry
+        queue for that delay; what is needed is declared once per bus. A connection that was
+        reused and turns out broken is replaced once, transparently; a queue deleted behind
+        our back is declared again once. Anything else is an error.
+        """
+        publisher = self._publisher()
+        for last_try in (False, True):
+            reused = self._open_publisher(publisher)
+            assert publisher.connection is not None and publisher.channel is not None
+            try:
+                with _deadline(publisher.connection, self.confirm_timeout):
+                    for key, tier in ((queue, None), (routing_key, delay_ms)):
+                        if key not in self._declared:
+                            self._declare(publisher.channel, queue, tier)
+                            self._declared.add(key)
+                    publisher.channel.basic_publish(
+                        "", routing_key, body, props, mandatory=True
+                    )
+                publisher.last_used = time.monotonic()
+                return
+            except pe.UnroutableError as exc:
+                self._declared.difference_update({queue, routing_key})
+                if last_try:
+                    raise BusUnavailable(f"message to {routing_key} was unroutable") from exc
+            except pe.NackError as exc:
+                raise BusUnavailable(f"the broker refused the message to {routing_key}") from exc
+            except pe.ChannelClosedByBroker as exc:
+                publisher.discard()
+                self._declared.difference_update({queue, routing_key})
+                if exc.reply_code in (403, 406):
+                    raise BusError(f"cannot publish to {routing_key}: {exc.reply_text}") from exc
+                if last_try:
+                    raise BusUnavailable(f"cannot publish to {routing_key}: {exc!r}") from exc
+            except (_DeadlineExpired, pe.ConnectionBlockedTimeout) as exc:
+                publisher.discard()
+                raise BusUnavailable(
+                    f"no confirm for {routing_key} within {self.confirm_timeout}s"
+                ) from exc
+            except (pe.AMQPError, OSError) as exc:
+                publisher.discard()
+                if last_try or not reused:
+                    raise BusUnavailable(f"cannot publish to {routing_key}: {exc!r}") from exc
+                log.info("publishing connection was broken (%r); reconnecting once", exc)
+
+    # -- consuming --------------------------------------------------------------------------
+
+    def _wait_reconnect(
+        self, queue: str, exc: BaseException, stop: threading.Event, backoff: _Backoff
+    ) -> None:
+        delay = backoff.take()
+        log.warning("consumer of %s lost the broker (%r); reconnecting in %.1fs", queue, exc, delay)
+        stop.wait(delay)
+
+    def _consume_session(
+        self,
+        queue: str,
+        worker: _Worker,
+        stop: threading.Event,
+        prefetch: int,
+        backoff: _Backoff,
+    ) -> None:
+        """One connection's worth of consuming; returns when stopped, raises when cut off."""
+        connection = self._connect(f"consumer {queue}")
+        try:
+            cancelled: list[Any] = []
+            inbox: deque[tuple[Basic.Deliver, BasicProperties, bytes]] = deque()
+            with _deadline(connection, max(10.0, self.confirm_timeout)):
+                channel = connection.channel()
+                try:
+                    self._declare(channel, queue)
+                except pe.ChannelClosedByBroker as exc:
+                    if exc.reply_code in (403, 406):  # access refused, precondition failed
+                        raise BusError(f"cannot declare {queue}: {exc.reply_text}") from exc
+                    raise
+                channel.basic_qos(prefetch_count=prefetch)
+                channel.add_on_cancel_callback(cancelled.append)
+                channel.basic_consume(
+                    queue,
+                    on_message_callback=lambda _ch, method, props, body: inbox.append(
+                        (method, props, body)
+                    ),
+                    auto_ack=False,
+                )
+            backoff.reset()
+            log.info("consuming %s (prefetch %d)", queue, prefetch)
+            while True:
+                for job in worker.finished():
+                    self._settle(channel, job)
+                if not worker.busy:
+                    if stop.is_set():
+                        return  # unacked prefetched messages go back when the channel closes
+                    if cancelled:
+                        raise _ConsumerCancelled(f"the broker cancelled our consumer of {queue}")
+                    if inbox:
+                        method, props, body = inbox.popleft()
+                        delivery = self._delivery(queue, method, props, body)
+                        worker.submit(
+                            _Job(channel, connection, method.delivery_tag, delivery, props)
+                        )
+                connection.process_data_events(time_limit=_POLL_SECONDS)
+        finally:
+            _close_quietly(connection)
+
+    @staticmethod
+    def _settle(channel: BlockingChannel, job: _Job) -> None:
+        """Ack (or hand back) on the I/O thread, on the channel the message came from."""
+        if job.channel is not channel or not channel.is_open:
+            # Delivery tags belong to their channel; that one is gone and the broker has
+            # already put the message back for redelivery.
+            log.warning("message %s finished after its connection was lost; it will be "
+                        "delivered again", job.delivery.message_id)
+            return
+        if job.ack:
+            channel.basic_ack(job.delivery_tag)
+        else:
+            channel.basic_nack(job.delivery_tag, requeue=True)
+
+    @staticmethod
+    def _delivery(
+        queue: str, method: Basic.Deliver | Basic.GetOk, props: BasicProperties, body: bytes
+    ) -> Delivery:
+        raw = props.headers or {}
+        headers = {
+            name: text
+            for name, value in raw.items()
+            if not _is_broker_header(name) and name != ATTEMPT_HEADER
+            and (text := _text(value)) is not None
+        }
+        # Our retries carry the attempt number; a redelivery by the broker (a consumer died
+        # or handed it back) is counted by quorum queues in x-delivery-count.
+        if "x-delivery-count" in raw:
+            redeliveries = _as_int(raw["x-delivery-count"], 0)
+        else:
+            redeliveries = 1 if method.redelivered else 0
+        attempt = max(1, _as_int(raw.get(ATTEMPT_HEADER), 1)) + max(0, redeliveries)
+        return Delivery(queue, bytes(body), props.message_id or "", headers, attempt)
+
+    def _process(self, job: _Job, handler: Handler) -> None:
+        """Run the handler in the worker thread and park the message if it failed.
+
+        Sets `job.ack` only when the message is safe: handled, or its retry copy / dead
+        letter confirmed by the broker. Otherwise the message is handed back to the broker.
+        """
+        delivery = job.delivery
+        limit = self.retry.max_attempts
+        try:
+            if delivery.attempt > limit:
+                # Only reachable when earlier deliveries never finished (the consumer died
+                # mid-handler): a message that kills its consumer must not do so forever.
+                self._dead_letter(job, f"delivered {delivery.attempt} times without finishing")
+            else:
+                try:
+                    handler(delivery)
+                except Reject as exc:
+                    log.warning("%s message %s rejected: %s",
+                                delivery.queue, delivery.message_id, exc)
+                    self._dead_letter(job, str(exc))
+                except Exception as exc:  # noqa: BLE001 - any failure of the handler is retried
+                    self._failed(job, f"{type(exc).__name__}: {exc}")
+            job.ack = True
+        except BusError as exc:
+            log.error("cannot park failed message %s of %s (%s); handing it back to the broker",
+                      delivery.message_id, delivery.queue, exc)
+            time.sleep(1.0)  # do not turn a broker problem into a redelivery hot loop
+        except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler thread
+            log.error("handler for %s ended with %r; handing the message back",
+                      delivery.queue, exc)
+
+    def _failed(self, job: _Job, error: str) -> None:
+        delivery = job.delivery
+        if delivery.attempt >= self.retry.max_attempts:
+            log.error("%s message %s failed for good after %d attempts: %s",
+                      delivery.queue, delivery.message_id, delivery.attempt, error)
+            self._dead_letter(job, error)
+            return
+        delay_ms = max(1, round(self.retry.delay(delivery.attempt) * 1000))
+        log.warning("%s message %s failed (attempt %d), retry in %.1fs: %s",
+                    delivery.queue, delivery.message_id, delivery.attempt, delay_ms / 1000, error)
+        headers = {**self._own_headers(job), ATTEMPT_HEADER: str(delivery.attempt + 1),
+                   ERROR_HEADER: error[:_MAX_ERROR_CHARS]}
+        props = self._properties(delivery.message_id, headers, job.properties.content_type)
+        self._send(delivery.queue, self.topology(delivery.queue).retry(delay_ms),
+                   delivery.body, props, delay_ms=delay_ms)
+
+    def _dead_letter(self, job: _Job, error: str) -> None:
+        delivery = job.delivery
+        headers = {**self._own_headers(job), ERROR_HEADER: error[:_MAX_ERROR_CHARS],
+                   ATTEMPTS_HEADER: str(delivery.attempt)}
+        props = self._properties(delivery.message_id, headers, job.properties.content_type)
+        self._send(delivery.queue, self.topology(delivery.queue).dead, delivery.body, props)
+
+    @staticmethod
+    def _own_headers(job: _Job) -> dict[str, str]:
+        """The publisher's headers, to carry over onto a retry copy or dead letter."""
+        return caller_headers(job.delivery.headers)
+
+
+@dataclass
+class _Worker:
+    """The thread that runs one consumer's handler, away from the connection's I/O loop.
+
+    It lives as long as the `consume` call (across reconnects), so the handler's own
+    `publish` calls reuse one publishing connection. `busy` is read and written only by the
+    consumer's I/O thread: set on submit, cleared when the finished job is collected.
+    """
+
+    bus: AmqpBus
+    queue: str
+    handler: Handler
+    busy: bool = False
+    _jobs: queue_module.Queue[_Job | None] = field(default_factory=queue_module.Queue)
+    _done: deque[_Job] = field(default_factory=deque)
+    _thread: threading.Thread | None = None
+
+    def submit(self, job: _Job) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"herald-handler-{self.queue}", daemon=True
+            )
+            self._thread.start()
+        self.busy = True
+        self._jobs.put(job)
+
+    def finished(self) -> list[_Job]:
+        jobs = []
+        while self._done:
+            jobs.append(self._done.popleft())
+            self.busy = False
+        return jobs
+
+    def close(self) -> None:
+        """Let a running handler finish, then end the thread."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while (job := self._jobs.get()) is not None:
+                self.bus._process(job, self.handler)  # noqa: SLF001
+                self._done.append(job)
+                with contextlib.suppress(Exception):  # closed: the I/O loop is gone anyway
+                    job.connection.add_callback_threadsafe(lambda: None)  # wake the I/O loop
+        finally:
+            self.bus._drop_publisher()  # noqa: SLF001

@@ -1,0 +1,218 @@
+"""pytest plugin: a real RabbitMQ for the bus tests, and a switch to take it away.
+
+The AMQP bus's promises (confirms, quorum queues, redelivery after a crash, fast failure when
+the broker is gone) only mean something against a real broker, so the tests use one: this
+plugin starts the local `rabbitmq-server` if it is not running, installing the Debian package
+first if needed, and waits until it accepts AMQP connections.
+
+Set HERALD_TEST_AMQP_URL to use another broker (the outage fixture still drives the local
+node through rabbitmqctl).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pika
+import pytest
+
+from herald.bus import RetryPolicy
+from herald.bus.amqp import AmqpBus
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+READY_TIMEOUT = 90.0
+# Small enough that a message dies in well under a second of retries.
+FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.1, factor=2.0, max_delay=1.0)
+
+
+def _run(*cmd: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _node_up() -> bool:
+    """The Erlang node answers (the RabbitMQ app itself may still be stopped)."""
+    if shutil.which("rabbitmq-diagnostics") is None:
+        return False
+    try:
+        return _run("rabbitmq-diagnostics", "-q", "ping", timeout=20).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _amqp_ready(url: str) -> bool:
+    params = pika.URLParameters(url)
+    params.socket_timeout = 2
+    params.stack_timeout = 3
+    params.connection_attempts = 1
+    try:
+        pika.BlockingConnection(params).close()
+    except Exception:  # noqa: BLE001 - any failure means "not yet"
+        return False
+    return True
+
+
+def _wait_ready(url: str, timeout: float = READY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _node_up() and _amqp_ready(url):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"RabbitMQ did not become ready within {timeout:.0f}s")
+
+
+def _install() -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "rabbitmq-server"]):
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr[-2000:]}")
+
+
+def _dead_letter_supervisor_down() -> bool:
+    """Whether RabbitMQ's at-least-once dead-letter supervisor has given up.
+
+    A broker bug (see herald.bus.amqp) can leave it dead until the app restarts, after which
+    retry queues cannot be declared; tests sharing a broker can trigger it by deleting queues
+    while it restarts, so the session heals it instead of failing for unrelated reasons.
+    """
+    out = _run("rabbitmqctl", "eval", "whereis(rabbit_fifo_dlx_sup).", timeout=30).stdout
+    return out.strip() == "undefined"
+
+
+def ensure_rabbitmq(url: str = DEFAULT_URL) -> None:
+    """Make sure a local broker is running and accepting AMQP connections."""
+    if _amqp_ready(url):
+        if shutil.which("rabbitmqctl") and _dead_letter_supervisor_down():
+            _run("rabbitmqctl", "-q", "stop_app")
+            _run("rabbitmqctl", "-q", "start_app")
+            _wait_ready(url)
+        return
+    if shutil.which("rabbitmq-server") is None:
+        _install()
+    if _node_up():
+        # The node runs but the app was stopped (e.g. an outage test was interrupted).
+        _run("rabbitmqctl", "-q", "start_app")
+    else:
+        subprocess.run(["rabbitmq-server", "-detached"], capture_output=True, timeout=60,
+                       check=False)
+    _wait_ready(url)
+
+
+# Queue names of this pytest session start with this, so that the sweep at the end removes
+# ours and never those of another session running against the same broker.
+SESSION_PREFIX = f"test.{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """URL of a running RabbitMQ (started, and installed, if necessary)."""
+    url = os.environ.get("HERALD_TEST_AMQP_URL", DEFAULT_URL)
+    try:
+        ensure_rabbitmq(url)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        pytest.fail(f"no RabbitMQ for the AMQP tests: {exc}")
+    yield url
+    if _amqp_ready(url):
+        sweep_queues(url, SESSION_PREFIX)  # whatever a test left behind
+
+
+@dataclass
+class RabbitControl:
+    """Takes the local broker away and brings it back, for outage tests."""
+
+    url: str
+    _frozen: int | None = None
+
+    def stop(self) -> None:
+        """Stop the RabbitMQ app (the node stays up): connections drop, new ones are refused."""
+        done = _run("rabbitmqctl", "-q", "stop_app")
+        assert done.returncode == 0, done.stderr
+
+    def start(self, timeout: float = READY_TIMEOUT) -> None:
+        """Start the app again and wait until it accepts AMQP connections."""
+        done = _run("rabbitmqctl", "-q", "start_app")
+        assert done.returncode == 0, done.stderr
+        _wait_ready(self.url, timeout)
+
+    def pid(self) -> int:
+        """OS pid of the broker's Erlang VM."""
+        out = _run("rabbitmqctl", "eval", "os:getpid().").stdout
+        match = re.search(r"\d+", out)
+        assert match, out
+        return int(match.group())
+
+    def freeze(self) -> None:
+        """SIGSTOP the broker: it keeps its sockets but answers nothing (a hung broker)."""
+        self._frozen = self.pid()
+        os.kill(self._frozen, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self._frozen is not None:
+            os.kill(self._frozen, signal.SIGCONT)
+            self._frozen = None
+
+    def ensure_running(self) -> None:
+        self.thaw()
+        if not _amqp_ready(self.url):
+            ensure_rabbitmq(self.url)
+
+
+@pytest.fixture
+def rabbitmq_control(rabbitmq_url: str) -> Iterator[RabbitControl]:
+    control = RabbitControl(rabbitmq_url)
+    yield control
+    control.ensure_running()  # never leave the broker down for the next test
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A queue name no other test (or session) uses; derive further names from it."""
+    return f"{SESSION_PREFIX}{uuid.uuid4().hex[:12]}"
+
+
+def delete_queues(url: str, names: list[str]) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for name in names:
+            channel.queue_delete(name)  # a no-op for a queue that does not exist
+    finally:
+        connection.close()
+
+
+def sweep_queues(url: str, prefix: str) -> None:
+    """Delete every queue whose name starts with `prefix`."""
+    listed = _run("rabbitmqctl", "-q", "list_queues", "--no-table-headers", "name")
+    names = [n.strip() for n in listed.stdout.splitlines() if n.strip().startswith(prefix)]
+    if names:
+        delete_queues(url, names)
+
+
+@pytest.fixture
+def amqp_bus(rabbitmq_url: str, queue_name: str) -> Iterator[AmqpBus]:
+    """An AmqpBus with fast retries and reconnects.
+
+    Afterwards the queues behind `queue_name` and `<queue_name>.results` are deleted (a
+    cheap per-test cleanup); anything else is swept at the end of the session.
+    """
+    bus = AmqpBus(
+        rabbitmq_url,
+        retry=FAST_RETRY,
+        confirm_timeout=3.0,
+        connect_timeout=2.0,
+        reconnect_delay=0.2,
+        reconnect_max_delay=1.0,
+    )
+    yield bus
+    bus.close()
+    if _amqp_ready(rabbitmq_url):
+        bases = (queue_name, f"{queue_name}.results")
+        delete_queues(rabbitmq_url, [n for base in bases for n in bus.topology(base).names()])

@@ -1,0 +1,582 @@
+"""The bus keeps its two promises on both implementations, against a real RabbitMQ.
+
+1. `publish` returns only once the message is durable;
+2. a message is acknowledged only after its handler returned, so failures are retried,
+   poison messages end up dead-lettered, and a consumer killed mid-handler loses nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pika
+import pytest
+
+from herald.bus import BusUnavailable, Delivery, Reject, RetryPolicy, open_bus
+from herald.bus.amqp import AmqpBus
+from herald.bus.embedded import EmbeddedBus
+
+if TYPE_CHECKING:
+    from tests.fixtures_rabbitmq import RabbitControl
+
+# Also listed by the root conftest; pytest registers a plugin once.
+pytest_plugins = ["tests.fixtures_rabbitmq"]
+
+# Same values as the `amqp_bus` fixture's, so both implementations behave alike.
+FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.1, factor=2.0, max_delay=1.0)
+
+REPO = Path(__file__).resolve().parent.parent
+AnyBus = AmqpBus | EmbeddedBus
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["embedded", "amqp"])
+def bus_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_bus(
+    bus_kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], AnyBus]]:
+    """Factory of buses of the parametrized kind on the same storage (same file / broker)."""
+    made: list[AnyBus] = []
+    url = request.getfixturevalue("rabbitmq_url") if bus_kind == "amqp" else ""
+    if bus_kind == "amqp":
+        request.getfixturevalue("amqp_bus")  # deletes the test's queues afterwards
+
+    def make() -> AnyBus:
+        bus: AnyBus
+        if bus_kind == "amqp":
+            bus = AmqpBus(url, retry=FAST_RETRY, confirm_timeout=3.0, connect_timeout=2.0,
+                          reconnect_delay=0.2, reconnect_max_delay=1.0)
+        else:
+            bus = EmbeddedBus(tmp_path / "bus.sqlite3", retry=FAST_RETRY, lease_seconds=5)
+        made.append(bus)
+        return bus
+
+    yield make
+    for bus in made:
+        bus.close()
+
+
+@pytest.fixture
+def bus(make_bus: Callable[[], AnyBus]) -> AnyBus:
+    return make_bus()
+
+
+def consume_until(
+    bus: AnyBus,
+    queue: str,
+    handler: Callable[[Delivery], None],
+    done: Callable[[], bool],
+    timeout: float = 15.0,
+) -> None:
+    """Run a consumer until `done()`, then stop it and check it returns promptly."""
+    stop = threading.Event()
+    thread = threading.Thread(target=bus.consume, args=(queue, handler, stop), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive(), "consume() did not return after stop was set"
+    assert done(), "timed out waiting for the consumer"
+
+
+def unacked(queue: str) -> int:
+    """Unacknowledged messages of a RabbitMQ queue (management-free, via rabbitmqctl)."""
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "--no-table-headers", "name",
+         "messages_unacknowledged"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == queue:
+            return int(parts[1])
+    raise AssertionError(f"queue {queue} not listed")
+
+
+# -- the basic cycle ------------------------------------------------------------------------
+
+
+def test_published_message_is_consumed_acked_and_gone(bus: AnyBus, queue_name: str) -> None:
+    bus.publish(queue_name, b'{"n":1}', message_id="m-1", headers={"origin": "test"})
+    assert bus.depth(queue_name) == 1
+    seen: list[Delivery] = []
+
+    consume_until(bus, queue_name, seen.append, lambda: len(seen) == 1)
+
+    (delivery,) = seen
+    assert delivery.queue == queue_name
+    assert delivery.body == b'{"n":1}'
+    assert delivery.message_id == "m-1"
+    assert delivery.headers["origin"] == "test"
+    assert delivery.attempt == 1
+    assert bus.depth(queue_name) == 0
+    assert bus.dead_letters(queue_name) == []
+
+
+def test_messages_are_handled_in_order_and_once_by_competing_consumers(
+    bus: AnyBus, queue_name: str
+) -> None:
+    for n in range(20):
+        bus.publish(queue_name, str(n).encode(), message_id=f"m-{n}")
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def handler(delivery: Delivery) -> None:
+        with lock:
+            seen.append(int(delivery.body))
+
+    stop = threading.Event()
+    threads = [threading.Thread(target=bus.consume, args=(queue_name, handler, stop))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 15
+    while len(seen) < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    for thread in threads:
+        thread.join(5)
+    assert sorted(seen) == list(range(20))
+    assert bus.depth(queue_name) == 0
+
+
+def test_consume_returns_promptly_when_stopped_while_idle(bus: AnyBus, queue_name: str) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=bus.consume, args=(queue_name, lambda d: None, stop))
+    thread.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 1.0
+
+
+def test_ping(bus: AnyBus) -> None:
+    assert bus.ping() is True
+
+
+# -- durability ---------------------------------------------------------------------------
+
+
+def test_embedded_publish_is_durable_across_reopen(tmp_path: Path, queue_name: str) -> None:
+    path = tmp_path / "bus.sqlite3"
+    first = EmbeddedBus(path)
+    first.publish(queue_name, b"{}", message_id="kept")
+    first.close()  # as if the process ended right after publish returned
+
+    second = EmbeddedBus(path)
+    seen: list[Delivery] = []
+    consume_until(second, queue_name, seen.append, lambda: len(seen) == 1)
+    assert [d.message_id for d in seen] == ["kept"]
+    second.close()
+    assert EmbeddedBus(path).depth(queue_name) == 0
+
+
+def test_amqp_queues_are_quorum_and_messages_survive_a_broker_restart(
+    amqp_bus: AmqpBus, queue_name: str, rabbitmq_control: RabbitControl
+) -> None:
+    amqp_bus.publish(queue_name, b'{"k":1}', message_id="persist-me")
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "--no-table-headers", "name", "type", "durable",
+         "arguments"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout
+    listed = {line.split()[0]: line.split()[1:3] for line in out.splitlines()
+              if line.startswith(queue_name)}
+    # Retry queues are declared when a message first needs one (see herald.bus.amqp).
+    assert listed == {queue_name: ["quorum", "true"], f"{queue_name}.dead": ["quorum", "true"]}
+
+    rabbitmq_control.stop()
+    rabbitmq_control.start()
+
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_bus.url))
+    try:
+        channel = connection.channel()
+        method, props, body = channel.basic_get(queue_name, auto_ack=True)
+        assert method is not None, "the message did not survive the restart"
+        assert body == b'{"k":1}'
+        assert props.delivery_mode == 2
+        assert props.content_type == "application/json"
+        assert props.message_id == "persist-me"
+    finally:
+        connection.close()
+
+
+# -- retries and dead letters -------------------------------------------------------------
+
+
+def test_handler_failing_twice_then_succeeding_sees_attempts_1_2_3(
+    bus: AnyBus, queue_name: str
+) -> None:
+    bus.publish(queue_name, b"{}", message_id="flaky")
+    attempts: list[int] = []
+    succeeded: list[int] = []
+
+    last_errors: list[str] = []
+
+    def handler(delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        last_errors.append(delivery.headers.get("x-herald-error", ""))
+        if delivery.attempt < 3:
+            raise RuntimeError(f"transient failure {delivery.attempt}")
+        succeeded.append(delivery.attempt)
+
+    consume_until(bus, queue_name, handler, lambda: bool(succeeded))
+    time.sleep(0.3)  # nothing more may arrive: the message was acked once
+    assert attempts == [1, 2, 3]
+    assert succeeded == [3]
+    assert last_errors == ["", "RuntimeError: transient failure 1",
+                           "RuntimeError: transient failure 2"]
+    if isinstance(bus, AmqpBus):
+        # The two delays went through quorum retry queues with a fixed TTL each.
+        out = subprocess.run(
+            ["rabbitmqctl", "-q", "list_queues", "--no-table-headers", "name", "type",
+             "arguments"], capture_output=True, text=True, timeout=30, check=True).stdout
+        tiers = {line.split()[0]: line for line in out.splitlines()
+                 if line.startswith(f"{queue_name}.retry.")}
+        assert sorted(tiers) == [f"{queue_name}.retry.100", f"{queue_name}.retry.200"]
+        assert all("quorum" in line and "at-least-once" in line for line in tiers.values())
+    assert bus.depth(queue_name) == 0
+    assert bus.dead_letters(queue_name) == []
+
+
+def test_handler_that_always_fails_ends_in_dead_letters_with_the_last_error(
+    bus: AnyBus, queue_name: str
+) -> None:
+    bus.publish(queue_name, b'{"x":1}', message_id="doomed", headers={"origin": "test"})
+    attempts: list[int] = []
+
+    def handler(delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        raise ValueError(f"broken on attempt {delivery.attempt}")
+
+    consume_until(bus, queue_name, handler, lambda: len(attempts) == FAST_RETRY.max_attempts)
+    assert attempts == [1, 2, 3]
+    (dead,) = bus.dead_letters(queue_name)
+    assert dead.body == b'{"x":1}'
+    assert dead.message_id == "doomed"
+    assert dead.headers["origin"] == "test"
+    assert "broken on attempt 3" in dead.headers["x-herald-error"]
+    assert dead.headers["x-herald-attempts"] == "3"
+    assert bus.depth(queue_name) == 0
+    # Listing dead letters does not consume them.
+    assert [d.message_id for d in bus.dead_letters(queue_name)] == ["doomed"]
+
+
+def test_reject_dead_letters_at_once(bus: AnyBus, queue_name: str) -> None:
+    bus.publish(queue_name, b"not json", message_id="malformed")
+    attempts: list[int] = []
+
+    def handler(delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        raise Reject("not a reconcile request")
+
+    consume_until(bus, queue_name, handler, lambda: bool(attempts))
+    time.sleep(0.3)
+    assert attempts == [1]
+    (dead,) = bus.dead_letters(queue_name)
+    assert dead.headers["x-herald-error"] == "not a reconcile request"
+    assert dead.headers["x-herald-attempts"] == "1"
+    assert bus.depth(queue_name) == 0
+
+
+def test_message_whose_consumers_keep_dying_is_dead_lettered_without_running(
+    bus: AnyBus, queue_name: str
+) -> None:
+    """Deliveries that never finished count as attempts, so a message that crashes its
+    consumer every time ends in the dead-letter queue instead of crashing it forever."""
+    if isinstance(bus, AmqpBus):
+        # As if the broker had redelivered it after max_attempts consumer deaths.
+        bus.depth(queue_name)  # declares the queues
+        connection = pika.BlockingConnection(pika.URLParameters(bus.url))
+        try:
+            connection.channel().basic_publish("", queue_name, b"{}", pika.BasicProperties(
+                message_id="killer", delivery_mode=2,
+                headers={"x-herald-attempt": str(FAST_RETRY.max_attempts + 1)}))
+        finally:
+            connection.close()
+    else:
+        bus.publish(queue_name, b"{}", message_id="killer")
+        with sqlite3.connect(bus.path) as db:
+            db.execute("UPDATE messages SET attempts = ?", (FAST_RETRY.max_attempts,))
+    ran: list[Delivery] = []
+    consume_until(bus, queue_name, ran.append, lambda: bool(bus.dead_letters(queue_name)))
+    assert ran == []
+    (dead,) = bus.dead_letters(queue_name)
+    assert dead.message_id == "killer"
+    assert "without finishing" in dead.headers["x-herald-error"]
+
+
+def test_forwarded_headers_do_not_carry_attempts_or_errors_over(
+    bus: AnyBus, queue_name: str
+) -> None:
+    """A handler forwarding `delivery.headers` starts the new message at attempt 1."""
+    bus.publish(queue_name, b"{}", message_id="fwd", headers={
+        "x-herald-attempt": "3", "x-herald-error": "old", "x-herald-attempts": "3",
+        "origin": "kept"})
+    seen: list[Delivery] = []
+    consume_until(bus, queue_name, seen.append, lambda: bool(seen))
+    assert [(d.attempt, d.headers) for d in seen] == [(1, {"origin": "kept"})]
+
+
+# -- work is acknowledged only when it is safe --------------------------------------------
+
+
+def test_result_published_by_handler_is_durable_before_the_handler_returns(
+    bus: AnyBus, make_bus: Callable[[], AnyBus], bus_kind: str, queue_name: str
+) -> None:
+    results = f"{queue_name}.results"
+    observer = make_bus()  # another client looking at the same storage
+    bus.publish(queue_name, b'{"job":1}', message_id="job-1")
+    checked: list[int] = []
+
+    def handler(delivery: Delivery) -> None:
+        bus.publish(results, b'{"done":1}', message_id=f"result-of-{delivery.message_id}")
+        # Still inside the handler, so before the ack: the result is already stored.
+        checked.append(observer.depth(results))
+        if bus_kind == "embedded":
+            assert observer.depth(queue_name) == 1  # the request is not deleted yet
+
+    consume_until(bus, queue_name, handler, lambda: bool(checked))
+    assert checked == [1]
+    assert bus.depth(queue_name) == 0
+    got: list[Delivery] = []
+    consume_until(observer, results, got.append, lambda: bool(got))
+    assert got[0].message_id == "result-of-job-1"
+
+
+def test_amqp_handler_longer_than_the_heartbeat_is_acked_once(
+    rabbitmq_url: str, amqp_bus: AmqpBus, queue_name: str
+) -> None:
+    """A reconcile may run for minutes: the consumer connection must stay alive meanwhile,
+    and the handler's own publishing connection (idle while it works) must recover."""
+    bus = AmqpBus(rabbitmq_url, retry=FAST_RETRY, heartbeat=1)  # amqp_bus: queue cleanup
+    results = f"{queue_name}.results"
+    bus.publish(queue_name, b"{}", message_id="slow")
+    attempts: list[int] = []
+
+    def handler(delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        bus.publish(results, b'"early"')
+        time.sleep(4)  # several heartbeat timeouts
+        bus.publish(results, b'"late"')
+
+    try:
+        consume_until(bus, queue_name, handler, lambda: bus.depth(results) == 2, timeout=20)
+        time.sleep(0.5)
+        assert attempts == [1]
+        assert bus.depth(queue_name) == 0
+        assert bus.dead_letters(queue_name) == []
+    finally:
+        bus.close()
+
+
+def test_embedded_lease_is_renewed_while_a_long_handler_runs(
+    tmp_path: Path, queue_name: str
+) -> None:
+    """A handler outliving `lease_seconds` keeps its message: no second delivery."""
+    bus = EmbeddedBus(tmp_path / "bus.sqlite3", retry=FAST_RETRY, lease_seconds=0.5)
+    bus.publish(queue_name, b"{}", message_id="slow")
+    seen: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def handler(delivery: Delivery) -> None:
+        with lock:
+            seen.append((threading.current_thread().name, delivery.attempt))
+        time.sleep(2)
+
+    stop = threading.Event()
+    threads = [threading.Thread(target=bus.consume, args=(queue_name, handler, stop))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: bus.depth(queue_name) == 0, timeout=10)
+    stop.set()
+    for thread in threads:
+        thread.join(5)
+    bus.close()
+    assert [attempt for _, attempt in seen] == [1]
+
+
+CONSUMER_SCRIPT = """
+import sys, threading, time
+from herald.bus import RetryPolicy
+kind, where, queue, results = sys.argv[1:5]
+retry = RetryPolicy(max_attempts=3, base_delay=0.1, factor=2.0, max_delay=1.0)
+if kind == "amqp":
+    from herald.bus.amqp import AmqpBus
+    bus = AmqpBus(where, retry=retry)
+else:
+    from herald.bus.embedded import EmbeddedBus
+    bus = EmbeddedBus(where, retry=retry, lease_seconds=1.0)
+def handler(delivery):
+    if results:
+        bus.publish(results, b"{}", message_id="result-of-" + delivery.message_id)
+    print("started", delivery.message_id, delivery.attempt, flush=True)
+    time.sleep(120)
+bus.consume(queue, handler, threading.Event())
+"""
+
+
+def kill_consumer_mid_handler(bus: AnyBus, kind: str, queue: str, results: str = "") -> None:
+    """Run a consumer in a child process and SIGKILL it while its handler runs."""
+    where = bus.url if isinstance(bus, AmqpBus) else str(bus.path)
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    child = subprocess.Popen(
+        [sys.executable, "-c", CONSUMER_SCRIPT, kind, where, queue, results],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": pythonpath},
+        cwd=REPO,
+    )
+    assert child.stdout is not None
+    try:
+        ready, _, _ = select.select([child.stdout], [], [], 20)
+        assert ready, "the child consumer never started the handler"
+        assert child.stdout.readline().split()[:2] == ["started", "survivor"]
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        child.stdout.close()
+
+
+def test_consumer_killed_mid_handler_loses_nothing(
+    bus: AnyBus, bus_kind: str, queue_name: str
+) -> None:
+    bus.publish(queue_name, b'{"long":true}', message_id="survivor")
+    kill_consumer_mid_handler(bus, bus_kind, queue_name)
+
+    seen: list[Delivery] = []
+    consume_until(bus, queue_name, seen.append, lambda: bool(seen))
+    assert [d.message_id for d in seen] == ["survivor"]
+    assert seen[0].attempt == 2  # the broker / the expired lease counts the lost delivery
+    assert bus.depth(queue_name) == 0
+    assert bus.dead_letters(queue_name) == []
+
+
+def test_crash_after_publishing_the_result_keeps_both_result_and_request(
+    bus: AnyBus, bus_kind: str, queue_name: str
+) -> None:
+    """The result is durable before the ack; the request is redelivered since never acked."""
+    results = f"{queue_name}.results"
+    bus.publish(queue_name, b"{}", message_id="survivor")
+    kill_consumer_mid_handler(bus, bus_kind, queue_name, results)
+
+    assert bus.depth(results) == 1
+    seen: list[Delivery] = []
+    consume_until(bus, queue_name, seen.append, lambda: bool(seen))
+    assert [(d.message_id, d.attempt) for d in seen] == [("survivor", 2)]
+
+
+# -- broker outages (AMQP only) -----------------------------------------------------------
+
+
+def test_amqp_outage_fails_fast_then_publisher_and_consumer_recover(
+    amqp_bus: AmqpBus, queue_name: str, rabbitmq_control: RabbitControl
+) -> None:
+    received: list[bytes] = []
+    stop = threading.Event()
+    consumer = threading.Thread(
+        target=amqp_bus.consume, args=(queue_name, lambda d: received.append(d.body), stop)
+    )
+    consumer.start()
+    try:
+        amqp_bus.publish(queue_name, b'"before"')
+        wait_for(lambda: received == [b'"before"'])
+
+        rabbitmq_control.stop()
+        started = time.monotonic()
+        with pytest.raises(BusUnavailable):
+            amqp_bus.publish(queue_name, b'"during"')
+        assert time.monotonic() - started < 5, "publish must fail fast, not hang"
+        time.sleep(1.1)  # past ping()'s cache
+        assert amqp_bus.ping() is False
+
+        rabbitmq_control.start()
+        amqp_bus.publish(queue_name, b'"after"')  # reconnects by itself
+        wait_for(lambda: received == [b'"before"', b'"after"'], timeout=15)
+        time.sleep(1.1)
+        assert amqp_bus.ping() is True
+    finally:
+        stop.set()
+        consumer.join(10)
+    assert not consumer.is_alive()
+
+
+def test_amqp_hung_broker_yields_bus_unavailable_not_a_hang(
+    rabbitmq_url: str, amqp_bus: AmqpBus, queue_name: str, rabbitmq_control: RabbitControl
+) -> None:
+    bus = AmqpBus(rabbitmq_url, retry=FAST_RETRY, confirm_timeout=1.5, connect_timeout=1.0)
+    try:
+        bus.publish(queue_name, b"{}")  # connection open and queues declared
+        rabbitmq_control.freeze()
+        try:
+            started = time.monotonic()
+            with pytest.raises(BusUnavailable):
+                bus.publish(queue_name, b"{}")  # no confirm ever comes
+            assert time.monotonic() - started < 4
+            started = time.monotonic()
+            with pytest.raises(BusUnavailable):
+                bus.publish(queue_name, b"{}")  # TCP connects, the AMQP handshake never ends
+            assert time.monotonic() - started < 6
+        finally:
+            rabbitmq_control.thaw()
+        wait_for(lambda: _publishes(bus, queue_name), timeout=20)
+    finally:
+        bus.close()  # the amqp_bus fixture deletes the queues
+
+
+def _publishes(bus: AmqpBus, queue: str) -> bool:
+    try:
+        bus.publish(queue, b"{}")
+    except BusUnavailable:
+        return False
+    return True
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+# -- choosing the bus ---------------------------------------------------------------------
+
+
+def test_open_bus_picks_the_implementation(tmp_path: Path) -> None:
+    embedded = open_bus(None, tmp_path)
+    assert isinstance(embedded, EmbeddedBus)
+    assert embedded.path == tmp_path / "bus.sqlite3"
+    embedded.close()
+    assert isinstance(open_bus("", tmp_path), EmbeddedBus)
+    amqp = open_bus("amqps://user:pw@broker.example:5671/%2F", tmp_path,
+                    retry=RetryPolicy(max_attempts=2))
+    assert isinstance(amqp, AmqpBus) and amqp.retry.max_attempts == 2
+    with pytest.raises(ValueError):
+        open_bus("redis://localhost", tmp_path)
+
+
+def test_retry_policy_backs_off_exponentially_up_to_the_cap() -> None:
+    policy = RetryPolicy()
+    assert [policy.delay(n) for n in range(1, 6)] == [1, 2, 4, 8, 16]
+    assert policy.delay(50) == 300
+    with pytest.raises(ValueError):
+        RetryPolicy(max_attempts=0)
