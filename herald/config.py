@@ -11,7 +11,8 @@ import binascii
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from herald import model as m
 from herald.schema import (

@@ -10,7 +10,7 @@ import json
 import socket
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 RECONCILE_QUEUE = "herald.reconcile"
@@ -33,7 +33,7 @@ class MessageError(ValueError):
 
 def utc_now() -> str:
     """RFC 3339 with milliseconds and a Z, as Kubernetes and the contract write times."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _decode(body: bytes, what: str) -> dict[str, Any]:
@@ -99,7 +99,7 @@ class ReconcileRequest:
         ).encode()
 
     @classmethod
-    def from_json(cls, body: bytes) -> "ReconcileRequest":
+    def from_json(cls, body: bytes) -> ReconcileRequest:
         what = "reconcile request"
         data = _decode(body, what)
         origin = data.get("origin") or {}
@@ -140,7 +140,7 @@ class Event:
         reason: str,
         message: str,
         metadata: dict[str, str] | None = None,
-    ) -> "Event":
+    ) -> Event:
         return cls(
             involvedObject={
                 "kind": kind,
@@ -179,7 +179,7 @@ class Event:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Event":
+    def from_dict(cls, data: dict[str, Any]) -> Event:
         what = "event"
         obj = data.get("involvedObject")
         if not isinstance(obj, dict) or not obj.get("kind") or not obj.get("name"):
@@ -199,5 +199,5 @@ class Event:
         )
 
     @classmethod
-    def from_json(cls, body: bytes) -> "Event":
+    def from_json(cls, body: bytes) -> Event:
         return cls.from_dict(_decode(body, "event"))

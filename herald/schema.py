@@ -12,8 +12,9 @@ and unknown (an error: usually a typo that would otherwise be silently ignored).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
+from collections.abc import Callable
 
 from herald.yamlsrc import LocDict, LocList
 

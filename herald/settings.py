@@ -25,7 +25,7 @@ class Settings:
     max_body: int = DEFAULT_MAX_BODY
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         listen = env.get("HERALD_LISTEN") or ""
         if not listen and env.get("PORT"):

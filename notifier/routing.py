@@ -8,7 +8,7 @@ lists (regular expressions searched in the message, exclusion wins), and suspend
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from herald.messages import SEVERITY_ERROR, SEVERITY_INFO, Event
 from herald.model import Alert, EventSource

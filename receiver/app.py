@@ -152,7 +152,7 @@ def create_app(
             return _answer(503, r.type, error="message bus unavailable; retry later")
         metrics.PUBLISH_SECONDS.observe(time.monotonic() - started)
         log.info("%s revision=%s: published %s", ctx, parsed.revision or "-",
-                 ", ".join(f"{t.kind}/{t.namespace}/{t.name}={i}" for t, i in zip(targets, ids)))
+                 ", ".join(f"{t.kind}/{t.namespace}/{t.name}={i}" for t, i in zip(targets, ids, strict=True)))
         return _answer(202, r.type, requests=ids,
                        targets=[f"{t.kind}/{t.namespace}/{t.name}" for t in targets])
 

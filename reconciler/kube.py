@@ -97,7 +97,7 @@ class Cluster:
             raise ClusterUnreachable(f"Kubernetes discovery failed: {_status_message(exc)}") from None
 
     @classmethod
-    def from_environment(cls, cache_dir: Path | None = None) -> "Cluster | None":
+    def from_environment(cls, cache_dir: Path | None = None) -> Cluster | None:
         """In-cluster credentials, else KUBECONFIG / ~/.kube/config; None when neither exists."""
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             try:

@@ -44,10 +44,11 @@ import threading
 import traceback
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
@@ -805,7 +806,7 @@ def _matches(obj: dict[str, Any], labels: list[Requirement], fields: list[tuple[
 # --------------------------------------------------------------------------- #
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _short_hash(value: Any, length: int = 10) -> str:
@@ -843,8 +844,8 @@ def _decode_body(raw: bytes, content_type: str) -> Any:
             content_type not in _PATCH_TYPES:
         # Protobuf and CBOR bodies need the Go type registry; say so the way a
         # server that does not speak them does.
-        raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
-                            f"application/json, application/yaml", "UnsupportedMediaType", {})
+        raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                            "application/json, application/yaml", "UnsupportedMediaType", {})
     if not raw.strip():
         raise bad_request("the body of the request is empty")
     text = raw.decode("utf-8")
@@ -2072,9 +2073,9 @@ class _Handler(BaseHTTPRequestHandler):
                dry_run: bool) -> tuple[int, dict[str, Any]]:
         patch_type = _PATCH_TYPES.get(content_type)
         if patch_type is None:
-            raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
-                                f"application/json-patch+json, application/merge-patch+json, "
-                                f"application/apply-patch+yaml", "UnsupportedMediaType", {})
+            raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                                "application/json-patch+json, application/merge-patch+json, "
+                                "application/apply-patch+yaml", "UnsupportedMediaType", {})
         if patch_type == "apply" and not query.get("fieldManager"):
             raise invalid("PatchOptions.meta.k8s.io", "meta.k8s.io", "", [
                 FieldError("FieldValueRequired", "fieldManager", "is required for apply patch")])

@@ -29,9 +29,6 @@ from herald.bus.embedded import EmbeddedBus
 if TYPE_CHECKING:
     from tests.fixtures_rabbitmq import RabbitControl
 
-# Also listed by the root conftest; pytest registers a plugin once.
-pytest_plugins = ["tests.fixtures_rabbitmq"]
-
 # Same values as the `amqp_bus` fixture's, so both implementations behave alike.
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.1, factor=2.0, max_delay=1.0)
 

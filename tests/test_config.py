@@ -130,7 +130,7 @@ def test_references_are_checked_across_documents(tmp_path: Path) -> None:
 
 def test_flux_manifests_load_unchanged_with_warnings_for_fields_herald_ignores(tmp_path: Path) -> None:
     """Manifests as Flux's docs write them, including fields Herald does not act on yet."""
-    flux = write(tmp_path / "flux" / "apps.yaml", """\
+    write(tmp_path / "flux" / "apps.yaml", """\
         ---
         apiVersion: source.toolkit.fluxcd.io/v1
         kind: GitRepository

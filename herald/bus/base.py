@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 
 # Bookkeeping headers the buses set themselves. A handler sees ERROR_HEADER on a retry (why

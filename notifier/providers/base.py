@@ -7,8 +7,8 @@ backoff and dead-letter a 401 at once instead of hammering an API with a revoked
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
 
 from herald.messages import Event
 from herald.model import Provider
@@ -30,10 +30,6 @@ class Notification:
     event: Event
     alert: str  # "namespace/name" of the Alert that matched
     summary: str = ""
-
-
-class Send(Protocol):
-    def __call__(self, provider: Provider, secret: dict[str, str], note: Notification) -> str | None: ...
 
 
 SendFn = Callable[[Provider, dict[str, str], Notification], "str | None"]

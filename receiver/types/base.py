@@ -10,7 +10,7 @@ parsing are tested on bytes and headers alone, with no HTTP server:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 
 class BadDelivery(ValueError):

@@ -9,7 +9,8 @@ signature is over the raw bytes either way.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 from urllib.parse import parse_qs
 
 from receiver.signatures import prefixed_hmac_matches
