@@ -28,22 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from herald import config  # noqa: E402
-from tests.fixtures_herald import WEB_MANIFESTS, Repo, git, github_headers, github_push, write_config  # noqa: E402
+from tests.fixtures_herald import github_headers, github_push, make_repo, write_config  # noqa: E402
 from tests.kubeapi import KubeAPIServer  # noqa: E402
 from tests.slackapi import SlackAPIServer  # noqa: E402
 from tests.test_end_to_end import free_port, wait_ready  # noqa: E402
 
 SLACK_TOKEN = "xoxb-bench"
-
-
-def make_repo(tmp: Path) -> Repo:
-    bare, work = tmp / "remote.git", tmp / "work"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
-    git("remote", "add", "origin", str(bare), cwd=work)
-    repo = Repo(bare, work)
-    repo.commit(WEB_MANIFESTS, "initial")
-    return repo
 
 
 def pct(values: list[float], p: float) -> float:

@@ -85,15 +85,20 @@ class Repo:
         return git("rev-parse", "HEAD", cwd=self.work)
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Repo:
-    bare, work = tmp_path / "remote.git", tmp_path / "work"
+def make_repo(tmp: Path) -> Repo:
+    """A remote holding the shop's manifests on main, and a work tree to push more from."""
+    bare, work = tmp / "remote.git", tmp / "work"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
     subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
     git("remote", "add", "origin", str(bare), cwd=work)
     r = Repo(bare, work)
     r.commit(WEB_MANIFESTS, "initial")
     return r
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    return make_repo(tmp_path)
 
 
 def write_config(path: Path, repo_url: str, *, slack_address: str = "", slack_token: str = "",
