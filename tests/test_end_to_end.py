@@ -127,14 +127,13 @@ def test_push_travels_end_to_end_on_rabbitmq(scenario, repo: Repo, kube_api, sla
     subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
                    check=True, capture_output=True)
     broker = rabbitmq_url.rsplit("/", 1)[0] + "/" + vhost
-    env = dict(env, HERALD_BROKER_URL=broker)
     try:
-        with herald("receiver", cfg, tmp_path, env) as receiver_log:
+        with herald("receiver", cfg, tmp_path, env, "--broker", broker) as receiver_log:
             wait_ready(base_url)
             send_bad_signature_and_ping(hook_url, repo)
             assert queue_depth(broker, "herald.reconcile") == 0, "401 and ping must publish nothing"
-            with herald("worker", cfg, tmp_path, env) as worker_log, \
-                    herald("notifier", cfg, tmp_path, env) as notifier_log:
+            with herald("worker", cfg, tmp_path, env, "--broker", broker) as worker_log, \
+                    herald("notifier", cfg, tmp_path, env, "--broker", broker) as notifier_log:
                 push_and_follow_it(hook_url, repo, kube_api, slack_api)
                 wait_until(lambda: "delivered" in notifier_log.read_text(), 10, "the notifier's log line")
         logs = "".join(p.read_text() for p in (receiver_log, worker_log, notifier_log))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ def reconciler(tmp_path: Path, repo: Repo, kubeconfig: Path, monkeypatch: pytest
     bus.close()
 
 
-def test_a_push_is_applied_with_field_manager_herald(reconciler: Reconciler, repo: Repo, kube_api) -> None:
+def test_a_push_is_applied_with_field_manager_herald(reconciler: Reconciler, repo: Repo, kube_api,
+                                                     kubeconfig: Path) -> None:
     outcome = reconciler.reconcile(request(f"main@sha1:{repo.head}"))
     [event] = outcome.events
     assert (event.severity, event.reason) == ("info", "ReconciliationSucceeded")
@@ -41,6 +43,13 @@ def test_a_push_is_applied_with_field_manager_herald(reconciler: Reconciler, rep
     ]
     deployment = kube_api.get_object("apps/v1", "Deployment", "shop", "web")
     assert deployment["spec"]["replicas"] == 2
+    # A real client sees the same: kubectl reads what Herald applied, and who manages it.
+    seen = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "--request-timeout=10s", "get", "deployment", "web",
+         "-n", "shop", "--show-managed-fields", "-o",
+         "jsonpath={.spec.replicas} {.metadata.managedFields[?(@.operation=='Apply')].manager}"],
+        capture_output=True, text=True, timeout=60, check=True).stdout
+    assert seen == "2 herald"
     assert ("herald", "Apply") in [(f["manager"], f["operation"]) for f in deployment["metadata"]["managedFields"]]
     assert outcome.retry == ""
 
