@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,22 @@ def test_invalid_yaml_in_the_repository_names_file_and_line(reconciler: Reconcil
     [event] = reconciler.reconcile(request()).events
     assert (event.severity, event.reason) == ("error", "BuildFailed")
     assert event.message.startswith("deploy/broken.yaml:4: invalid YAML")
+
+
+def test_a_webhook_for_an_older_commit_applies_the_tip_without_waiting(reconciler: Reconciler, repo: Repo) -> None:
+    """Two pushes in quick succession: the first delivery names a commit the tip has passed."""
+    older = repo.head
+    newer = repo.commit({"deploy/extra.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra, namespace: shop}\n"})
+    started = time.monotonic()
+    [event] = reconciler.reconcile(request(f"main@sha1:{older}")).events
+    assert time.monotonic() - started < 3, "must not wait for a commit the remote already has"
+    assert event.metadata["revision"] == f"main@sha1:{newer}"
+    assert "does not serve yet" not in event.message
+
+
+def test_a_webhook_for_a_commit_the_remote_lacks_is_said_in_the_event(reconciler: Reconciler, repo: Repo) -> None:
+    missing = "0123456789abcdef0123456789abcdef01234567"
+    [event] = reconciler.reconcile(request(f"main@sha1:{missing}")).events
+    assert event.metadata["revision"] == f"main@sha1:{repo.head}"
+    assert event.message.endswith(
+        f"The webhook named main@sha1:{missing}, which the remote does not serve yet; applied main@sha1:{repo.head}.")
