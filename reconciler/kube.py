@@ -132,18 +132,19 @@ class Cluster:
         return res, None
 
     def _apply_one(self, m: Manifest, dry_run: bool) -> str:
+        """Apply one object; return its action (empty for a dry run, which only validates)."""
         res, ns = self._prepare(m)
         kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force_conflicts": True}
-        if dry_run:
-            kwargs["dry_run"] = "All"
+        old_version = None
         try:
+            if dry_run:
+                res.server_side_apply(body=m.obj, name=m.name, namespace=ns, dry_run="All", **kwargs)
+                return ""
             try:
-                before = res.get(name=m.name, namespace=ns)
-                old_version = before.metadata.resourceVersion
+                old_version = res.get(name=m.name, namespace=ns).metadata.resourceVersion
             except DynamicApiError as exc:
                 if exc.status != 404:
                     raise
-                old_version = None
             after = res.server_side_apply(body=m.obj, name=m.name, namespace=ns, **kwargs)
         except DynamicApiError as exc:
             raise ApplyError(f"{m.ref()}: {_status_message(exc)}") from None
