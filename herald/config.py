@@ -393,6 +393,12 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
         if g.secret_ref and cfg.secret(g.meta.namespace, g.secret_ref.name) is None:
             err(g, f"spec.secretRef: Secret {g.meta.namespace}/{g.secret_ref.name} not found")
     for k in cfg.kustomizations.values():
+        # Parsed now so manifests keep their meaning, but not yet acted on by the reconciler:
+        # say so rather than let `prune: true` look like it prunes.
+        pending = [name for name, is_set in (("prune", k.prune), ("wait", k.wait), ("dependsOn", k.depends_on),
+                                             ("retryInterval", k.retry_interval), ("timeout", k.timeout)) if is_set]
+        for name in pending:
+            err(k, f"spec.{name}: not acted on by Herald yet; it is ignored", "warning")
         ns = k.source_ref.namespace or k.meta.namespace
         if k.source_ref.kind != "GitRepository":
             err(k, f"spec.sourceRef.kind: Herald reconciles from a GitRepository, not {k.source_ref.kind}")
