@@ -1,8 +1,48 @@
-"""The table of receiver types: one module each, as in Flux's notification-controller."""
+"""The table of receiver types: one module each, as in Flux's notification-controller.
 
-from receiver.types import github
-from receiver.types.base import BadDelivery, Hook, ReceiverType
+A Receiver's `spec.type` picks its row; nothing else (no header sniffing) decides how a
+delivery is verified, because Gitea and others also send GitHub's headers.
+"""
 
-TYPES: dict[str, ReceiverType] = {t.name: t for t in (github.TYPE,)}
+from receiver.types import (
+    acr,
+    bitbucket,
+    bitbucketserver,
+    cloudevents,
+    dockerhub,
+    generic,
+    generic_hmac,
+    ghcr,
+    gitea,
+    github,
+    gitlab,
+    harbor,
+    nexus,
+    quay,
+)
+from receiver.types.base import BadDelivery, Hook, Keys, ReceiverType, RefChange
 
-__all__ = ["TYPES", "BadDelivery", "Hook", "ReceiverType"]
+TYPES: dict[str, ReceiverType] = {
+    t.name: t
+    for t in (
+        github.TYPE,
+        gitlab.TYPE,
+        bitbucket.TYPE,
+        bitbucketserver.TYPE,
+        gitea.TYPE,
+        gitea.FORGEJO,
+        gitea.GOGS,
+        dockerhub.TYPE,
+        quay.TYPE,
+        harbor.TYPE,
+        ghcr.TYPE,
+        acr.TYPE,
+        nexus.TYPE,
+        generic.TYPE,
+        generic_hmac.TYPE,
+        cloudevents.TYPE,
+        cloudevents.CDEVENTS,
+    )
+}
+
+__all__ = ["TYPES", "BadDelivery", "Hook", "Keys", "ReceiverType", "RefChange"]

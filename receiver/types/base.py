@@ -3,14 +3,20 @@
 Each module (one per Git host or registry) exposes two pure functions, so verification and
 parsing are tested on bytes and headers alone, with no HTTP server:
 
-    verify(headers, body, token) -> bool      # on the raw bytes, before any parsing
-    parse(headers, body) -> Hook              # raises BadDelivery for a malformed body
+    verify(headers, body, keys) -> bool      # on the raw bytes, before any parsing
+    parse(headers, body) -> Hook             # raises BadDelivery for a malformed body
+
+`headers` is case-insensitive (werkzeug's Headers or EnvironHeaders), as HTTP header names
+are. `verify` must never raise on hostile input: any malformed signature is simply False.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
 
 
 class BadDelivery(ValueError):
@@ -18,19 +24,142 @@ class BadDelivery(ValueError):
 
 
 @dataclass(frozen=True)
+class Keys:
+    """What a Receiver's Secret (and spec) give its type to verify a delivery with.
+
+    `tokens` is the Secret's `token` first, then each line of its `rotationKeys`: a signed
+    type accepts a signature made with any of them, so a sender can move to a new key while
+    the old one still verifies. The URL stays derived from `token` alone.
+    """
+
+    tokens: tuple[str, ...]
+    # Every key of the Secret, trimmed: type-specific extras (ACR's username/password, ...).
+    secret: Mapping[str, str] = field(default_factory=dict)
+    # Receiver spec.insecureAllowSHA1: GitHub's legacy `X-Hub-Signature: sha1=` fallback.
+    allow_sha1: bool = False
+
+    @classmethod
+    def of(cls, *tokens: str, allow_sha1: bool = False, **secret: str) -> Keys:
+        """For tests and callers with no Secret at hand."""
+        return cls(tokens=tuple(tokens), secret={"token": tokens[0], **secret} if tokens else secret,
+                   allow_sha1=allow_sha1)
+
+
+@dataclass(frozen=True)
+class RefChange:
+    """One Git ref a delivery says moved."""
+
+    kind: str  # "branch", "tag", or "" for other refs (refs/pull/..., refs/notes/...)
+    name: str  # "main", "v1.2.0"
+    sha: str = ""  # the new commit; "" when the ref was deleted or the sender does not say
+
+    @property
+    def revision(self) -> str:
+        """`<ref>@sha1:<sha>` as Flux writes revisions (`sha256:` for SHA-256 repositories)."""
+        if not self.sha:
+            return ""
+        return f"{self.name}@{'sha256' if len(self.sha) == 64 else 'sha1'}:{self.sha}"
+
+
+@dataclass(frozen=True)
 class Hook:
     """What a verified delivery says, in the terms the receiver needs to act on it."""
 
-    event: str  # the host's event name, compared with a Receiver's spec.events
-    delivery_id: str = ""
+    event: str  # the sender's event name, compared with a Receiver's spec.events
+    delivery_id: str = ""  # the sender's id of this delivery, for dedupe and logs
     ping: bool = False  # a liveness check from the sender: answered, never published
-    ref_kind: str = ""  # "branch" or "tag" when the delivery names a Git ref
-    ref: str = ""  # branch or tag name
-    revision: str = ""  # "<ref>@sha1:<sha>", as Flux writes revisions
+    # The Git refs the delivery says changed (a push may move several). Empty when it names
+    # none (pull requests, registry events): then every selected resource is reconciled.
+    changes: tuple[RefChange, ...] = ()
+    image: str = ""  # registry events: "host/repository:tag" (or without host when unknown)
+    digest: str = ""  # registry events: "sha256:<hex>" when the sender gives it
+    ignore: str = ""  # a valid delivery that asks for nothing: answered 200 with this reason
 
 
 @dataclass(frozen=True)
 class ReceiverType:
     name: str
-    verify: Callable[[Mapping[str, str], bytes, str], bool]
+    verify: Callable[[Mapping[str, str], bytes, Keys], bool]
     parse: Callable[[Mapping[str, str], bytes], Hook]
+    # Headers that carry the sender's delivery id, read for logs even when verification fails.
+    delivery_headers: tuple[str, ...] = ()
+
+    def delivery_id(self, headers: Mapping[str, str]) -> str:
+        for name in self.delivery_headers:
+            value = headers.get(name, "")
+            if value:
+                return value[:128]
+        return ""
+
+
+def json_object(raw: bytes | str, what: str = "body") -> dict[str, Any]:
+    """Parse a JSON object, turning every way it can fail into BadDelivery (a 400).
+
+    Deeply nested input makes json raise RecursionError, and non-UTF-8 bytes a
+    UnicodeDecodeError: hostile senders try both, and neither may become a 500.
+    """
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadDelivery(f"{what} is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(data, dict):
+        raise BadDelivery(f"{what} must be a JSON object")
+    return data
+
+
+def json_payload(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """A GitHub-style body: `application/json`, or a form whose `payload` field is the JSON.
+
+    GitHub, Gitea, Forgejo and Gogs offer both content types; the signature covers the raw
+    bytes either way, so this runs only after verification.
+    """
+    content_type = headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        return json_object(body)
+    try:
+        form = parse_qs(body.decode("utf-8"), strict_parsing=True, max_num_fields=64)
+    except (UnicodeDecodeError, ValueError):
+        raise BadDelivery("form body is not valid application/x-www-form-urlencoded") from None
+    if "payload" not in form:
+        raise BadDelivery("form body has no 'payload' field")
+    return json_object(form["payload"][0], "form field 'payload'")
+
+
+def text(data: Mapping[str, Any], *path: str) -> str:
+    """The string at `path` in nested JSON objects, or "" when any step is missing or not text."""
+    node: Any = data
+    for key in path:
+        if not isinstance(node, Mapping):
+            return ""
+        node = node.get(key)
+    return node if isinstance(node, str) else ""
+
+
+def git_ref(ref: str) -> tuple[str, str]:
+    """`refs/heads/main` -> ("branch", "main"); `refs/tags/v1` -> ("tag", "v1")."""
+    if ref.startswith("refs/heads/"):
+        return "branch", ref.removeprefix("refs/heads/")
+    if ref.startswith("refs/tags/"):
+        return "tag", ref.removeprefix("refs/tags/")
+    return "", ref
+
+
+ZERO_SHA = "0" * 40
+
+
+def ref_change(ref: str, sha: str) -> RefChange:
+    """`refs/heads/main` moved to `sha` (all zeros when deleted), checked for shape."""
+    if not isinstance(ref, str) or not ref.startswith("refs/"):
+        raise BadDelivery("push payload: 'ref' must be a string like refs/heads/main")
+    # 40 hex for SHA-1 repositories, 64 for SHA-256 ones (Git 2.29+, Gitea, GitLab).
+    if not isinstance(sha, str) or len(sha) not in (40, 64) or any(c not in "0123456789abcdef" for c in sha.lower()):
+        raise BadDelivery(f"push payload: the new commit of {ref[:100]} must be a 40-hex sha")
+    kind, name = git_ref(ref)
+    # A deleted branch or tag has no revision to deploy; the push is still worth a reconcile
+    # (the GitRepository may now resolve elsewhere), so it is not an error.
+    return RefChange(kind, name, "" if set(sha) == {"0"} else sha.lower())
+
+
+def push_hook(event: str, delivery_id: str, ref: str, sha: str) -> Hook:
+    """A push that moved one `ref` to `sha`."""
+    return Hook(event=event, delivery_id=delivery_id, changes=(ref_change(ref, sha),))
