@@ -9,10 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterable
 
 from herald import model as m
 from herald.schema import (
@@ -22,12 +22,19 @@ from herald.schema import (
     boolean,
     dns_name,
     duration,
+    integer,
     list_of,
     regex,
     string,
     string_map,
 )
-from herald.yamlsrc import Document, LocDict, YAMLSyntaxError, load_documents, yaml_files
+from herald.yamlsrc import (
+    Document,
+    LocDict,
+    YAMLSyntaxError,
+    load_documents,
+    yaml_files,
+)
 
 RECEIVER_VERSIONS = ("notification.toolkit.fluxcd.io/v1", "herald.dev/v1")
 NOTIFICATION_VERSIONS = (
@@ -53,7 +60,7 @@ FLUX_SOURCE_KINDS = (
 )
 FLUX_RECEIVER_TYPES = (
     "generic", "generic-hmac", "github", "gitlab", "bitbucket", "harbor", "dockerhub", "quay",
-    "gcr", "nexus", "acr", "cdevents",
+    "gcr", "nexus", "acr", "cdevents", "cloudevents",
 )
 
 
@@ -85,9 +92,13 @@ _SPECS: dict[str, Obj] = {
     "Receiver": Obj(
         {"type": string(nonempty=True), "events": list_of(string(nonempty=True)),
          "secretRef": _ref, "resources": list_of(_RESOURCE, nonempty=True),
-         "suspend": boolean()},
+         "suspend": boolean(),
+         # Herald's own: per-Receiver rate limit, GitHub's legacy sha1 signature.
+         "rateLimit": Obj({"requests": integer(minimum=1), "interval": duration()},
+                          required=("requests",)),
+         "insecureAllowSHA1": boolean()},
         required=("type", "secretRef", "resources"),
-        flux_only=("interval",),
+        flux_only=("interval", "resourceFilter"),
     ),
     "Provider": Obj(
         {"type": string(nonempty=True), "address": string(), "channel": string(),
@@ -179,6 +190,18 @@ class Config:
         # Tokens pasted into Secrets often carry a trailing newline; Flux trims it too.
         return data["token"].strip()
 
+    def receiver_keys(self, receiver: m.Receiver) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The keys a delivery may be signed with, and the Secret's data, all trimmed.
+
+        `token` comes first; each non-empty line of `rotationKeys` follows, so a sender can
+        move to a new key while deliveries signed with the old one still verify.
+        """
+        data = {k: v.strip() for k, v in (self.secret(receiver.meta.namespace, receiver.secret_ref.name) or {}).items()}
+        token = data.get("token", "")
+        rotation = [line.strip() for line in data.get("rotationKeys", "").splitlines() if line.strip()]
+        keys = tuple(dict.fromkeys(k for k in (token, *rotation) if k))
+        return keys, data
+
     def hook_path(self, receiver: m.Receiver) -> str | None:
         token = self.receiver_token(receiver)
         if token is None:
@@ -212,9 +235,13 @@ def _refs(items: Iterable[dict[str, Any]] | None) -> tuple[m.ResourceRef, ...]:
 
 def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -> Any:
     if kind == "Receiver":
+        limit = spec.get("rateLimit")
         return m.Receiver(meta=meta, type=spec["type"], secret_ref=m.SecretRef(spec["secretRef"]["name"]),
                           resources=_refs(spec["resources"]), events=tuple(spec.get("events") or ()),
-                          suspend=bool(spec.get("suspend")))
+                          suspend=bool(spec.get("suspend")),
+                          rate_limit=m.RateLimit(limit["requests"], limit.get("interval") or 60.0)
+                          if limit else None,
+                          insecure_allow_sha1=bool(spec.get("insecureAllowSHA1")))
     if kind == "Provider":
         ref = spec.get("secretRef")
         return m.Provider(meta=meta, type=spec["type"], address=spec.get("address") or "",

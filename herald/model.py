@@ -39,6 +39,14 @@ class ResourceRef:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: `requests` deliveries per `interval` seconds, bursts up to `requests`."""
+
+    requests: int
+    interval: float
+
+
+@dataclass(frozen=True)
 class Receiver:
     meta: Meta
     type: str
@@ -46,6 +54,9 @@ class Receiver:
     resources: tuple[ResourceRef, ...]
     events: tuple[str, ...] = ()
     suspend: bool = False
+    # Herald's own fields (Flux ignores them, Flux manifests need none of them):
+    rate_limit: RateLimit | None = None
+    insecure_allow_sha1: bool = False  # accept GitHub's legacy X-Hub-Signature (sha1)
 
 
 @dataclass(frozen=True)

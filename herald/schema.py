@@ -12,9 +12,9 @@ and unknown (an error: usually a typo that would otherwise be silently ignored).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable
 
 from herald.yamlsrc import LocDict, LocList
 
@@ -99,6 +99,19 @@ def boolean() -> Check:
     def check(v: Any, path: str, line: int, ctx: Ctx) -> Any:
         if not isinstance(v, bool):
             ctx.error(line, f"{path}: must be true or false, got {_type_name(v)}")
+            return None
+        return v
+
+    return check
+
+
+def integer(minimum: int | None = None) -> Check:
+    def check(v: Any, path: str, line: int, ctx: Ctx) -> Any:
+        if not isinstance(v, int) or isinstance(v, bool):
+            ctx.error(line, f"{path}: must be an integer, got {_type_name(v)}")
+            return None
+        if minimum is not None and v < minimum:
+            ctx.error(line, f"{path}: must be at least {minimum}, got {v}")
             return None
         return v
 

@@ -10,8 +10,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from herald.schema import parse_duration
+
 DEFAULT_LISTEN = "127.0.0.1:9292"
 DEFAULT_MAX_BODY = 3 * 1024 * 1024  # GitHub caps payloads at 25 MB; pushes are far smaller
+DEFAULT_DEDUPE_WINDOW = 24 * 3600.0
 
 
 @dataclass
@@ -23,6 +26,7 @@ class Settings:
     secrets_dir: str = ""
     log_level: str = "INFO"
     max_body: int = DEFAULT_MAX_BODY
+    dedupe_window: float = DEFAULT_DEDUPE_WINDOW  # seconds a delivery id is remembered
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -40,6 +44,8 @@ class Settings:
             secrets_dir=env.get("HERALD_SECRETS_DIR", ""),
             log_level=env.get("HERALD_LOG_LEVEL", "INFO").upper(),
             max_body=int(env.get("HERALD_MAX_BODY") or DEFAULT_MAX_BODY),
+            dedupe_window=parse_duration(env["HERALD_DEDUPE_WINDOW"]) if env.get("HERALD_DEDUPE_WINDOW")
+            else DEFAULT_DEDUPE_WINDOW,
         )
 
     @property

@@ -12,18 +12,20 @@ import logging
 import time
 from dataclasses import dataclass
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from herald import config as config_mod
 from herald.bus import Bus, BusUnavailable, open_bus
+from herald.bus.deliveries import DeliveryLog, open_delivery_log
 from herald.messages import RECONCILE_QUEUE, ReconcileRequest
 from herald.model import Receiver
 from herald.settings import Settings
 from receiver import metrics
+from receiver.ratelimit import RateLimiter, retry_after_header
 from receiver.selection import select, split_by_ref
-from receiver.types import TYPES, BadDelivery
+from receiver.types import TYPES, BadDelivery, Keys, ReceiverType
 
 log = logging.getLogger("herald.receiver")
 
@@ -32,24 +34,36 @@ RETRY_AFTER_SECONDS = "10"
 
 @dataclass(frozen=True)
 class Hookpoint:
+    """A Receiver at its URL, with everything needed to judge a delivery, resolved once."""
+
     receiver: Receiver
-    token: str
+    rtype: ReceiverType
+    keys: Keys
+    where: str  # "namespace/name", for logs and metric labels
 
 
 def _hookpoints(cfg: config_mod.Config) -> dict[str, Hookpoint]:
     table: dict[str, Hookpoint] = {}
     for r in cfg.receivers.values():
-        token = cfg.receiver_token(r)
-        if token is not None:
-            table[config_mod.hook_path(token, r.meta.name, r.meta.namespace)] = Hookpoint(r, token)
+        tokens, secret = cfg.receiver_keys(r)
+        rtype = TYPES.get(r.type)
+        if not tokens or rtype is None:
+            continue  # `herald validate` and start-up report these; there is no URL to serve
+        path = config_mod.hook_path(tokens[0], r.meta.name, r.meta.namespace)
+        table[path] = Hookpoint(r, rtype, Keys(tokens, secret, r.insecure_allow_sha1),
+                                f"{r.meta.namespace}/{r.meta.name}")
     return table
 
 
-def _answer(status: int, type_name: str, **body: object) -> Response:
-    metrics.DELIVERIES.labels(type=type_name, code=str(status)).inc()
+def _printable(value: str, limit: int = 100) -> str:
+    """A sender-controlled value made safe for one log line (no newlines, no escapes)."""
+    return "".join(c if c.isprintable() else "?" for c in value[:limit]) or "-"
+
+
+def _answer(code: int, **body: object) -> Response:
     resp = jsonify(body)
-    resp.status_code = status
-    if status in (429, 503):
+    resp.status_code = code
+    if code == 503:
         resp.headers["Retry-After"] = RETRY_AFTER_SECONDS
     return resp
 
@@ -58,6 +72,7 @@ def create_app(
     cfg: config_mod.Config | None = None,
     bus: Bus | None = None,
     settings: Settings | None = None,
+    deliveries: DeliveryLog | None = None,
 ) -> Flask:
     """The app factory gunicorn calls (`receiver.app:create_app()`): with no arguments, the
     configuration, broker and limits come from HERALD_* environment variables."""
@@ -68,16 +83,29 @@ def create_app(
         cfg = config_mod.load(settings.config, settings.secrets_dir or None)
     if bus is None:
         bus = open_bus(settings.broker_url or None, settings.state_dir)
+    if deliveries is None:
+        deliveries = open_delivery_log(settings.broker_url or None, settings.state_dir,
+                                       settings.dedupe_window)
 
     app = Flask("herald.receiver")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     hooks = _hookpoints(cfg)
+    limiter = RateLimiter()
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         # JSON for every error, so senders' delivery logs show a readable reason.
         resp = jsonify(error=exc.description or exc.name)
         resp.status_code = exc.code or 500
+        return resp
+
+    @app.after_request
+    def count(resp: Response) -> Response:
+        if request.path.startswith("/hook/"):
+            point = g.get("point")
+            metrics.REQUESTS.labels(receiver=point.where if point else "",
+                                    type=point.receiver.type if point else "",
+                                    code=str(resp.status_code)).inc()
         return resp
 
     @app.get("/healthz")
@@ -88,73 +116,126 @@ def create_app(
     def readyz() -> Response:
         if bus.ping():
             return jsonify(status="ready")
-        resp = jsonify(status="bus unavailable")
-        resp.status_code = 503
-        return resp
+        return _answer(503, status="bus unavailable")
 
     @app.get("/metrics")
     def prometheus() -> Response:
         return Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
+    @app.route("/hook/<digest>", methods=["OPTIONS"])
+    def handshake(digest: str) -> Response:
+        """The CloudEvents webhook validation handshake (abuse protection, http-webhook.md):
+        a sender asks whether it may deliver here before it does. Only a Receiver's secret
+        URL answers yes, so knowing the URL is still what grants access."""
+        point = hooks.get(f"/hook/{digest}")
+        if point is None:
+            return _answer(404, error="no receiver at this path")
+        g.point = point
+        resp = Response(status=200)
+        resp.headers["Allow"] = "POST, OPTIONS"
+        origin = request.headers.get("WebHook-Request-Origin", "")
+        if origin:
+            resp.headers["WebHook-Allowed-Origin"] = _printable(origin, 255)
+            limit = point.receiver.rate_limit
+            resp.headers["WebHook-Allowed-Rate"] = (
+                str(max(1, int(limit.requests * 60 / limit.interval))) if limit else "*")
+        return resp
+
     @app.post("/hook/<digest>")
     def hook(digest: str) -> Response:
         point = hooks.get(f"/hook/{digest}")
         if point is None:
-            return _answer(404, "unknown", error="no receiver at this path")
-        r = point.receiver
-        rtype = TYPES[r.type]
-        where = f"{r.meta.namespace}/{r.meta.name}"
+            return _answer(404, error="no receiver at this path")
+        g.point = point
+        r, rtype, where = point.receiver, point.rtype, point.where
         started = time.monotonic()
 
         # get_data raises 413 itself when the body exceeds MAX_CONTENT_LENGTH.
         body = request.get_data(cache=False)
         if r.suspend:
             log.info("receiver=%s suspended: delivery refused with 503", where)
-            return _answer(503, r.type, error="receiver is suspended")
-        if not rtype.verify(request.headers, body, point.token):
-            log.warning("receiver=%s type=%s delivery=%s: signature missing or invalid (401)",
-                        where, r.type, request.headers.get("X-GitHub-Delivery", "-"))
-            return _answer(401, r.type, error="signature missing or invalid")
+            return _answer(503, error="receiver is suspended")
+        if not rtype.verify(request.headers, body, point.keys):
+            metrics.VERIFICATION_FAILURES.labels(receiver=where, type=r.type).inc()
+            log.warning("receiver=%s type=%s delivery=%s: signature or token missing or invalid (401)",
+                        where, r.type, _printable(rtype.delivery_id(request.headers)))
+            return _answer(401, error="signature or token missing or invalid")
         try:
             parsed = rtype.parse(request.headers, body)
         except BadDelivery as exc:
-            log.warning("receiver=%s type=%s: malformed delivery (400): %s", where, r.type, exc)
-            return _answer(400, r.type, error=str(exc))
+            log.warning("receiver=%s type=%s delivery=%s: malformed delivery (400): %s", where, r.type,
+                        _printable(rtype.delivery_id(request.headers)), _printable(str(exc), 300))
+            return _answer(400, error=str(exc))
 
-        ctx = f"receiver={where} type={r.type} event={parsed.event} delivery={parsed.delivery_id or '-'}"
+        delivery = _printable(parsed.delivery_id)
+        ctx = f"receiver={where} type={r.type} event={_printable(parsed.event)} delivery={delivery}"
         if parsed.ping:
             log.info("%s: ping answered", ctx)
-            return _answer(200, r.type, message="pong")
+            return _answer(200, message="pong")
+        if parsed.ignore:
+            log.info("%s: ignored: %s", ctx, parsed.ignore)
+            return _answer(200, message=f"ignored: {parsed.ignore}")
         if r.events and parsed.event.lower() not in {e.lower() for e in r.events}:
             log.info("%s: event not in spec.events, nothing published", ctx)
-            return _answer(200, r.type, message=f"event {parsed.event!r} is not in spec.events; ignored")
+            return _answer(200, message=f"event {parsed.event!r} is not in spec.events; ignored")
 
-        targets, skipped = split_by_ref(cfg, select(cfg, r), parsed)
+        if r.rate_limit is not None:
+            wait = limiter.take(where, r.rate_limit)
+            if wait > 0:
+                log.warning("%s: rate limit of %d per %gs exceeded (429)", ctx, r.rate_limit.requests,
+                            r.rate_limit.interval)
+                resp = _answer(429, error="rate limit exceeded; retry later")
+                resp.headers["Retry-After"] = retry_after_header(wait)
+                return resp
+
+        dedupe_key = f"{where}|{parsed.delivery_id}" if parsed.delivery_id else ""
+        if dedupe_key:
+            seen = deliveries.first_seen(dedupe_key)
+            if seen is not None:
+                metrics.DUPLICATES.labels(receiver=where, type=r.type).inc()
+                log.info("%s: duplicate of a delivery accepted %.0fs ago, not published again", ctx,
+                         time.time() - seen)
+                return _answer(200, message="duplicate delivery; already accepted", delivery=parsed.delivery_id)
+
+        selected, skipped = split_by_ref(cfg, select(cfg, r), parsed)
         for s in skipped:
             log.info("%s: skipped: %s", ctx, s.why)
-        if not targets:
-            return _answer(200, r.type, message="no selected resource follows this ref; nothing to do",
+        if not selected:
+            return _answer(200, message="no selected resource follows this ref; nothing to do",
                            skipped=[s.why for s in skipped])
 
-        origin = {"receiver": where, "type": r.type, "event": parsed.event,
-                  "delivery": parsed.delivery_id, "revision": parsed.revision}
         ids = []
         try:
-            for t in targets:
+            for sel in selected:
+                t = sel.target
+                origin = {"receiver": where, "type": r.type, "event": parsed.event,
+                          "delivery": parsed.delivery_id, "revision": sel.revision}
+                if parsed.image:
+                    origin["image"] = parsed.image
+                if parsed.digest:
+                    origin["digest"] = parsed.digest
                 req = ReconcileRequest(kind=t.kind, name=t.name, namespace=t.namespace,
                                        reason="webhook", origin=origin)
                 bus.publish(RECONCILE_QUEUE, req.to_json(), message_id=req.id,
                             headers={"x-herald-delivery": parsed.delivery_id})
                 ids.append(req.id)
-                metrics.PUBLISHED.inc()
+                metrics.PUBLISHED.labels(receiver=where, type=r.type).inc()
         except BusUnavailable as exc:
-            log.error("%s: bus unavailable, answered 503 so the sender retries: %s", ctx, exc)
-            return _answer(503, r.type, error="message bus unavailable; retry later")
+            log.error("%s: bus unavailable after %d of %d requests, answered 503 so the sender retries: %s",
+                      ctx, len(ids), len(selected), exc)
+            return _answer(503, error="message bus unavailable; retry later")
         metrics.PUBLISH_SECONDS.observe(time.monotonic() - started)
-        log.info("%s revision=%s: published %s", ctx, parsed.revision or "-",
-                 ", ".join(f"{t.kind}/{t.namespace}/{t.name}={i}" for t, i in zip(targets, ids, strict=True)))
-        return _answer(202, r.type, requests=ids,
-                       targets=[f"{t.kind}/{t.namespace}/{t.name}" for t in targets])
+        if dedupe_key:
+            try:
+                deliveries.record(dedupe_key)
+            except Exception:  # the requests are safe; only a future dedupe is lost
+                log.exception("%s: could not record the delivery for dedupe", ctx)
+        named = parsed.image or next((s.revision for s in selected if s.revision), "-")
+        log.info("%s revision=%s: published %s", ctx, _printable(named, 200),
+                 ", ".join(f"{s.target.kind}/{s.target.namespace}/{s.target.name}={i}"
+                           for s, i in zip(selected, ids, strict=True)))
+        return _answer(202, requests=ids,
+                       targets=[f"{s.target.kind}/{s.target.namespace}/{s.target.name}" for s in selected])
 
-    app.extensions["herald"] = {"config": cfg, "bus": bus, "hooks": hooks}
+    app.extensions["herald"] = {"config": cfg, "bus": bus, "hooks": hooks, "deliveries": deliveries}
     return app

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from herald import model as m
 from herald.config import RECONCILABLE_KINDS, Config
-from receiver.types.base import Hook
+from receiver.types.base import Hook, RefChange
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,12 @@ class Target:
     kind: str
     name: str
     namespace: str
+
+
+@dataclass(frozen=True)
+class Selected:
+    target: Target
+    revision: str  # what the delivery names for the ref the target follows, or ""
 
 
 @dataclass(frozen=True)
@@ -54,34 +60,55 @@ def _tracked_ref(cfg: Config, target: Target) -> m.GitRef | None:
     return repo.ref if repo else None
 
 
-def tracks(ref: m.GitRef | None, hook: Hook) -> bool:
-    """Whether a push to `hook.ref` can change what `ref` resolves to.
+def tracks(ref: m.GitRef | None, change: RefChange) -> bool:
+    """Whether moving `change`'s ref can change what `ref` resolves to.
 
     Pushes to other branches are answered without a reconcile: in a busy repository most
-    pushes are to feature branches, and reconciling for each would be pure load. Tags, semver
-    ranges and named refs may move with any tag push, so those always reconcile.
+    pushes are to feature branches, and reconciling for each would be pure load. Semver
+    ranges may move with any tag push, and named refs with anything, so those reconcile.
     """
-    if ref is None or not hook.ref_kind:
+    if ref is None or not change.kind:
         return True
     if ref.commit:
         return False
-    if ref.branch and not (ref.tag or ref.semver or ref.name):
-        return hook.ref_kind == "branch" and hook.ref == ref.branch
-    if ref.tag and not (ref.semver or ref.name):
-        return hook.ref_kind == "tag" and hook.ref == ref.tag
-    if ref.semver and not ref.name:
-        return hook.ref_kind == "tag"
+    if ref.name:
+        return True
+    if ref.semver:
+        return change.kind == "tag"
+    if ref.tag:
+        return change.kind == "tag" and change.name == ref.tag
+    if ref.branch:
+        return change.kind == "branch" and change.name == ref.branch
     return True
 
 
-def split_by_ref(cfg: Config, targets: list[Target], hook: Hook) -> tuple[list[Target], list[Skipped]]:
-    keep, skipped = [], []
+def _exact(ref: m.GitRef | None, change: RefChange) -> bool:
+    """Whether `change` names exactly what `ref` follows, so its sha is the one to deploy."""
+    if ref is None or ref.commit or ref.name or ref.semver:
+        return False
+    if ref.tag:
+        return change.kind == "tag" and change.name == ref.tag
+    return change.kind == "branch" and change.name == ref.branch
+
+
+def split_by_ref(cfg: Config, targets: list[Target], hook: Hook) -> tuple[list[Selected], list[Skipped]]:
+    """Keep the targets the delivery's ref changes can affect, each with the revision it names.
+
+    A delivery that names no ref (a pull request, a registry push) keeps every target.
+    """
+    keep: list[Selected] = []
+    skipped: list[Skipped] = []
     for t in targets:
         ref = _tracked_ref(cfg, t)
-        if tracks(ref, hook):
-            keep.append(t)
-        else:
-            follows = ref.branch or ref.tag or ref.semver or ref.commit if ref else "?"
-            skipped.append(Skipped(t, f"{t.kind} {t.namespace}/{t.name} follows {follows!r}, "
-                                      f"not {hook.ref_kind} {hook.ref!r}"))
+        if not hook.changes:
+            keep.append(Selected(t, ""))
+            continue
+        hits = [c for c in hook.changes if tracks(ref, c)]
+        if hits:
+            exact = next((c.revision for c in hits if _exact(ref, c)), "")
+            keep.append(Selected(t, exact))
+            continue
+        follows = (ref.branch or ref.tag or ref.semver or ref.commit) if ref else "?"
+        pushed = ", ".join(f"{c.kind or 'ref'} {c.name!r}" for c in hook.changes[:5])
+        skipped.append(Skipped(t, f"{t.kind} {t.namespace}/{t.name} follows {follows!r}, not {pushed}"))
     return keep, skipped

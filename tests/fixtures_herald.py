@@ -7,6 +7,7 @@ import hmac
 import json
 import subprocess
 import textwrap
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,13 +186,14 @@ def sign(body: bytes, token: str = TOKEN) -> str:
     return "sha256=" + hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
 
 
-def github_headers(body: bytes, event: str = "push", delivery: str = "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+def github_headers(body: bytes, event: str = "push", delivery: str = "",
                    token: str = TOKEN) -> dict[str, str]:
+    """What GitHub sends with `body`; each call is a new delivery (its own GUID) unless told."""
     return {
         "Content-Type": "application/json",
         "User-Agent": "GitHub-Hookshot/044aadd",
         "X-GitHub-Event": event,
-        "X-GitHub-Delivery": delivery,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
         "X-GitHub-Hook-ID": "292430182",
         "X-Hub-Signature-256": sign(body, token),
     }

@@ -166,5 +166,5 @@ def test_push_travels_end_to_end_on_the_embedded_bus(scenario, repo: Repo, kube_
         wait_until(lambda: "delivered" in log.read_text(), 10, "the notifier's log line")
     text = log.read_text()
     assert TOKEN not in text and SLACK_TOKEN not in text
-    assert "signature missing or invalid (401)" in text and "ping answered" in text
+    assert "signature or token missing or invalid (401)" in text and "ping answered" in text
     assert text.count(": fetched main@sha1:") == 1, "only the push may reach the reconciler"

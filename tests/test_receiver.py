@@ -16,7 +16,13 @@ from herald.bus.amqp import AmqpBus
 from herald.messages import RECONCILE_QUEUE, ReconcileRequest
 from herald.settings import Settings
 from receiver.app import create_app
-from tests.fixtures_herald import FIXTURES, TOKEN, github_headers, github_push, write_config
+from tests.fixtures_herald import (
+    FIXTURES,
+    TOKEN,
+    github_headers,
+    github_push,
+    write_config,
+)
 
 
 class Published:
@@ -47,7 +53,7 @@ def setup(tmp_path: Path):
     cfg_path = write_config(tmp_path / "herald.yaml", "https://example.com/app.git")
     cfg = config.load([cfg_path])
     bus = open_bus(None, tmp_path / "state")
-    app = create_app(cfg, bus, Settings(max_body=64 * 1024))
+    app = create_app(cfg, bus, Settings(max_body=64 * 1024, state_dir=tmp_path / "state"))
     hook = cfg.hook_path(cfg.receivers[("flux-system", "github-app")])
     yield app.test_client(), hook, Published(bus)
     bus.close()
@@ -56,7 +62,7 @@ def setup(tmp_path: Path):
 def test_signed_push_is_published_and_answered_202(setup) -> None:
     client, hook, published = setup
     body = github_push("a" * 40)
-    resp = client.post(hook, data=body, headers=github_headers(body))
+    resp = client.post(hook, data=body, headers=github_headers(body, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958"))
     assert resp.status_code == 202, resp.json
     [req] = published.drain()
     assert resp.json["requests"] == [req.id]
@@ -82,7 +88,7 @@ def test_wrong_signature_is_401_and_says_nothing_about_the_expected_value(setup,
     for headers in (github_headers(body, token="wrong-token"), {"X-GitHub-Event": "push"}):
         resp = client.post(hook, data=body, headers=headers)
         assert resp.status_code == 401
-        assert resp.json == {"error": "signature missing or invalid"}
+        assert resp.json == {"error": "signature or token missing or invalid"}
     expected = github_headers(body)["X-Hub-Signature-256"]
     for text in (caplog.text, resp.get_data(as_text=True)):
         assert expected not in text and expected[7:] not in text and TOKEN not in text
@@ -143,7 +149,7 @@ def test_body_over_the_limit_is_413(setup) -> None:
 def test_broker_unreachable_is_503_with_retry_after(tmp_path: Path) -> None:
     cfg = config.load([write_config(tmp_path / "herald.yaml", "https://example.com/app.git")])
     bus = AmqpBus("amqp://guest:guest@127.0.0.1:1/%2F")  # nothing listens on port 1
-    client: FlaskClient = create_app(cfg, bus, Settings()).test_client()
+    client: FlaskClient = create_app(cfg, bus, Settings(state_dir=tmp_path / "state")).test_client()
     hook = cfg.hook_path(cfg.receivers[("flux-system", "github-app")])
     body = github_push("a" * 40)
     resp = client.post(hook, data=body, headers=github_headers(body))
@@ -157,4 +163,5 @@ def test_metrics_count_deliveries_by_status(setup) -> None:
     body = github_push("a" * 40)
     client.post(hook, data=body, headers=github_headers(body, token="nope"))
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'herald_receiver_deliveries_total{code="401",type="github"}' in text
+    assert 'herald_receiver_requests_total{code="401",receiver="flux-system/github-app",type="github"}' in text
+    assert 'herald_receiver_verification_failures_total{receiver="flux-system/github-app",type="github"}' in text

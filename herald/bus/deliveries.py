@@ -1,0 +1,107 @@
+"""The receivers' memory of webhook deliveries already accepted, for answering retries.
+
+Git hosts resend a delivery when our answer was slow or lost (GitLab and Bitbucket on their
+own, GitHub when a user presses "Redeliver"). A delivery id seen within the window is
+answered 200 as a duplicate and not published again — across receiver restarts and across
+replicas, because the memory lives where they all meet: next to the embedded bus, or in a
+RabbitMQ stream.
+
+The order is check → publish → record, never claim-first: a receiver that dies between a
+claim and its publish would answer the sender's retry "duplicate" and lose the push. The
+cost of this order is that two replicas handed the same delivery in the same millisecond
+may both publish; a reconcile twice is harmless, a lost one is not.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+DEFAULT_WINDOW = 24 * 3600.0
+FILENAME = "deliveries.sqlite3"
+
+
+class DeliveryLog(Protocol):
+    def first_seen(self, key: str) -> float | None:
+        """When (epoch seconds) the delivery `key` was accepted, or None if not within the window."""
+
+    def record(self, key: str) -> None:
+        """Remember `key` as accepted now. Best effort: losing a record loses only a dedupe."""
+
+    def close(self) -> None: ...
+
+
+class NoDeliveryLog:
+    """For tests and tools that want every delivery treated as new."""
+
+    def first_seen(self, key: str) -> float | None:
+        return None
+
+    def record(self, key: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class SQLiteDeliveryLog:
+    """The log as a SQLite table in the state directory (WAL, one connection per thread).
+
+    Receivers sharing the state directory (several `herald serve` threads, or processes on
+    one volume) share the memory; rows older than the window are pruned as records arrive.
+    """
+
+    def __init__(self, path: str | Path, window: float = DEFAULT_WINDOW) -> None:
+        self.path = Path(path)
+        self.window = window
+        self._local = threading.local()
+        self._last_prune = 0.0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, at REAL NOT NULL)")
+            db.execute("CREATE INDEX IF NOT EXISTS seen_at ON seen (at)")
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def first_seen(self, key: str) -> float | None:
+        row = self._db().execute("SELECT at FROM seen WHERE key = ?", (key,)).fetchone()
+        if row is None or row[0] < time.time() - self.window:
+            return None
+        return float(row[0])
+
+    def record(self, key: str) -> None:
+        now = time.time()
+        db = self._db()
+        # A re-accepted key (its old record expired) starts a new window.
+        db.execute("INSERT INTO seen (key, at) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET at = excluded.at",
+                    (key, now))
+        if now - self._last_prune > 60:
+            self._last_prune = now
+            db.execute("DELETE FROM seen WHERE at < ?", (now - self.window,))
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+def open_delivery_log(broker_url: str | None, state_dir: str | Path,
+                      window: float = DEFAULT_WINDOW) -> DeliveryLog:
+    """A RabbitMQ stream when there is a broker (replicas share nothing else), else SQLite."""
+    url = (broker_url or "").strip()
+    if url.lower().startswith(("amqp://", "amqps://")):
+        from herald.bus.stream_log import StreamDeliveryLog
+
+        return StreamDeliveryLog(url, window)
+    return SQLiteDeliveryLog(Path(state_dir) / FILENAME, window)

@@ -1,0 +1,205 @@
+"""The delivery log on RabbitMQ: a stream every receiver replica appends to and tails.
+
+Replicas of a stateless receiver share nothing but the broker, so the memory of accepted
+deliveries lives there, as a RabbitMQ stream (an append-only log with time-based retention).
+Each replica reads the stream from `now - window` at start, then tails it, keeping the ids
+in memory, so a duplicate check is a dictionary lookup and costs no broker round trip on the
+request path. Records are appended by a background thread for the same reason.
+
+Why a stream and not a queue or a database: queues are consumed (one reader takes a record
+away from the others); a database is one more thing to run. A stream is read by every
+replica independently and trims itself (`x-max-age`, small segments so trimming happens).
+
+The check is as fresh as the tail (milliseconds behind), which is what retries need: a Git
+host resends after seconds or minutes, never in the same millisecond.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+import uuid
+
+import pika
+import pika.exceptions as pe
+from pika.adapters.blocking_connection import BlockingConnection
+
+log = logging.getLogger("herald.bus.deliveries")
+
+STREAM = "herald.receiver.deliveries"
+STREAM_ARGUMENTS = {
+    "x-queue-type": "stream",
+    "x-max-age": "7D",  # longer than any sensible window; the window itself is applied here
+    "x-stream-max-segment-size-bytes": 8 * 1024 * 1024,  # retention drops whole segments
+    "x-max-length-bytes": 1024 * 1024 * 1024,
+}
+MAX_KEYS = 2_000_000  # ~200 MB at worst; far more deliveries than any window sees
+_MARKER_PREFIX = "herald:marker:"
+
+
+class StreamDeliveryLog:
+    def __init__(self, url: str, window: float, *, catch_up_timeout: float = 5.0,
+                 reconnect_delay: float = 1.0) -> None:
+        self.url = url
+        self.window = window
+        self.catch_up_timeout = catch_up_timeout
+        self.reconnect_delay = reconnect_delay
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._outbox: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._caught_up = threading.Event()
+        self._declared = threading.Event()
+        self._waited = False
+        self._marker = _MARKER_PREFIX + uuid.uuid4().hex
+        self._outbox.put((self._marker, time.time()))
+        self._threads = [
+            threading.Thread(target=self._loop, args=(self._read, "reader"), name="delivery-log-reader",
+                             daemon=True),
+            threading.Thread(target=self._loop, args=(self._write, "writer"), name="delivery-log-writer",
+                             daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    # ---- the interface -----------------------------------------------------------------
+
+    def first_seen(self, key: str) -> float | None:
+        if not self._caught_up.is_set() and not self._waited:
+            # Right after start the tail has not replayed the window yet: wait for it once,
+            # briefly. With the broker away there is nothing to dedupe against anyway.
+            if not self._caught_up.wait(self.catch_up_timeout):
+                log.warning("delivery log: stream not replayed within %.0fs; duplicates may pass "
+                            "until it is", self.catch_up_timeout)
+            self._waited = True
+        with self._lock:
+            at = self._seen.get(key)
+        if at is None or at < time.time() - self.window:
+            return None
+        return at
+
+    def record(self, key: str) -> None:
+        now = time.time()
+        self._remember(key, now)
+        self._outbox.put((key, now))
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    @property
+    def ready(self) -> bool:
+        return self._caught_up.is_set()
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _remember(self, key: str, at: float) -> None:
+        with self._lock:
+            old = self._seen.pop(key, None)
+            self._seen[key] = max(at, old or 0.0)
+            if len(self._seen) > MAX_KEYS:
+                del self._seen[next(iter(self._seen))]
+
+    def _expire(self) -> None:
+        horizon = time.time() - self.window
+        with self._lock:
+            while self._seen:
+                key = next(iter(self._seen))
+                if self._seen[key] >= horizon:
+                    break
+                del self._seen[key]
+
+    def _connect(self) -> BlockingConnection:
+        params = pika.URLParameters(self.url)
+        params.heartbeat = 30
+        params.socket_timeout = 5
+        params.blocked_connection_timeout = 10
+        params.client_properties = {"connection_name": "herald delivery log"}
+        return BlockingConnection(params)
+
+    def _loop(self, body, role: str) -> None:
+        while not self._stop.is_set():
+            try:
+                body()
+            except (pe.AMQPError, OSError) as exc:
+                log.warning("delivery log %s: %s; reconnecting", role, exc or type(exc).__name__)
+            except Exception:  # a bug here must not take dedupe down for the process' lifetime
+                log.exception("delivery log %s failed; restarting it", role)
+            self._stop.wait(self.reconnect_delay)
+
+    def _read(self) -> None:
+        # Declaring a new stream from two connections at once can fail one of them while
+        # the stream's members start; let the writer create it first.
+        self._declared.wait(2.0)
+        connection = self._connect()
+        try:
+            channel = connection.channel()
+            channel.queue_declare(STREAM, durable=True, arguments=STREAM_ARGUMENTS)
+            channel.basic_qos(prefetch_count=1000)  # streams require a prefetch
+            since = dt.datetime.fromtimestamp(time.time() - self.window, tz=dt.UTC)
+            received = 0
+
+            def on_message(ch, method, props, body: bytes) -> None:
+                nonlocal received
+                key = body.decode("utf-8", "replace")
+                if key == self._marker:
+                    self._caught_up.set()
+                elif not key.startswith(_MARKER_PREFIX):
+                    at = float(props.timestamp) if props.timestamp else time.time()
+                    self._remember(key, at)
+                received += 1
+                if received % 100 == 0:
+                    # Stream credit comes back with acks: ack in batches, well inside the prefetch.
+                    ch.basic_ack(method.delivery_tag, multiple=True)
+                if received % 1000 == 0:
+                    self._expire()
+
+            channel.basic_consume(STREAM, on_message, auto_ack=False,
+                                  arguments={"x-stream-offset": since})
+            while not self._stop.is_set():
+                connection.process_data_events(time_limit=0.5)
+        finally:
+            _close(connection)
+
+    def _write(self) -> None:
+        pending: list[tuple[str, float]] = []
+        connection = self._connect()
+        try:
+            channel = connection.channel()
+            channel.queue_declare(STREAM, durable=True, arguments=STREAM_ARGUMENTS)
+            self._declared.set()
+            # No publisher confirms: a record lost in a broker crash costs one dedupe, while
+            # waiting for confirms one by one would make this thread the bottleneck.
+            while not self._stop.is_set():
+                if not pending:
+                    try:
+                        pending.append(self._outbox.get(timeout=0.5))
+                    except queue.Empty:
+                        connection.process_data_events(time_limit=0)
+                        continue
+                while len(pending) < 500:
+                    try:
+                        pending.append(self._outbox.get_nowait())
+                    except queue.Empty:
+                        break
+                for key, at in pending:
+                    channel.basic_publish("", STREAM, key.encode(),
+                                          pika.BasicProperties(delivery_mode=2, timestamp=int(at)))
+                pending.clear()
+        finally:
+            # Unsent records go back for the next connection.
+            for item in pending:
+                self._outbox.put(item)
+            _close(connection)
+
+
+def _close(connection: BlockingConnection) -> None:
+    try:
+        if connection.is_open:
+            connection.close()
+    except (pe.AMQPError, OSError):
+        pass
