@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,12 +374,12 @@ def _check_document(doc: Document, out: list[Diagnostic]) -> tuple[str, Any] | N
     return kind, _build(kind, meta, spec, data)
 
 
-def _registered_types() -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _registered_types() -> tuple[Mapping[str, Any], tuple[str, ...]]:
     """Receiver and provider types, read from the components' own tables (one source of truth)."""
     from notifier.providers import PROVIDERS
     from receiver.types import TYPES
 
-    return tuple(TYPES), tuple(PROVIDERS)
+    return TYPES, tuple(PROVIDERS)
 
 
 def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
@@ -396,6 +396,9 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
         if r.type not in receiver_types:
             hint = " (a Flux type Herald does not support yet)" if r.type in FLUX_RECEIVER_TYPES else ""
             err(r, f"spec.type: {r.type!r} is not supported{hint}; supported: {', '.join(receiver_types)}")
+        elif r.events and not receiver_types[r.type].has_events:
+            err(r, f"spec.events: {r.type} deliveries carry no event name, so spec.events is ignored",
+                "warning")
         if cfg.secret(r.meta.namespace, r.secret_ref.name) is None:
             err(r, f"spec.secretRef: Secret {r.meta.namespace}/{r.secret_ref.name} not found")
         elif cfg.receiver_token(r) is None:

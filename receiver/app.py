@@ -175,7 +175,7 @@ def create_app(
         if parsed.ignore:
             log.info("%s: ignored: %s", ctx, parsed.ignore)
             return _answer(200, message=f"ignored: {parsed.ignore}")
-        if r.events and parsed.event.lower() not in {e.lower() for e in r.events}:
+        if rtype.has_events and r.events and parsed.event.lower() not in {e.lower() for e in r.events}:
             log.info("%s: event not in spec.events, nothing published", ctx)
             return _answer(200, message=f"event {parsed.event!r} is not in spec.events; ignored")
 

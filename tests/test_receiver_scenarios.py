@@ -122,7 +122,7 @@ CASES = [
 ]
 
 
-def write_case_config(path: Path, case: Case, *, rate_limit: str = "") -> Path:
+def write_case_config(path: Path, case: Case, *, rate_limit: str = "", events: str = "") -> Path:
     ref = f"tag: {case.branch[4:]}" if case.branch.startswith("tag:") else f"branch: {case.branch}"
     secret = {"token": TOKEN + "\n", "rotationKeys": f"\n  {ROTATED}  \n", **case.extra_secret}
     path.write_text(dedent(f"""\
@@ -138,7 +138,8 @@ def write_case_config(path: Path, case: Case, *, rate_limit: str = "") -> Path:
           type: {case.type}
           secretRef: {{name: hook-token}}
           resources: [{{kind: GitRepository, name: app}}]
-        """) + (f"  rateLimit: {rate_limit}\n" if rate_limit else "") + dedent(f"""\
+        """) + (f"  rateLimit: {rate_limit}\n" if rate_limit else "") + (
+        f"  events: {events}\n" if events else "") + dedent(f"""\
         ---
         apiVersion: source.toolkit.fluxcd.io/v1
         kind: GitRepository
@@ -309,3 +310,13 @@ def test_cloudevents_senders_get_the_webhook_validation_handshake(receiver_for) 
     assert resp.headers["WebHook-Allowed-Rate"] == "120"
     assert client.options("/hook/" + "0" * 64, headers={"WebHook-Request-Origin": "x"}).status_code == 404
     assert drain(bus) == []
+
+
+def test_spec_events_does_not_silence_senders_without_event_names(receiver_for, tmp_path: Path) -> None:
+    """Flux ignores spec.events for generic receivers; Herald does too, and `validate` says so."""
+    case = next(c for c in CASES if c.type == "generic")
+    client, hook, bus = receiver_for(case, events="[push]")
+    assert client.post(hook, data=_body(case)).status_code == 202
+    _, diagnostics = config.check([write_case_config(tmp_path / "w.yaml", case, events="[push]")])
+    assert any(d.severity == "warning" and "spec.events is ignored" in d.message for d in diagnostics)
+    assert len(drain(bus)) == 1

@@ -83,6 +83,9 @@ class ReceiverType:
     parse: Callable[[Mapping[str, str], bytes], Hook]
     # Headers that carry the sender's delivery id, read for logs even when verification fails.
     delivery_headers: tuple[str, ...] = ()
+    # False for senders with no event names (Docker Hub, Quay, generic): spec.events does not
+    # apply to them, as in Flux, rather than filtering every delivery out.
+    has_events: bool = True
 
     def delivery_id(self, headers: Mapping[str, str]) -> str:
         for name in self.delivery_headers:

@@ -41,4 +41,4 @@ def parse(headers: Mapping[str, str], body: bytes) -> Hook:
     return Hook(event=EVENT, image=f"{HOST}/{repo}:{tag}")
 
 
-TYPE = ReceiverType(name="dockerhub", verify=verify, parse=parse, delivery_headers=())
+TYPE = ReceiverType(name="dockerhub", verify=verify, parse=parse, delivery_headers=(), has_events=False)

@@ -38,4 +38,4 @@ def parse(headers: Mapping[str, str], body: bytes) -> Hook:
     return Hook(event=EVENT)
 
 
-TYPE = ReceiverType(name="generic", verify=verify, parse=parse, delivery_headers=())
+TYPE = ReceiverType(name="generic", verify=verify, parse=parse, delivery_headers=(), has_events=False)

@@ -53,4 +53,4 @@ def parse(headers: Mapping[str, str], body: bytes) -> Hook:
     return Hook(event=EVENT)
 
 
-TYPE = ReceiverType(name="generic-hmac", verify=verify, parse=parse, delivery_headers=())
+TYPE = ReceiverType(name="generic-hmac", verify=verify, parse=parse, delivery_headers=(), has_events=False)
