@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from flask import Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
+from werkzeug.wsgi import get_input_stream
 
 from herald import config as config_mod
 from herald.bus import Bus, BusUnavailable, open_bus
@@ -60,6 +61,27 @@ def _printable(value: str, limit: int = 100) -> str:
     return "".join(c if c.isprintable() else "?" for c in value[:limit]) or "-"
 
 
+def _read_body(limit: int) -> bytes | None:
+    """The raw body, or None when it is longer than `limit` bytes.
+
+    Read by hand rather than through MAX_CONTENT_LENGTH: for a chunked body (no
+    Content-Length) werkzeug stops at the limit and returns the first `limit` bytes as if
+    that were all, and a truncated body must never be verified, let alone published.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        return None
+    stream = get_input_stream(request.environ, max_content_length=None)
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    return None
+
+
 def _answer(code: int, **body: object) -> Response:
     resp = jsonify(body)
     resp.status_code = code
@@ -88,7 +110,6 @@ def create_app(
                                        settings.dedupe_window)
 
     app = Flask("herald.receiver")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     hooks = _hookpoints(cfg)
     limiter = RateLimiter()
 
@@ -150,8 +171,11 @@ def create_app(
         r, rtype, where = point.receiver, point.rtype, point.where
         started = time.monotonic()
 
-        # get_data raises 413 itself when the body exceeds MAX_CONTENT_LENGTH.
-        body = request.get_data(cache=False)
+        body = _read_body(settings.max_body)
+        if body is None:
+            log.warning("receiver=%s type=%s: body over the %d-byte limit (413)", where, r.type,
+                        settings.max_body)
+            return _answer(413, error=f"body larger than {settings.max_body} bytes")
         if r.suspend:
             log.info("receiver=%s suspended: delivery refused with 503", where)
             return _answer(503, error="receiver is suspended")

@@ -102,7 +102,9 @@ def json_object(raw: bytes | str, what: str = "body") -> dict[str, Any]:
     UnicodeDecodeError: hostile senders try both, and neither may become a 500.
     """
     try:
-        data = json.loads(raw)
+        # Decoded strictly first: json.loads(bytes) lets encoded surrogates through, which is
+        # not UTF-8 and breaks whatever later tries to encode the text.
+        data = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadDelivery(f"{what} is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
