@@ -422,6 +422,13 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
     for g in cfg.git_repositories.values():
         if g.secret_ref and cfg.secret(g.meta.namespace, g.secret_ref.name) is None:
             err(g, f"spec.secretRef: Secret {g.meta.namespace}/{g.secret_ref.name} not found")
+        if g.ref.semver:
+            from reconciler.git import GitError, parse_semver_range
+
+            try:
+                parse_semver_range(g.ref.semver)
+            except GitError as exc:
+                err(g, f"spec.ref.semver: {exc}")
     for k in cfg.kustomizations.values():
         # Parsed now so manifests keep their meaning, but not yet acted on by the reconciler:
         # say so rather than let `prune: true` look like it prunes.

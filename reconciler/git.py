@@ -1,31 +1,70 @@
 """Git sources: fetch a GitRepository's ref into a local cache and export one revision.
 
-The real `git` CLI does the protocol work. The cache is one bare repository per
-GitRepository under the state directory; each reconcile fetches only the tracked ref, shallow,
-so a push costs one small fetch rather than a clone. Credentials from the Secret reach git
-through GIT_CONFIG_* environment variables, never through argv (visible in `ps`) or the
-URL (written to logs and .git/config).
+The real `git` CLI does the protocol work (file://, local paths, git://, http(s)://, ssh://
+and scp-like `user@host:path`). The cache is one bare repository per GitRepository under the
+state directory; each reconcile fetches only the tracked ref, shallow (`--depth=1`), so a push
+costs one small fetch (the new commit's new objects) rather than a clone.
+
+What `spec.ref` selects, in Flux's order of precedence (commit > name > semver > tag > branch),
+and the revision string reported for it (Flux's):
+
+- `commit`: that commit, fetched by id (`sha1:<sha>`; with `branch`, `<branch>@sha1:<sha>`).
+  A commit already in the cache is not fetched again (commits are immutable).
+- `name`: any reference, e.g. `refs/pull/1/head` (`refs/pull/1/head@sha1:<sha>`).
+- `semver`: the highest tag matching the range (`v1.2.3@sha1:<sha>`): the remote's tags are
+  listed (`git ls-remote --tags`), one is picked, and only that tag is fetched.
+- `tag`, `branch`: that tag or branch (`v1.2.3@sha1:<sha>`, `main@sha1:<sha>`).
+
+Every git process is bounded by `spec.timeout` (the whole process group is killed at the
+deadline, so an ssh or http helper left behind cannot keep the call alive).
+
+Credentials from the Secret never reach argv (visible in `ps`), a URL (written to logs and
+error messages) or a config file: https credentials travel as an `http.<origin>.extraHeader`
+set through GIT_CONFIG_* environment variables (so the header goes to that origin only), and
+an ssh key is written to a 0600 file in a private temporary directory that is removed after
+the call, handed to ssh through GIT_SSH_COMMAND with strict host key checking against exactly
+the Secret's `known_hosts`. Error messages are redacted before they leave this module.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
+import fcntl
 import io
 import logging
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import tarfile
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from herald.model import GitRepository
+from semantic_version import NpmSpec, Version
+
+from herald.model import GitRef, GitRepository
 
 log = logging.getLogger("herald.reconciler.git")
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+_SCP_LIKE = re.compile(r"^(?:[^@/:]+@)?[\w.-]+:(?!//)")
+# A tag that names a version: Masterminds/semver's loose form, as Flux parses tags
+# ("v1.2.3", "1.2.3-rc.1", "v1.2" = 1.2.0). Anything else is not a version and is ignored.
+_TAG_VERSION = re.compile(
+    r"^v?(0|[1-9]\d*)(?:\.(0|[1-9]\d*))?(?:\.(0|[1-9]\d*))?"
+    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$")
+# Environment variables passed through to git although they start with GIT_: they point git at
+# the operator's CA bundle and change nothing else.
+_PASS_THROUGH = ("GIT_SSL_CAINFO", "GIT_SSL_CAPATH")
+_LOCAL_TIMEOUT = 120.0
 
 
 class GitError(Exception):
@@ -34,7 +73,7 @@ class GitError(Exception):
 
 @dataclass(frozen=True)
 class Revision:
-    ref: str  # branch or tag name as Flux prints it ("main")
+    ref: str  # branch or tag name as Flux prints it ("main"), a full name for spec.ref.name
     sha: str
 
     def __str__(self) -> str:
@@ -54,12 +93,263 @@ def resolve_url(url: str, config_source: str) -> str:
     return str((base / url).resolve())
 
 
-def _redact(text: str, secrets: list[str]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text)
+def safe_url(url: str) -> str:
+    """`url` as it may be shown: an http(s) URL loses its user info (user, password, token);
+    an ssh URL keeps its user name (`git@`), which is not a secret."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    if "@" in parts.netloc and ":" in parts.netloc.rpartition("@")[0]:  # ssh://user:pw@host
+        user = parts.netloc.rpartition("@")[0].partition(":")[0]
+        return urlunsplit(parts._replace(netloc=f"{user}@{parts.netloc.rpartition('@')[2]}"))
+    return url
 
+
+def _is_ssh(url: str) -> bool:
+    if "://" in url:
+        return urlsplit(url).scheme in ("ssh", "git+ssh", "ssh+git")
+    return bool(_SCP_LIKE.match(url)) and not url.startswith("/")
+
+
+def _is_http(url: str) -> bool:
+    return "://" in url and urlsplit(url).scheme in ("http", "https")
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for s in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(s, "***")
+    return re.sub(r"(https?://)[^/@\s'\"]+@", r"\1", text)
+
+
+def parse_semver_range(text: str) -> NpmSpec:
+    """A Flux semver range (Masterminds syntax) as a `semantic_version.NpmSpec`.
+
+    The npm grammar covers Masterminds' ranges (">=1.0.0 <2.0.0", "~1.2", "^1.2", "1.x",
+    "1.2 - 1.4", "a || b"); Masterminds also allows a space after an operator and a comma
+    between the parts of an AND, which are rewritten to npm's spelling first.
+    """
+    spec = re.sub(r"(<=|>=|<|>|=|~|\^)\s+", r"\1", text.strip())
+    spec = re.sub(r"\s*,\s*", " ", spec)
+    if not spec:
+        raise GitError("spec.ref.semver is empty")
+    try:
+        return NpmSpec(spec)
+    except ValueError as exc:
+        raise GitError(f"invalid semver range {text!r} in spec.ref.semver: {exc}") from None
+
+
+def tag_version(tag: str) -> Version | None:
+    """The version a tag names ("v1.2.3", "1.2.3-rc.1", "v1.2"), or None."""
+    m = _TAG_VERSION.match(tag)
+    if not m:
+        return None
+    major, minor, patch, pre, build = m.groups()
+    return Version(major=int(major), minor=int(minor or 0), patch=int(patch or 0),
+                   prerelease=tuple(pre.split(".")) if pre else (),
+                   build=tuple(build.split(".")) if build else ())
+
+
+def highest_matching_tag(tags: list[str], spec: NpmSpec) -> str | None:
+    """The tag naming the highest version `spec` accepts (pre-releases follow npm's rules:
+    only when the range names a pre-release of the same major.minor.patch). Equal versions
+    ("1.0.0" and "v1.0.0") are broken by name so that the choice is stable."""
+    best: tuple[Version, str] | None = None
+    for tag in tags:
+        v = tag_version(tag)
+        if v is None or v not in spec:
+            continue
+        if best is None or v > best[0] or (v == best[0] and tag > best[1]):
+            best = (v, tag)
+    return best[1] if best else None
+
+
+# ---- one git invocation's environment --------------------------------------------------
+
+@dataclass
+class _Session:
+    """The environment for the git calls of one fetch: credentials, and the secrets that
+    must never appear in what is shown. Files it writes go in `tmp`, removed on close."""
+
+    env: dict[str, str]
+    secrets: list[str] = field(default_factory=list)
+    tmp: Path | None = None
+
+    def close(self) -> None:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+def _base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if (not k.startswith("GIT_") or k in _PASS_THROUGH) and not k.startswith("SSH_ASKPASS")}
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        GIT_ASKPASS="true",  # any prompt for a user name or password gets an empty answer
+        LC_ALL="C",
+        # The operator's ~/.gitconfig and /etc/gitconfig (credential helpers, insteadOf
+        # rewrites) have no say in what Herald fetches.
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+    )
+    return env
+
+
+def _set_config(env: dict[str, str], config: list[tuple[str, str]]) -> None:
+    env["GIT_CONFIG_COUNT"] = str(len(config))
+    for i, (k, v) in enumerate(config):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = k, v
+
+
+def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _local_session() -> _Session:
+    env = _base_env()
+    _set_config(env, [("protocol.file.allow", "always"), ("gc.autoDetach", "false"),
+                      ("maintenance.autoDetach", "false")])
+    return _Session(env)
+
+
+def _open_session(url: str, credentials: dict[str, str] | None, timeout: float) -> tuple[_Session, str]:
+    """The session for fetching from `url`, and the URL to hand git (any user info of an
+    http(s) URL moved into the Authorization header, so that no password reaches argv)."""
+    creds = dict(credentials or {})
+    env = _base_env()
+    session = _Session(env)
+    config: list[tuple[str, str]] = [
+        ("protocol.file.allow", "always"),
+        ("gc.autoDetach", "false"),          # `git fetch` may run `gc --auto`: in our time
+        ("maintenance.autoDetach", "false"),
+        ("credential.helper", ""),
+    ]
+    try:
+        if _is_http(url):
+            parts = urlsplit(url)
+            if "@" in parts.netloc:
+                userinfo, _, host = parts.netloc.rpartition("@")
+                user, _, password = userinfo.partition(":")
+                user, password = unquote(user), unquote(password)
+                session.secrets += [userinfo, password if password else user]
+                url = urlunsplit(parts._replace(netloc=host))
+                parts = urlsplit(url)
+                if not (creds.get("password") or creds.get("bearerToken")):
+                    # A URL "https://<token>@host/…" carries the token as the user name.
+                    creds.update(username=user if password else "git", password=password or user)
+            origin = f"{parts.scheme}://{parts.netloc}/"
+            bearer = creds.get("bearerToken", "").strip()
+            user, password = creds.get("username", "").strip(), creds.get("password", "").strip()
+            if bearer:
+                config.append((f"http.{origin}.extraHeader", f"Authorization: Bearer {bearer}"))
+                session.secrets.append(bearer)
+            elif password:
+                basic = base64.b64encode(f"{user or 'git'}:{password}".encode()).decode()
+                config.append((f"http.{origin}.extraHeader", f"Authorization: Basic {basic}"))
+                session.secrets += [password, basic, f"{user}:{password}"]
+            ca = creds.get("ca.crt") or creds.get("caFile")
+            if ca:
+                session.tmp = Path(tempfile.mkdtemp(prefix="herald-git-"))
+                _write_private(session.tmp / "ca.crt", ca)
+                config.append((f"http.{origin}.sslCAInfo", str(session.tmp / "ca.crt")))
+                for k in _PASS_THROUGH:  # the environment's CA bundle would win over the config
+                    env.pop(k, None)
+        elif _is_ssh(url):
+            env["GIT_SSH_COMMAND"] = _ssh_command(session, creds, timeout)
+            env["GIT_SSH_VARIANT"] = "ssh"
+        _set_config(env, config)
+    except BaseException:
+        session.close()
+        raise
+    return session, url
+
+
+def _ssh_command(session: _Session, creds: dict[str, str], timeout: float) -> str:
+    opts = ["-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=no",
+            "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no",
+            "-o", "PreferredAuthentications=publickey",
+            "-o", f"ConnectTimeout={max(1, int(timeout))}"]
+    identity, known_hosts = creds.get("identity", ""), creds.get("known_hosts", "")
+    if not creds:
+        # No Secret: the process's own ssh keys and known_hosts, but never trust on first use.
+        return shlex.join(["ssh", *opts, "-o", "BatchMode=yes"])
+    if not identity.strip():
+        raise GitError("the Secret for an ssh URL needs an 'identity' key (the private key)")
+    if not known_hosts.strip():
+        raise GitError("the Secret for an ssh URL needs a 'known_hosts' key: Herald checks the "
+                       "server's host key strictly and never trusts a key on first use")
+    opts[:0] = ["-F", os.devnull]  # with a Secret, the operator's ~/.ssh/config has no say
+    session.tmp = Path(tempfile.mkdtemp(prefix="herald-git-"))  # 0700
+    key, hosts = session.tmp / "identity", session.tmp / "known_hosts"
+    key_text = identity.replace("\r\n", "\n").strip() + "\n"  # ssh refuses a key without one
+    _write_private(key, key_text)
+    _write_private(hosts, known_hosts.replace("\r\n", "\n").strip() + "\n")
+    session.secrets += [key_text.strip(), *(line.strip() for line in key_text.splitlines()
+                                             if len(line.strip()) >= 16 and "PRIVATE KEY" not in line)]
+    opts += ["-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+             "-o", f"UserKnownHostsFile={hosts}", "-o", f"GlobalKnownHostsFile={os.devnull}"]
+    password = creds.get("password", "")
+    if password:
+        # An encrypted key: ssh asks SSH_ASKPASS for the passphrase, which reads it from its
+        # environment (readable by this user only), never from argv or a file.
+        askpass = session.tmp / "askpass"
+        _write_private(askpass, '#!/bin/sh\nprintf \'%s\\n\' "$HERALD_SSH_KEY_PASSPHRASE"\n', 0o700)
+        session.env.update(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force",
+                           HERALD_SSH_KEY_PASSPHRASE=password, DISPLAY=session.env.get("DISPLAY", ":0"))
+        session.env.pop("SSH_AUTH_SOCK", None)
+        session.secrets.append(password)
+        opts += ["-o", "BatchMode=no", "-o", "NumberOfPasswordPrompts=1"]
+    else:
+        opts += ["-o", "BatchMode=yes"]
+    _check_identity(session, key, bool(password))
+    return shlex.join(["ssh", *opts])
+
+
+def _check_identity(session: _Session, key: Path, has_password: bool) -> None:
+    """Load the key as ssh will (`ssh-keygen -y`, passphrase through the same askpass), so that
+    a bad key or passphrase is named as such instead of ending in "Permission denied"."""
+    args = ["ssh-keygen", "-y", "-f", str(key), *([] if has_password else ["-P", ""])]
+    try:
+        done = subprocess.run(args, env=session.env, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=15, start_new_session=True, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return  # no ssh-keygen: ssh itself will say what is wrong
+    if done.returncode == 0:
+        return
+    err = done.stderr.lower()
+    if "passphrase" in err and not has_password:
+        raise GitError("the Secret's ssh identity is encrypted: the Secret needs its 'password'")
+    if "passphrase" in err:
+        raise GitError("the Secret's ssh identity could not be decrypted with the Secret's 'password'")
+    raise GitError("the Secret's ssh identity is not a private key ssh can load")
+
+
+# ---- what a GitRef selects -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Target:
+    kind: str      # "branch", "tag", "reference" (spec.ref.name)
+    name: str      # as shown in the revision
+    remote: str    # the full remote reference
+    local: str     # where the cache keeps it
+
+    @property
+    def refspec(self) -> str:
+        return f"+{self.remote}:{self.local}"
+
+
+def _check_ref_name(git: str, kind: str, name: str, full: str) -> None:
+    bad = (not name or name.startswith("-") or any(c in name for c in "\n\r\0")
+           or subprocess.run([git, "check-ref-format", full], capture_output=True, check=False).returncode != 0)
+    if bad:
+        raise GitError(f"invalid {kind} name {name!r} in spec.ref")
+
+
+# ---- the cache -------------------------------------------------------------------------
 
 class GitCache:
     def __init__(self, root: Path, git: str = "git"):
@@ -69,37 +359,95 @@ class GitCache:
     def _repo_dir(self, repo: GitRepository) -> Path:
         return self.root / repo.meta.namespace / f"{repo.meta.name}.git"
 
-    def _run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float,
-             secrets: list[str], stdout_bytes: bool = False) -> subprocess.CompletedProcess:
-        try:
-            proc = subprocess.run([self.git, *args], cwd=cwd, env=env, capture_output=True,
-                                  timeout=timeout, text=not stdout_bytes)
-        except subprocess.TimeoutExpired:
-            raise GitError(f"git {args[0]} timed out after {timeout:.0f}s") from None
-        if proc.returncode != 0:
-            err = proc.stderr if isinstance(proc.stderr, str) else proc.stderr.decode(errors="replace")
-            raise GitError(_redact(f"git {args[0]} failed: {err.strip()}", secrets))
-        return proc
+    # -- running git --
 
-    def _env(self, credentials: dict[str, str] | None) -> tuple[dict[str, str], list[str]]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-        env.update(GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", LC_ALL="C")
-        secrets: list[str] = []
-        config: list[tuple[str, str]] = [("protocol.file.allow", "always")]
-        if credentials:
-            user, password = credentials.get("username", ""), credentials.get("password", "")
-            bearer = credentials.get("bearerToken", "")
-            if bearer:
-                config.append(("http.extraHeader", f"Authorization: Bearer {bearer}"))
-                secrets.append(bearer)
-            elif password:
-                basic = base64.b64encode(f"{user or 'git'}:{password}".encode()).decode()
-                config.append(("http.extraHeader", f"Authorization: Basic {basic}"))
-                secrets += [password, basic]
-        env["GIT_CONFIG_COUNT"] = str(len(config))
-        for i, (k, v) in enumerate(config):
-            env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = k, v
-        return env, secrets
+    def _run(self, args: list[str], cwd: Path, session: _Session, timeout: float, *,
+             what: str = "", stdout_bytes: bool = False) -> tuple[int, bytes | str, str]:
+        """Run git; return (exit code, stdout, stderr). Raises GitError on a timeout only.
+
+        git runs in its own process group, all of which is killed at the deadline: a plain
+        `subprocess.run(timeout=…)` kills git but then waits for its ssh or http helper,
+        which still holds the pipes, for as long as that hangs."""
+        try:
+            proc = subprocess.Popen([self.git, *args], cwd=cwd, env=session.env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            raise GitError(f"cannot run {self.git}: {exc.strerror}") from None
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=5)
+            raise GitError(f"git {args[0]}{' ' + what if what else ''} timed out after {timeout:g}s "
+                           "(spec.timeout)") from None
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        return proc.returncode, (out if stdout_bytes else out.decode(errors="replace")), \
+            err.decode(errors="replace")
+
+    def _must(self, args: list[str], cwd: Path, session: _Session, timeout: float = _LOCAL_TIMEOUT,
+              stdout_bytes: bool = False) -> bytes | str:
+        """A local git operation that must succeed."""
+        code, out, err = self._run(args, cwd, session, timeout, stdout_bytes=stdout_bytes)
+        if code != 0:
+            raise GitError(_redact(f"git {args[0]} failed: {_tail(err)}", session.secrets))
+        return out
+
+    def _failure(self, op: str, err: str, url: str, session: _Session, target: _Target | None = None,
+                 sha: str = "") -> GitError:
+        """A GitError naming what failed, from a remote git operation's stderr."""
+        shown, detail = safe_url(url), _tail(err)
+        low = err.lower()
+        if "couldn't find remote ref" in low and target is not None:
+            msg = f"{target.kind} '{target.name}' not found in {shown}"
+        elif sha and ("not our ref" in low or "couldn't find remote ref" in low
+                      or "no such remote ref" in low or "unadvertised object" in low):
+            msg = f"commit {sha} not found in {shown}"
+        elif "host key verification failed" in low or "host identification has changed" in low \
+                or "no matching host key" in low or ("host key" in low and "strict checking" in low):
+            msg = (f"ssh host key verification failed for {shown}: the server's host key is not "
+                   f"in the Secret's known_hosts ({detail})")
+        elif "load key" in low:
+            msg = (f"the Secret's ssh identity for {shown} could not be used: invalid private key, "
+                   f"or wrong 'password' for an encrypted one ({detail})")
+        elif any(s in low for s in ("authentication failed", "could not read username",
+                                    "could not read password", "permission denied (",
+                                    "permission denied, please", "returned error: 401",
+                                    "returned error: 403")):
+            msg = f"authentication to {shown} failed ({detail})"
+        else:
+            msg = f"git {op} failed for {shown}: {detail}"
+        if not msg.startswith("git "):
+            msg = f"git {op} failed: {msg}"
+        return GitError(_redact(msg, session.secrets))
+
+    # -- locking --
+
+    @contextlib.contextmanager
+    def _locked(self, d: Path, timeout: float) -> Iterator[None]:
+        """One fetch at a time per cache repository, across threads and processes."""
+        d.parent.mkdir(parents=True, exist_ok=True)
+        with open(d.parent / f"{d.name}.lock", "a") as f:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                        raise GitError(f"another fetch into the cache {d.name} is still running") from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # -- the public interface --
 
     def fetch(
         self,
@@ -115,61 +463,161 @@ class GitCache:
         moment before every replica serves the commit, so when it is missing we fetch again
         for up to `wait_for_sha` seconds before settling for what the remote has.
         """
-        ref = repo.ref
-        if ref.semver or ref.name:
-            raise GitError("spec.ref.semver and spec.ref.name are not supported yet; use branch, tag or commit")
+        ref, timeout = repo.ref, float(repo.timeout)
+        spec = parse_semver_range(ref.semver) if ref.semver and not (ref.commit or ref.name) else None
+        if ref.commit and not _SHA.match(ref.commit):
+            raise GitError(f"spec.ref.commit {ref.commit!r} is not a full 40-character SHA-1")
         d = self._repo_dir(repo)
-        env, secrets = self._env(credentials)
-        if not (d / "HEAD").exists():
-            d.mkdir(parents=True, exist_ok=True)
-            self._run(["init", "--bare", "--quiet"], d, env, 30, secrets)
-        if ref.commit:
-            name, refspec, local = ref.branch, ref.commit, ""
-        elif ref.tag:
-            name, refspec, local = ref.tag, f"+refs/tags/{ref.tag}:refs/tags/{ref.tag}", f"refs/tags/{ref.tag}"
-        else:
-            name, refspec = ref.branch, f"+refs/heads/{ref.branch}:refs/heads/{ref.branch}"
-            local = f"refs/heads/{ref.branch}"
+        with self._locked(d, timeout * 2 + wait_for_sha + 10):
+            session, git_url = _open_session(url, credentials, timeout)
+            try:
+                if not (d / "HEAD").exists():
+                    d.mkdir(parents=True, exist_ok=True)
+                    self._must(["init", "--bare", "--quiet"], d, session)
+                if ref.commit:
+                    return self._fetch_commit(ref, d, git_url, session, timeout)
+                deadline = time.monotonic() + wait_for_sha
+                while True:
+                    target = self._target(ref, spec, d, git_url, session, timeout)
+                    self._fetch_target(target, d, git_url, session, timeout)
+                    sha = str(self._must(["rev-parse", "--verify", "--quiet", f"{target.local}^{{commit}}"],
+                                         d, session)).strip()
+                    if not want_sha or sha == want_sha or self._has(d, want_sha, session) \
+                            or self._remote_has(git_url, want_sha, d, session, timeout) \
+                            or time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.5)
+                if not _SHA.match(sha):
+                    raise GitError(f"unexpected revision {sha!r} for {target.kind} {target.name}")
+                self._forget_other_refs(d, {target.local}, session)
+                return Revision(target.name, sha)
+            finally:
+                session.close()
 
-        deadline = time.monotonic() + wait_for_sha
-        while True:
-            self._run(["fetch", "--quiet", "--no-tags", "--depth=1", "--", url, refspec], d, env,
-                      repo.timeout, secrets)
-            sha = ref.commit or self._run(["rev-parse", f"{local}^{{commit}}"], d, env, 30,
-                                          secrets).stdout.strip()
-            if not want_sha or sha == want_sha or self.has_commit(repo, want_sha) \
-                    or self._remote_has(url, want_sha, d, env, repo.timeout, secrets) \
-                    or time.monotonic() >= deadline:
-                break
-            time.sleep(0.5)
-        if not _SHA.match(sha):
-            raise GitError(f"unexpected revision {sha!r} for {name}")
-        return Revision(name, sha)
+    def _target(self, ref: GitRef, spec: NpmSpec | None, d: Path, url: str, session: _Session,
+                timeout: float) -> _Target:
+        if ref.name:
+            if not ref.name.startswith("refs/"):
+                raise GitError(f"spec.ref.name {ref.name!r} must be a full reference, e.g. "
+                               "refs/heads/main, refs/tags/v1.0.0 or refs/pull/1/head")
+            _check_ref_name(self.git, "reference", ref.name, ref.name)
+            return _Target("reference", ref.name, ref.name, ref.name)
+        if spec is not None:
+            tag = self._pick_semver_tag(ref.semver, spec, d, url, session, timeout)
+            return _Target("tag", tag, f"refs/tags/{tag}", f"refs/tags/{tag}")
+        if ref.tag:
+            _check_ref_name(self.git, "tag", ref.tag, f"refs/tags/{ref.tag}")
+            return _Target("tag", ref.tag, f"refs/tags/{ref.tag}", f"refs/tags/{ref.tag}")
+        branch = ref.branch or "master"
+        _check_ref_name(self.git, "branch", branch, f"refs/heads/{branch}")
+        return _Target("branch", branch, f"refs/heads/{branch}", f"refs/heads/{branch}")
 
-    def _remote_has(self, url: str, sha: str, d: Path, env: dict[str, str], timeout: float,
-                    secrets: list[str]) -> bool:
+    def _ls_remote(self, args: list[str], d: Path, url: str, session: _Session, timeout: float,
+                   target: _Target | None = None) -> list[tuple[str, str]]:
+        code, out, err = self._run(["ls-remote", *args, "--", url, *([target.remote] if target else [])],
+                                   d, session, timeout, what=f"from {safe_url(url)}")
+        if code != 0:
+            raise self._failure("ls-remote", err, url, session, target)
+        refs = []
+        for line in str(out).splitlines():
+            sha, _, name = line.partition("\t")
+            if _SHA.match(sha) and name:
+                refs.append((sha, name))
+        return refs
+
+    def _pick_semver_tag(self, text: str, spec: NpmSpec, d: Path, url: str, session: _Session,
+                         timeout: float) -> str:
+        refs = self._ls_remote(["--tags", "--refs"], d, url, session, timeout)
+        tags = [name.removeprefix("refs/tags/") for _, name in refs]
+        tag = highest_matching_tag(tags, spec)
+        if tag is None:
+            versions = sorted((v, t) for t in tags if (v := tag_version(t)) is not None)
+            seen = f"the highest version tag is {versions[-1][1]}" if versions else "it has no version tags"
+            raise GitError(f"no tag in {safe_url(url)} matches semver {text!r} ({seen})")
+        return tag
+
+    def _fetch_target(self, target: _Target, d: Path, url: str, session: _Session, timeout: float) -> None:
+        code, _, err = self._run(["fetch", "--quiet", "--no-tags", "--depth=1", "--", url, target.refspec],
+                                 d, session, timeout, what=f"from {safe_url(url)}")
+        if code != 0:
+            raise self._failure("fetch", err, url, session, target)
+
+    def _fetch_commit(self, ref: GitRef, d: Path, url: str, session: _Session, timeout: float) -> Revision:
+        """A pinned commit: fetched by id (shallow) unless the cache has it. With a branch, the
+        branch must exist on the remote (checked with one ref listing, also when cached)."""
+        sha = ref.commit
+        if ref.branch:
+            branch = _Target("branch", ref.branch, f"refs/heads/{ref.branch}", f"refs/heads/{ref.branch}")
+            _check_ref_name(self.git, "branch", ref.branch, branch.remote)
+            if not any(name == branch.remote for _, name in
+                       self._ls_remote(["--heads"], d, url, session, timeout, branch)):
+                raise GitError(f"git ls-remote failed: branch '{ref.branch}' not found in {safe_url(url)}")
+        if not self._has(d, sha, session):
+            code, _, err = self._run(["fetch", "--quiet", "--no-tags", "--depth=1", "--", url, sha],
+                                     d, session, timeout, what=f"from {safe_url(url)}")
+            if code != 0:
+                raise self._failure("fetch", err, url, session, sha=sha)
+            if not self._has(d, sha, session):
+                raise GitError(f"commit {sha} not found in {safe_url(url)}")
+        local = "refs/herald/commit"
+        self._must(["update-ref", local, sha], d, session)
+        self._forget_other_refs(d, {local}, session)
+        return Revision(ref.branch, sha)
+
+    def _forget_other_refs(self, d: Path, keep: set[str], session: _Session) -> None:
+        """Drop refs of earlier specs (another branch, a lower semver tag) so that `git gc`
+        may collect what only they kept; the tracked ref stays, as the base of the next
+        fetch's negotiation."""
+        listed = str(self._must(["for-each-ref", "--format=%(refname)"], d, session)).split()
+        stale = [r for r in listed if r not in keep]
+        for r in stale:
+            self._must(["update-ref", "-d", r], d, session)
+
+    def _remote_has(self, url: str, sha: str, d: Path, session: _Session, timeout: float) -> bool:
         """Whether the remote serves `sha` (fetched by id, shallow). When it does, the webhook
         named an older commit than the ref's tip (pushes in quick succession): the tip is what
         to apply, with no reason to wait."""
         try:
-            self._run(["fetch", "--quiet", "--no-tags", "--depth=1", "--", url, sha], d, env, timeout, secrets)
+            code, _, _ = self._run(["fetch", "--quiet", "--no-tags", "--depth=1", "--", url, sha],
+                                   d, session, timeout)
         except GitError:
             return False
-        return True
+        return code == 0
+
+    def _has(self, d: Path, sha: str, session: _Session) -> bool:
+        if not _SHA.match(sha) or not (d / "HEAD").exists():
+            return False
+        code, _, _ = self._run(["cat-file", "-e", f"{sha}^{{commit}}"], d, session, _LOCAL_TIMEOUT)
+        return code == 0
 
     def has_commit(self, repo: GitRepository, sha: str) -> bool:
-        d = self._repo_dir(repo)
-        return subprocess.run([self.git, "cat-file", "-e", f"{sha}^{{commit}}"], cwd=d,
-                              capture_output=True).returncode == 0
+        return self._has(self._repo_dir(repo), sha, _local_session())
 
     def export(self, repo: GitRepository, sha: str, dest: Path) -> Path:
         """Write the tree of `sha` into `dest` (fresh), via `git archive` (no work tree state)."""
         d = self._repo_dir(repo)
-        env, secrets = self._env(None)
-        proc = self._run(["archive", "--format=tar", sha], d, env, 120, secrets, stdout_bytes=True)
+        if not _SHA.match(sha):
+            raise GitError(f"not a commit id: {sha!r}")
+        data = self._must(["archive", "--format=tar", sha], d, _local_session(), stdout_bytes=True)
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
-        with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:  # type: ignore[arg-type]
             tar.extractall(dest, filter="data")  # refuses absolute paths and links outside dest
         return dest
+
+
+def _tail(stderr: str, lines: int = 4) -> str:
+    """The lines of git's stderr worth showing (hints and progress dropped)."""
+    kept = [ln.strip() for ln in stderr.replace("\r", "\n").splitlines()
+            if ln.strip() and not ln.lstrip().startswith(("hint:", "remote: Counting", "remote: Compressing"))]
+    # ssh's failures end in git's generic advice, which says nothing the line before did not.
+    useful = [ln for ln in kept if ln not in _BOILERPLATE]
+    return " | ".join((useful or kept)[-lines:]) or "no output from git"
+
+
+_BOILERPLATE = {
+    "fatal: Could not read from remote repository.",
+    "Please make sure you have the correct access rights",
+    "and the repository exists.",
+}

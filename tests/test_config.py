@@ -248,3 +248,15 @@ def test_durations_parse_as_go_writes_them(text: str, seconds: float) -> None:
     from herald.schema import parse_duration
 
     assert parse_duration(text) == seconds
+
+
+def test_an_invalid_semver_range_is_a_config_error_with_its_line(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "semver.yaml", """\
+        apiVersion: source.toolkit.fluxcd.io/v1
+        kind: GitRepository
+        metadata: {name: app}
+        spec: {interval: 5m, url: "https://example.com/app.git", ref: {semver: ">=1.0 <<2"}}
+        """)
+    _, diagnostics = config.check([cfg])
+    assert any(d.severity == "error" and d.line == 1 and "spec.ref.semver" in d.message for d in diagnostics), \
+        [str(d) for d in diagnostics]
