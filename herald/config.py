@@ -431,9 +431,10 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
                 err(g, f"spec.ref.semver: {exc}")
     for k in cfg.kustomizations.values():
         # Parsed now so manifests keep their meaning, but not yet acted on by the reconciler:
-        # say so rather than let `prune: true` look like it prunes.
-        pending = [name for name, is_set in (("prune", k.prune), ("wait", k.wait), ("dependsOn", k.depends_on),
-                                             ("retryInterval", k.retry_interval), ("timeout", k.timeout)) if is_set]
+        # say so rather than let a field look like it works. (prune, wait, dependsOn and timeout
+        # are: see reconciler/worker.py. retryInterval is passed to the bus as a hint, but retries
+        # still follow the bus's own backoff.)
+        pending = [name for name, is_set in (("retryInterval", k.retry_interval),) if is_set]
         for name in pending:
             err(k, f"spec.{name}: not acted on by Herald yet; it is ignored", "warning")
         ns = k.source_ref.namespace or k.meta.namespace

@@ -1,13 +1,13 @@
-"""Server-side apply of rendered manifests through the official `kubernetes` client.
+"""The Kubernetes API, as the apply engine needs it, through the official `kubernetes` client.
 
-The order follows Flux's kustomize-controller: cluster-wide definitions (CRDs, Namespaces,
-ClusterRoles...) go first, because the rest may live in them or be of their kinds. The rest of
-the set is then dry-run on the server as a whole, so an invalid object fails the reconcile
-before anything else of it has changed.
+One `Cluster` is one API server: discovery (cached, refreshed when a kind is missing, e.g.
+right after its CRD was applied), get, server-side apply and its dry run (field manager
+`herald`, conflicts forced), and delete. Everything else -- stages, diffs, recreation,
+pruning, health -- is decided in `reconciler.apply`, `reconciler.prune` and `reconciler.health`.
 
-Whether an apply created, configured or left an object unchanged is read from the server, not
-guessed: an object that did not exist was created, and an object whose resourceVersion did not
-move was unchanged (the API server does not write no-op applies).
+Errors come in two kinds: `ClusterUnreachable` when no answer came at all (worth a retry of
+the whole reconcile), and `ApiRefusal` when the API server answered with a Status, which
+carries its code, reason and message in the API server's own words.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,56 +27,61 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
+from reconciler.order import sort_key
 from reconciler.render import Manifest
+
+__all__ = ["FIELD_MANAGER", "ApiRefusal", "ApplyError", "Cluster", "ClusterUnreachable", "KindNotServed",
+           "sort_key"]
 
 log = logging.getLogger("herald.reconciler.kube")
 
 FIELD_MANAGER = "herald"
-
-# Flux's apply order (kustomize-controller's ssa sort): definitions first, then the rest.
-_STAGE_ONE = ("CustomResourceDefinition", "Namespace", "ClusterRole", "ClusterRoleBinding",
-              "PriorityClass", "StorageClass", "ResourceQuota", "ServiceAccount", "Role",
-              "RoleBinding", "LimitRange")
-_KIND_ORDER = {k: i for i, k in enumerate(_STAGE_ONE + (
-    "ConfigMap", "Secret", "PersistentVolume", "PersistentVolumeClaim", "Service", "Ingress",
-    "DaemonSet", "Deployment", "StatefulSet", "ReplicaSet", "Job", "CronJob",
-    "HorizontalPodAutoscaler"))}
-_DEFINITIONS = set(_STAGE_ONE[:3])  # applied before the dry-run of everything else
+REQUEST_TIMEOUT = 30.0  # seconds per API request; a reconcile's own timeout bounds the waits
 
 
 class ApplyError(Exception):
-    """The API server refused objects; the message carries its own words, one per object."""
+    """The set could not be applied; the message names every object concerned, one per line."""
 
 
 class ClusterUnreachable(Exception):
     """The API server could not be reached at all: worth retrying, unlike a refusal."""
 
 
-@dataclass(frozen=True)
-class Change:
-    ref: str  # Kind/namespace/name
-    action: str  # created | configured | unchanged
+class ApiRefusal(Exception):
+    """The API server answered a request with an error Status."""
 
-    def __str__(self) -> str:
-        return f"{self.ref} {self.action}"
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying as is: throttled, or the server failed rather than refused."""
+        return self.code == 429 or self.code >= 500
 
 
-def sort_key(m: Manifest) -> tuple[int, str, str, str]:
-    return (_KIND_ORDER.get(m.kind, len(_KIND_ORDER)), m.kind, m.namespace, m.name)
+class KindNotServed(Exception):
+    """Discovery does not list the kind (its CRD is not installed, or not established yet)."""
 
 
-def _status_message(exc: Exception) -> str:
-    """The API server's own message from a Status body, else the exception's text."""
+def _refusal(exc: DynamicApiError | ApiException) -> ApiRefusal:
+    code = int(getattr(exc, "status", 0) or 0)
+    reason, message = "", ""
     body = getattr(exc, "body", None)
     if body:
         try:
             data = json.loads(body)
-            if isinstance(data, dict) and data.get("message"):
-                return str(data["message"])
+            if isinstance(data, dict):
+                reason, message = str(data.get("reason") or ""), str(data.get("message") or "")
         except (TypeError, ValueError):
-            pass
-    status, reason = getattr(exc, "status", ""), getattr(exc, "reason", "")
-    return f"{status} {reason}".strip() or str(exc)
+            message = str(body)[:500]
+    return ApiRefusal(code, reason, message or f"{code} {getattr(exc, 'reason', '')}".strip())
+
+
+def _unreachable(exc: Exception) -> ClusterUnreachable:
+    return ClusterUnreachable(f"Kubernetes API server unreachable: {exc}")
 
 
 class Cluster:
@@ -92,9 +97,9 @@ class Cluster:
         try:
             self.dyn = DynamicClient(api_client, cache_file=cache_file)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ClusterUnreachable(f"Kubernetes API server unreachable: {exc}") from None
+            raise _unreachable(exc) from None
         except ApiException as exc:
-            raise ClusterUnreachable(f"Kubernetes discovery failed: {_status_message(exc)}") from None
+            raise ClusterUnreachable(f"Kubernetes discovery failed: {_refusal(exc).message}") from None
 
     @classmethod
     def from_environment(cls, cache_dir: Path | None = None) -> Cluster | None:
@@ -115,65 +120,109 @@ class Cluster:
             raise ClusterUnreachable(f"kubeconfig {candidates[0]} is not usable: {exc}") from None
         return cls(api, cache_dir)
 
-    def _resource(self, m: Manifest) -> Any:
-        try:
-            return self.dyn.resources.get(api_version=m.api_version, kind=m.kind)
-        except ResourceNotFoundError:
-            raise ApplyError(f"{m.ref()}: no kind {m.kind!r} is served for apiVersion "
-                             f"{m.api_version!r} (is its CRD installed?)") from None
+    # ---- discovery ----------------------------------------------------------------------
 
-    def _prepare(self, m: Manifest) -> tuple[Any, str | None]:
-        res = self._resource(m)
+    def resource(self, api_version: str, kind: str) -> Any:
+        """The served resource for a kind; a miss re-reads discovery once before failing."""
+        try:
+            return self.dyn.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            raise KindNotServed(f"no kind {kind!r} is served for apiVersion {api_version!r}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _unreachable(exc) from None
+        except ApiException as exc:
+            raise ClusterUnreachable(f"Kubernetes discovery failed: {_refusal(exc).message}") from None
+
+    def refresh_discovery(self) -> None:
+        try:
+            self.dyn.resources.invalidate_cache()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _unreachable(exc) from None
+
+    def is_served(self, api_version: str, kind: str) -> bool:
+        try:
+            self.resource(api_version, kind)
+            return True
+        except KindNotServed:
+            return False
+
+    def scope(self, m: Manifest) -> None:
+        """Default a namespaced object's namespace (as kubectl does without a context
+        namespace) and drop the namespace of a cluster-scoped one (targetNamespace sets it
+        on everything)."""
+        res = self.resource(m.api_version, m.kind)
         meta = m.obj.setdefault("metadata", {})
         if res.namespaced:
-            meta.setdefault("namespace", "default")  # as kubectl does without a context namespace
-            return res, meta["namespace"]
-        meta.pop("namespace", None)
-        return res, None
+            meta["namespace"] = meta.get("namespace") or "default"
+        else:
+            meta.pop("namespace", None)
 
-    def _apply_one(self, m: Manifest, dry_run: bool) -> str:
-        """Apply one object; return its action (empty for a dry run, which only validates)."""
-        res, ns = self._prepare(m)
-        kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force_conflicts": True}
-        old_version = None
+    # ---- requests -----------------------------------------------------------------------
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            if dry_run:
-                res.server_side_apply(body=m.obj, name=m.name, namespace=ns, dry_run="All", **kwargs)
-                return ""
-            try:
-                old_version = res.get(name=m.name, namespace=ns).metadata.resourceVersion
-            except DynamicApiError as exc:
-                if exc.status != 404:
-                    raise
-            after = res.server_side_apply(body=m.obj, name=m.name, namespace=ns, **kwargs)
+            return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
         except DynamicApiError as exc:
-            raise ApplyError(f"{m.ref()}: {_status_message(exc)}") from None
+            raise _refusal(exc) from None
+        except ApiException as exc:
+            raise _refusal(exc) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ClusterUnreachable(f"Kubernetes API server unreachable: {exc}") from None
-        if old_version is None:
-            return "created"
-        return "unchanged" if after.metadata.resourceVersion == old_version else "configured"
+            raise _unreachable(exc) from None
 
-    def apply(self, manifests: list[Manifest]) -> list[Change]:
-        """Apply all manifests in Flux's order; raise ApplyError naming every refused object."""
-        ordered = sorted(manifests, key=sort_key)
-        changes: list[Change] = []
-        definitions = [m for m in ordered if m.kind in _DEFINITIONS]
-        rest = [m for m in ordered if m.kind not in _DEFINITIONS]
-        for m in definitions:
-            action = self._apply_one(m, dry_run=False)  # defaults the namespace: ref() after
-            changes.append(Change(m.ref(), action))
-        if any(m.kind == "CustomResourceDefinition" for m in definitions):
-            self.dyn.resources.invalidate_cache()  # new kinds must become discoverable
-        errors = []
-        for m in rest:
-            try:
-                self._apply_one(m, dry_run=True)
-            except ApplyError as exc:
-                errors.append(str(exc))
-        if errors:
-            raise ApplyError("\n".join(errors))
-        for m in rest:
-            action = self._apply_one(m, dry_run=False)
-            changes.append(Change(m.ref(), action))
-        return changes
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The live object, or None when it does not exist (or its kind is not served)."""
+        try:
+            res = self.resource(api_version, kind)
+        except KindNotServed:
+            return None
+        try:
+            got = self._call(res.get, name=name, namespace=namespace if res.namespaced else None)
+        except ApiRefusal as exc:
+            if exc.code == 404:
+                return None
+            raise
+        return got.to_dict()
+
+    def server_side_apply(self, obj: dict[str, Any], *, dry_run: bool = False,
+                          field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
+        meta = obj.get("metadata") or {}
+        res = self.resource(obj.get("apiVersion", ""), obj.get("kind", ""))
+        kwargs: dict[str, Any] = {"field_manager": field_manager, "force_conflicts": True}
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        namespace = meta.get("namespace") if res.namespaced else None
+        return self._call(res.server_side_apply, body=obj, name=meta.get("name"), namespace=namespace,
+                          **kwargs).to_dict()
+
+    def dry_run(self, m: Manifest) -> dict[str, Any]:
+        return self.server_side_apply(m.obj, dry_run=True)
+
+    def apply(self, m: Manifest) -> dict[str, Any]:
+        return self.server_side_apply(m.obj)
+
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+        """Delete with background propagation (as Flux prunes); False when already gone."""
+        try:
+            res = self.resource(api_version, kind)
+        except KindNotServed:
+            return False  # its CRD went, and its objects with it
+        try:
+            self._call(res.delete, name=name, namespace=namespace if res.namespaced else None,
+                       body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+        except ApiRefusal as exc:
+            if exc.code == 404:
+                return False
+            raise
+        return True
+
+    def wait_gone(self, api_version: str, kind: str, namespace: str | None, name: str, timeout: float,
+                  uid: str = "") -> bool:
+        """Poll until the object (this uid, when given) no longer exists; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            live = self.get(api_version, kind, namespace, name)
+            if live is None or (uid and (live.get("metadata") or {}).get("uid") != uid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)

@@ -3,6 +3,22 @@
 A request is acknowledged only after its events are confirmed by the bus, so a worker that
 dies at any point leaves the request to be redelivered, never a deployed change that nobody
 hears about.
+
+For each Kustomization of the request (dependencies first), as Flux's kustomize-controller:
+dependsOn is checked (each dependency Ready, and at this revision when it reads the same
+source), the path is rendered, applied in stages (`reconciler.apply`), stale objects are
+pruned when `spec.prune` (`reconciler.prune`), and with `spec.wait` every applied object is
+health-checked within `spec.timeout` (default: the interval) (`reconciler.health`). The
+inventory and the outcome are recorded in the cluster (`reconciler.inventory`) where every
+worker, and the dependsOn checks of other Kustomizations, read them.
+
+One event per Kustomization, with Flux's reasons: ReconciliationSucceeded (the change set,
+prune lines, then "Reconciliation finished in 1.2s, next run in 10m0s"), ReconciliationFailed,
+PruneFailed, HealthCheckFailed, BuildFailed (each ending "Reconciliation failed after 1.2s,
+next try in 2m0s") and DependencyNotReady. Every event carries the revision; all but
+DependencyNotReady (a wait, not a result) also `commit_status: update`, as Flux's final
+events do. Unlike Flux, unchanged objects are listed too, so an event always says what the
+revision consists of.
 """
 
 from __future__ import annotations
@@ -11,40 +27,98 @@ import logging
 import os
 import shutil
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from herald.bus import Bus, Delivery, Reject
 from herald.config import Config
-from herald.messages import EVENTS_QUEUE, RECONCILE_QUEUE, SEVERITY_ERROR, SEVERITY_INFO, Event, MessageError, ReconcileRequest
+from herald.messages import (
+    EVENTS_QUEUE,
+    RECONCILE_QUEUE,
+    SEVERITY_ERROR,
+    SEVERITY_INFO,
+    Event,
+    MessageError,
+    ReconcileRequest,
+)
 from herald.model import GitRepository, Kustomization
+from reconciler.apply import ApplyEngine, ApplyFailed
 from reconciler.git import GitCache, GitError, Revision, resolve_url
-from reconciler.kube import ApplyError, Cluster, ClusterUnreachable, sort_key
-from reconciler.render import RenderError, render
+from reconciler.health import HealthCheckFailed, go_duration, wait_for
+from reconciler.inventory import (
+    Inventory,
+    InventoryStore,
+    LastResult,
+    Record,
+    owner_labels,
+)
+from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, sort_key
+from reconciler.prune import PruneResult, prune
+from reconciler.render import Manifest, RenderError, render
 
 log = logging.getLogger("herald.reconciler")
 
 
 class RetryLater(Exception):
-    """A transient failure (Git host or API server unreachable): the bus retries with backoff."""
+    """A transient failure (Git host or API server unreachable, dependencies not ready): the
+    bus retries with backoff. `delay` is the Kustomization's retryInterval, as a hint."""
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
 
 
 @dataclass
 class Outcome:
     events: list[Event]
     retry: str = ""  # non-empty: publish the events, then have the request retried
+    retry_after: float | None = None  # the shortest retryInterval asking for it, if any
+
+
+@dataclass
+class _Result:
+    event: Event
+    retry: str = ""
+    retry_after: float | None = None
+
+
+def dependency_order(kustomizations: list[Kustomization]) -> list[Kustomization]:
+    """Dependencies before their dependents (stable otherwise); cycles keep the given order."""
+    by_key = {k.meta.key: k for k in kustomizations}
+    out: list[Kustomization] = []
+    state: dict[tuple[str, str], int] = {}  # 1 visiting, 2 done
+
+    def visit(k: Kustomization) -> None:
+        if state.get(k.meta.key):
+            return
+        state[k.meta.key] = 1
+        for d in k.depends_on:
+            dep = by_key.get((d.namespace or k.meta.namespace, d.name))
+            if dep is not None and not state.get(dep.meta.key):
+                visit(dep)
+        state[k.meta.key] = 2
+        out.append(k)
+
+    for k in kustomizations:
+        visit(k)
+    return out
 
 
 class Reconciler:
-    def __init__(self, cfg: Config, bus: Bus, state_dir: Path, cluster: Cluster | None | str = "auto"):
+    def __init__(self, cfg: Config, bus: Bus, state_dir: Path, cluster: Cluster | None | str = "auto",
+                 poll_interval: float = 1.0):
         """`cluster="auto"` finds one from the environment on first use (kubeconfig or
-        in-cluster); None means no cluster: render and report what would be applied."""
+        in-cluster); None means no cluster: render and report what would be applied.
+        `poll_interval` is how often health checks look again."""
         self.cfg = cfg
         self.bus = bus
         self.state_dir = Path(state_dir)
         self.git = GitCache(self.state_dir / "git")
         self._cluster = cluster
         self._lock = threading.Lock()
+        self.poll_interval = poll_interval
 
     # ---- bus handler -------------------------------------------------------------------
 
@@ -58,7 +132,7 @@ class Reconciler:
         for event in outcome.events:
             self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
         if outcome.retry:
-            raise RetryLater(outcome.retry)
+            raise RetryLater(outcome.retry, outcome.retry_after)
 
     # ---- reconcile ---------------------------------------------------------------------
 
@@ -70,6 +144,11 @@ class Reconciler:
                     log.warning("no Kubernetes cluster configured (no kubeconfig, not in a cluster): "
                                 "reconciles will render and report without applying")
             return self._cluster  # type: ignore[return-value]
+
+    def _forget_cluster(self) -> None:
+        with self._lock:
+            if self._cluster not in (None, "auto"):
+                self._cluster = "auto"  # reconnect (and rediscover) next time
 
     def _targets(self, req: ReconcileRequest) -> tuple[GitRepository, list[Kustomization]]:
         key = (req.namespace, req.name)
@@ -110,57 +189,163 @@ class Reconciler:
             note = f"\nThe webhook named {wanted}, which the remote does not serve yet; applied {revision}."
         log.info("%s: fetched %s", where, revision)
 
-        events, retry = [], ""
-        for ks in kustomizations:
+        outcome = Outcome([])
+        for ks in dependency_order(kustomizations):
             if ks.suspend:
                 log.info("%s: Kustomization %s/%s is suspended, skipped", where, ks.meta.namespace, ks.meta.name)
                 continue
-            event, transient = self._reconcile_kustomization(ks, repo, revision, note)
-            events.append(event)
-            retry = retry or transient
-        return Outcome(events, retry)
+            result = self._reconcile_kustomization(ks, repo, revision, note)
+            outcome.events.append(result.event)
+            if result.retry:
+                outcome.retry = outcome.retry or result.retry
+                if result.retry_after is not None:
+                    outcome.retry_after = min(filter(None, (outcome.retry_after, result.retry_after)))
+        return outcome
 
     def _reconcile_kustomization(self, ks: Kustomization, repo: GitRepository, revision: Revision,
-                                 note: str) -> tuple[Event, str]:
-        meta = {"revision": str(revision), "commit_status": "update"}
-
-        def event(severity: str, reason: str, message: str) -> Event:
-            return Event.for_object("Kustomization", ks.meta.name, ks.meta.namespace, severity=severity,
-                                    reason=reason, message=message + note, metadata=meta)
-
+                                 note: str) -> _Result:
+        started = time.monotonic()
         name = f"Kustomization/{ks.meta.namespace}/{ks.meta.name}"
-        workdir = self.state_dir / "work" / f"{os.getpid()}-{threading.get_ident()}" / ks.meta.namespace / ks.meta.name
-        try:
-            self.git.export(repo, revision.sha, workdir)
-            rendered = render(workdir, ks.path, ks.target_namespace)
-        except (GitError, RenderError) as exc:
-            log.error("%s %s: %s", name, revision, exc)
-            return event(SEVERITY_ERROR, "BuildFailed", str(exc)), ""
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        retry_interval = ks.retry_interval or ks.interval
 
-        manifests = sorted(rendered.manifests, key=sort_key)
+        def event(severity: str, reason: str, lines: list[str], outcome: str = "", commit_status: bool = True) -> Event:
+            elapsed = go_duration(time.monotonic() - started)
+            if outcome == "finished":
+                lines = [*lines, f"Reconciliation finished in {elapsed}, next run in {go_duration(ks.interval)}"]
+            elif outcome == "failed":
+                lines = [*lines, f"Reconciliation failed after {elapsed}, next try in {go_duration(retry_interval)}"]
+            meta = {"revision": str(revision)}
+            if commit_status:
+                meta["commit_status"] = "update"
+            return Event.for_object("Kustomization", ks.meta.name, ks.meta.namespace, severity=severity,
+                                    reason=reason, message="\n".join(lines) + note, metadata=meta)
+
         try:
             cluster = self._cluster_or_none()
-            if cluster is None:
-                listing = "\n".join(m.ref() for m in manifests) or "(no objects)"
+            store = None if cluster is None else InventoryStore(cluster, ks.meta.namespace, ks.meta.name)
+            record = None if store is None else store.load()
+
+            if ks.depends_on and cluster is not None and record is not None and store is not None:
+                problem = self._dependency_problem(cluster, ks, revision)
+                if problem:
+                    log.info("%s %s: %s", name, revision, problem)
+                    self._record(store, record, "False", "DependencyNotReady", problem, revision)
+                    return _Result(event(SEVERITY_INFO, "DependencyNotReady", [
+                        (f"Dependencies do not meet ready condition ({problem}), retrying in "
+                         f"{go_duration(retry_interval)}")], commit_status=False), problem, retry_interval)
+
+            workdir = (self.state_dir / "work" / f"{os.getpid()}-{threading.get_ident()}" / ks.meta.namespace
+                       / ks.meta.name)
+            try:
+                self.git.export(repo, revision.sha, workdir)
+                rendered = render(workdir, ks.path, ks.target_namespace)
+            except (GitError, RenderError) as exc:
+                log.error("%s %s: %s", name, revision, exc)
+                if store is not None and record is not None:
+                    self._record(store, record, "False", "BuildFailed", str(exc), revision)
+                return _Result(event(SEVERITY_ERROR, "BuildFailed", [str(exc)], "failed"))
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+            manifests = sorted(rendered.manifests, key=sort_key)
+            if cluster is None or store is None or record is None:
+                listing = [m.ref() for m in manifests] or ["(no objects)"]
                 log.info("%s %s: no cluster configured; would apply %d objects", name, revision, len(manifests))
-                return event(SEVERITY_INFO, "ClusterNotConfigured",
-                             "No Kubernetes cluster is configured (no kubeconfig, not in a cluster), "
-                             f"so nothing was applied. Would apply:\n{listing}"), ""
-            changes = cluster.apply(manifests)
-        except ApplyError as exc:
-            log.error("%s %s: apply failed: %s", name, revision, exc)
-            return event(SEVERITY_ERROR, "ReconciliationFailed", str(exc)), ""
+                return _Result(event(SEVERITY_INFO, "ClusterNotConfigured", [
+                    ("No Kubernetes cluster is configured (no kubeconfig, not in a cluster), "
+                     "so nothing was applied. Would apply:"), *listing]))
+            return self._apply(ks, cluster, store, record, manifests, revision, name, event, retry_interval)
         except ClusterUnreachable as exc:
-            with self._lock:
-                if self._cluster not in (None, "auto"):
-                    self._cluster = "auto"  # reconnect (and rediscover) next time
+            self._forget_cluster()
             log.error("%s %s: %s", name, revision, exc)
-            return event(SEVERITY_ERROR, "ReconciliationFailed", str(exc)), str(exc)
-        log.info("%s %s: applied %s", name, revision, ", ".join(str(c) for c in changes) or "nothing")
-        return event(SEVERITY_INFO, "ReconciliationSucceeded",
-                     "\n".join(str(c) for c in changes) or "no objects"), ""
+            return _Result(event(SEVERITY_ERROR, "ReconciliationFailed", [str(exc)], "failed"), str(exc),
+                           retry_interval)
+        except ApiRefusal as exc:  # reading or writing the inventory, reading objects' health
+            log.error("%s %s: %s", name, revision, exc.message)
+            reason = f" ({exc.reason})" if exc.reason else ""
+            text = f"the Kubernetes API server refused a request{reason}: {exc.message}"
+            return _Result(event(SEVERITY_ERROR, "ReconciliationFailed", [text], "failed"),
+                           text if exc.transient else "", retry_interval)
+
+    def _apply(self, ks: Kustomization, cluster: Cluster, store: InventoryStore, record: Record,
+               manifests: list[Manifest], revision: Revision, name: str, event: Callable[..., Event],
+               retry_interval: float) -> _Result:
+        timeout = ks.timeout or ks.interval
+        owner = owner_labels(ks.meta.name, ks.meta.namespace)
+        engine = ApplyEngine(cluster, owner, record.inventory, timeout, poll=self.poll_interval)
+        try:
+            applied = engine.apply(manifests)
+        except ApplyFailed as exc:
+            record.inventory = record.inventory.union(exc.result.applied)  # never orphan what was created
+            self._record(store, record, "False", "ReconciliationFailed", str(exc), revision)
+            done = [str(c) for c in exc.result.changes if c.changed]
+            log.error("%s %s: apply failed:\n%s", name, revision, exc)
+            return _Result(event(SEVERITY_ERROR, "ReconciliationFailed", [*exc.errors, *done], "failed"),
+                           "apply failed (transient)" if exc.transient else "", retry_interval)
+
+        stale = record.inventory.minus(applied.applied)
+        pruned = PruneResult()
+        if ks.prune and stale:
+            pruned = prune(cluster, stale, owner, {k.meta.namespace for k in self.cfg.kustomizations.values()})
+        record.inventory = applied.applied.union(pruned.kept)
+        lines = [str(c) for c in [*applied.changes, *pruned.changes]]
+        log.info("%s %s: %s", name, revision, ", ".join(lines) or "no objects")
+        if pruned.errors:
+            self._record(store, record, "False", "PruneFailed", "\n".join(pruned.errors), revision)
+            return _Result(event(SEVERITY_ERROR, "PruneFailed", [*lines, *pruned.errors], "failed"),
+                           "prune failed (transient)" if pruned.transient else "", retry_interval)
+
+        if ks.wait and len(record.inventory):
+            self._record(store, record, "Unknown", "Progressing",
+                         f"Running health checks for revision {revision} with a timeout of {go_duration(timeout)}",
+                         revision)
+            try:
+                took = wait_for(self._health_targets(cluster, record.inventory), timeout, self.poll_interval)
+            except HealthCheckFailed as exc:
+                log.error("%s %s: %s", name, revision, exc)
+                self._record(store, record, "False", "HealthCheckFailed", str(exc), revision)
+                return _Result(event(SEVERITY_ERROR, "HealthCheckFailed", [*lines, str(exc)], "failed"),
+                               "health check failed", retry_interval)
+            lines.append(f"Health check passed in {go_duration(took)}")
+        self._record(store, record, "True", "ReconciliationSucceeded", f"Applied revision: {revision}", revision,
+                     applied=True)
+        return _Result(event(SEVERITY_INFO, "ReconciliationSucceeded", lines or ["no objects"], "finished"))
+
+    @staticmethod
+    def _health_targets(cluster: Cluster, inventory: Inventory) -> list[tuple[str, Callable[[], dict | None]]]:
+        def getter(api_version: str, kind: str, namespace: str | None, name: str) -> Callable[[], dict | None]:
+            return lambda: cluster.get(api_version, kind, namespace, name)
+
+        return [(e.oid.ref(), getter(e.oid.api_version(e.version), e.oid.kind, e.oid.namespace or None, e.oid.name))
+                for e in inventory.ordered()]
+
+    @staticmethod
+    def _record(store: InventoryStore, record: Record, ready: str, reason: str, message: str, revision: Revision,
+                applied: bool = False) -> None:
+        previous = record.result
+        record.result = LastResult(ready=ready, reason=reason, message=message,
+                                   last_applied_revision=str(revision) if applied else previous.last_applied_revision,
+                                   last_attempted_revision=str(revision))
+        saved = store.save(record)
+        record.resource_version = saved.resource_version
+
+    def _dependency_problem(self, cluster: Cluster, ks: Kustomization, revision: Revision) -> str:
+        """Flux's checkDependencies: each dependency Ready, and applied at this revision when
+        it reads the same source. An empty answer means all are ready."""
+        mine = (ks.source_ref.kind, ks.source_ref.namespace or ks.meta.namespace, ks.source_ref.name)
+        for d in ks.depends_on:
+            namespace = d.namespace or ks.meta.namespace
+            dep_name = f"{namespace}/{d.name}"
+            dep = self.cfg.kustomizations.get((namespace, d.name))
+            if dep is None:
+                return f"dependency '{dep_name}' not found"
+            last = InventoryStore(cluster, namespace, d.name).load().result
+            if not last.is_ready:
+                return f"dependency '{dep_name}' is not ready"
+            theirs = (dep.source_ref.kind, dep.source_ref.namespace or dep.meta.namespace, dep.source_ref.name)
+            if theirs == mine and last.last_applied_revision != str(revision):
+                return f"dependency '{dep_name}' revision is not up to date"
+        return ""
 
     # ---- loop --------------------------------------------------------------------------
 

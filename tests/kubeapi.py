@@ -23,7 +23,16 @@ client such as ``kubectl`` or the official ``kubernetes`` Python client sends:
 * CRDs: creating one registers its kinds in discovery and the REST paths;
 * tiny "controllers" that fill in status for Deployments, StatefulSets,
   DaemonSets, Jobs, Pods and CRDs as their real controllers eventually would,
-  as separate status writes, so health checks have something true to read;
+  as separate status writes, so health checks have something true to read.
+  Workloads roll out at once unless a test says otherwise with
+  ``KubeAPIServer.set_rollout``: after a delay, never ("progressing"), or
+  failing (a Deployment past its progress deadline, a Job past its backoff
+  limit), for all workloads or one kind, namespace or object;
+* the update rules for immutable fields that GitOps tools meet: a workload's
+  selector, a Job's template, a StatefulSet's spec beyond the updatable
+  fields, an immutable ConfigMap's or Secret's data, a Service's clusterIP
+  and a binding's roleRef, with the apiserver's messages (422 "field is
+  immutable", "may not change once set", ...);
 * namespace deletion as on a cluster: the namespace turns Terminating,
   refuses new objects, and is emptied and removed a moment later.
 
@@ -41,6 +50,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -58,8 +68,9 @@ Not implemented, on purpose (none of it is needed to test a GitOps client):
 authentication and authorization (every request is allowed), admission webhooks,
 OpenAPI schemas and schema validation (fieldValidation=Strict is accepted but
 unknown fields are kept and types are not checked; only names, labels, a
-workload's selector and a CRD's name are validated), most defaulting (only the
-common workload/pod/service/namespace defaults), finalizers and graceful
+workload's selector, a CRD's name and the immutable fields above are
+validated), most defaulting (only the common workload/pod/service/namespace
+defaults), finalizers and graceful
 deletion other than a namespace's termination (other deletes are immediate; a
 CRD takes its custom resources at once), garbage collection by
 ownerReferences, Table output (kubectl falls back to client-side printing),
@@ -320,8 +331,14 @@ class FieldError:
         return f"{self.field}: {self.body()}"
 
 
+class GoLiteral(str):
+    """A value already written as Go's ``%#v`` prints it (a struct, a slice)."""
+
+
 def _go_value(value: Any) -> str:
     """How ``field.Invalid`` prints a value (``%q`` for strings, ``%#v`` for maps)."""
+    if isinstance(value, GoLiteral):
+        return str(value)
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, dict):
@@ -408,11 +425,77 @@ def _label_problems(labels: Any) -> list[FieldError]:
     return errors
 
 
-def _validate(rtype: ResourceType, obj: dict[str, Any]) -> None:
-    """The slice of registry validation a GitOps client trips over in practice."""
+def _go_label_selector(selector: Any) -> GoLiteral:
+    """``%#v`` of a metav1.LabelSelector, as immutable-selector errors print it."""
+    selector = selector if isinstance(selector, dict) else {}
+    labels = selector.get("matchLabels")
+    text = ("map[string]string{" + ", ".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in sorted(labels.items()))
+            + "}") if isinstance(labels, dict) and labels else "map[string]string(nil)"
+    exprs = "[]v1.LabelSelectorRequirement(nil)" if not selector.get("matchExpressions") else \
+        "[]v1.LabelSelectorRequirement{...}"
+    return GoLiteral(f"v1.LabelSelector{{MatchLabels:{text}, MatchExpressions:{exprs}}}")
+
+
+_STS_UPDATABLE = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
+                  "minReadySeconds")
+
+
+def _immutability_problems(rtype: ResourceType, live: dict[str, Any], new: dict[str, Any]) -> list[FieldError]:
+    """The registries' ValidateUpdate rules for fields that cannot change once set.
+
+    Messages are the apiserver's; a Job's pod template is printed abbreviated
+    (``core.PodTemplateSpec{...}``) where the real one prints the whole struct."""
+    if rtype.custom:
+        return []
+    kind = rtype.kind
+    old_spec = live.get("spec") if isinstance(live.get("spec"), dict) else {}
+    spec = new.get("spec") if isinstance(new.get("spec"), dict) else {}
+    errors: list[FieldError] = []
+    if kind in ("Deployment", "ReplicaSet", "DaemonSet") and spec.get("selector") != old_spec.get("selector"):
+        errors.append(FieldError("FieldValueInvalid", "spec.selector", "field is immutable",
+                                 _go_label_selector(spec.get("selector"))))
+    elif kind == "StatefulSet":
+        if {k: v for k, v in spec.items() if k not in _STS_UPDATABLE} != \
+                {k: v for k, v in old_spec.items() if k not in _STS_UPDATABLE}:
+            allowed = ", ".join(f"'{k}'" for k in _STS_UPDATABLE[:-1])
+            errors.append(FieldError("FieldValueForbidden", "spec", "updates to statefulset spec for fields other "
+                                     f"than {allowed} and '{_STS_UPDATABLE[-1]}' are forbidden"))
+    elif kind == "Job":
+        if spec.get("selector") != old_spec.get("selector"):
+            errors.append(FieldError("FieldValueInvalid", "spec.selector", "field is immutable",
+                                     _go_label_selector(spec.get("selector"))))
+        if spec.get("template") != old_spec.get("template"):
+            errors.append(FieldError("FieldValueInvalid", "spec.template", "field is immutable",
+                                     GoLiteral("core.PodTemplateSpec{...}")))
+        if spec.get("completions") != old_spec.get("completions"):
+            errors.append(FieldError("FieldValueInvalid", "spec.completions", "field is immutable",
+                                     spec.get("completions")))
+    elif kind in ("ConfigMap", "Secret") and live.get("immutable") is True:
+        for name in ("data", "binaryData") + (("stringData",) if kind == "Secret" else ()):
+            if new.get(name) != live.get(name):
+                errors.append(FieldError("FieldValueForbidden", name, "field is immutable when `immutable` is set"))
+        if new.get("immutable") is not True:
+            errors.append(FieldError("FieldValueForbidden", "immutable", "field is immutable when `immutable` is set"))
+    elif kind == "Service":
+        old_ip, ip = old_spec.get("clusterIP"), spec.get("clusterIP")
+        if old_ip and old_ip != "None" and ip != old_ip and spec.get("type") != "ExternalName":
+            errors.append(FieldError("FieldValueInvalid", "spec.clusterIPs[0]", "may not change once set",
+                                     GoLiteral("[]string{" + json.dumps(ip or "") + "}")))
+    elif kind in ("RoleBinding", "ClusterRoleBinding") and new.get("roleRef") != live.get("roleRef"):
+        ref = new.get("roleRef") if isinstance(new.get("roleRef"), dict) else {}
+        errors.append(FieldError("FieldValueInvalid", "roleRef", "cannot change roleRef", GoLiteral(
+            f'rbac.RoleRef{{APIGroup:{json.dumps(ref.get("apiGroup", ""))}, Kind:{json.dumps(ref.get("kind", ""))}, '
+            f'Name:{json.dumps(ref.get("name", ""))}}}')))
+    return errors
+
+
+def _validate(rtype: ResourceType, obj: dict[str, Any], live: dict[str, Any] | None = None) -> None:
+    """The slice of registry validation a GitOps client trips over in practice; with the
+    live object, an update's immutability rules too (checked first, as ValidateUpdate does)."""
     meta = obj["metadata"]
     name = meta.get("name", "")
-    errors = [FieldError("FieldValueInvalid", "metadata.name", p, name) for p in _name_problems(name, rtype.name_rule)]
+    errors = _immutability_problems(rtype, live, obj) if live is not None else []
+    errors += [FieldError("FieldValueInvalid", "metadata.name", p, name) for p in _name_problems(name, rtype.name_rule)]
     errors += _label_problems(meta.get("labels"))
     spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
     if not rtype.custom and rtype.kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
@@ -991,6 +1074,29 @@ class FailRule:
     times: int
 
 
+@dataclass
+class RolloutRule:
+    """How the workload "controllers" roll out the workloads this rule matches.
+
+    ``mode`` is "complete" (rolled out ``after`` seconds after the controller first saw
+    the generation; 0 = at once), "progressing" (never finishes) or "failed" (Deployments
+    pass their progress deadline, Jobs hit their backoff limit; StatefulSets and
+    DaemonSets, which have no failed state, keep progressing)."""
+
+    mode: str = "complete"
+    after: float = 0.0
+    kind: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+
+    def matches(self, kind: str, namespace: str, name: str) -> bool:
+        return all(want is None or want == got for want, got in
+                   ((self.kind, kind), (self.namespace, namespace), (self.name, name)))
+
+
+ROLLOUT_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
+
+
 class Cluster:
     """The API semantics, free of HTTP: a typed store guarded by one lock."""
 
@@ -1008,6 +1114,9 @@ class Cluster:
         # How long the "namespace controller" takes to empty a deleted namespace.
         self.namespace_termination_seconds = 0.2
         self._timers: list[threading.Timer] = []
+        self.rollout_rules: list[RolloutRule] = []
+        self._rollout_seen: dict[tuple[str, int], float] = {}  # (uid, generation) -> first seen
+        self._rollout_timers: set[tuple[str, int]] = set()
         self.reset()
 
     # -- registry ---------------------------------------------------------- #
@@ -1019,6 +1128,9 @@ class Cluster:
             self.events.clear()
             self.oldest_event_rv = self.rv
             self.fail_rules.clear()
+            self.rollout_rules.clear()
+            self._rollout_seen.clear()
+            self._rollout_timers.clear()
             self.types = {(t.group, t.version, t.plural): t for t in BUILTIN_TYPES}
             for ns in INITIAL_NAMESPACES:
                 self.write(self.type_for("v1", "Namespace"), None, ns, "create",
@@ -1167,7 +1279,7 @@ class Cluster:
             new = self._restrict_to_subresource(rtype, live, candidate, subresource)
             self._restore_server_fields(rtype, live, new, namespace, name)
             _apply_defaults(rtype, new, self)
-            _validate(rtype, new)
+            _validate(rtype, new, live if subresource != "status" else None)
 
             if patch_type != "apply":
                 entries = _update_entries(entries, live, new, manager, rtype, subresource)
@@ -1494,6 +1606,46 @@ class Cluster:
         new["metadata"]["managedFields"] = [e.to_json() for e in _sorted_entries(entries)]
         self._store(rtype, key, new, "MODIFIED")
 
+    def rollout_phase(self, obj: dict[str, Any]) -> str:
+        """complete | progressing | failed, for a workload's current generation."""
+        meta = obj["metadata"]
+        rule = next((r for r in reversed(self.rollout_rules)
+                     if r.matches(obj.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))),
+                    RolloutRule())
+        if rule.mode != "complete":
+            return rule.mode
+        if rule.after <= 0:
+            return "complete"
+        seen_key = (meta.get("uid", ""), int(meta.get("generation", 1)))
+        first = self._rollout_seen.setdefault(seen_key, time.monotonic())
+        remaining = first + rule.after - time.monotonic()
+        if remaining <= 0:
+            return "complete"
+        if seen_key not in self._rollout_timers and not self.stopping:
+            self._rollout_timers.add(seen_key)
+            rtype = self.type_for(obj["apiVersion"], obj["kind"])
+            key = self.key(rtype, meta.get("namespace"), meta["name"])
+            timer = threading.Timer(remaining + 0.01, self._rerun_controller, (rtype, key, seen_key))
+            timer.daemon = True
+            self._timers.append(timer)
+            timer.start()
+        return "progressing"
+
+    def _rerun_controller(self, rtype: ResourceType, key: ObjKey, seen_key: tuple[str, int]) -> None:
+        with self.lock:
+            self._rollout_timers.discard(seen_key)
+            if not self.stopping:
+                self._reconcile(rtype, key)
+
+    def set_rollout(self, rule: RolloutRule) -> None:
+        """Add a rollout rule (the last matching rule wins) and let the controllers act on it."""
+        with self.lock:
+            self.rollout_rules.append(rule)
+            for key in [k for k, o in self.objects.items() if o.get("kind") in ROLLOUT_KINDS]:
+                rtype = self._type_of_key(key)
+                if rtype is not None and not rtype.custom:
+                    self._reconcile(rtype, key)
+
     def allocate_cluster_ip(self) -> str:
         ip = ipaddress.ip_address("10.96.0.0") + self._next_ip
         self._next_ip += 1
@@ -1723,54 +1875,87 @@ def _drop_zero(status: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: v for k, v in status.items() if not (k in keys and v == 0)}
 
 
-def _deployment_status(obj: dict[str, Any], _: Cluster) -> dict[str, Any]:
+def _deployment_status(obj: dict[str, Any], cluster: Cluster) -> dict[str, Any]:
     spec, old = obj.get("spec") or {}, obj.get("status")
     replicas = int(spec.get("replicas", 1))
     rs_name = f"{obj['metadata']['name']}-{_short_hash(spec.get('template'))}"
+    phase = cluster.rollout_phase(obj) if replicas else "complete"
+    times = ("lastUpdateTime", "lastTransitionTime")
+    if phase == "complete":
+        ready = replicas
+        conditions = [
+            _condition(old, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.",
+                       times),
+            _condition(old, "Progressing", "True", "NewReplicaSetAvailable",
+                       f'ReplicaSet "{rs_name}" has successfully progressed.', times),
+        ]
+    else:  # the new pods were created and never became ready
+        ready = 0
+        progressing = (
+            _condition(old, "Progressing", "False", "ProgressDeadlineExceeded",
+                       f'ReplicaSet "{rs_name}" has timed out progressing.', times) if phase == "failed" else
+            _condition(old, "Progressing", "True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.',
+                       times))
+        conditions = [_condition(old, "Available", "False", "MinimumReplicasUnavailable",
+                                 "Deployment does not have minimum availability.", times), progressing]
     status = {
         "observedGeneration": obj["metadata"].get("generation", 1),
-        "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
-        "conditions": [
-            _condition(old, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.",
-                       ("lastUpdateTime", "lastTransitionTime")),
-            _condition(old, "Progressing", "True", "NewReplicaSetAvailable",
-                       f'ReplicaSet "{rs_name}" has successfully progressed.',
-                       ("lastUpdateTime", "lastTransitionTime")),
-        ],
+        "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": ready, "availableReplicas": ready,
+        "unavailableReplicas": replicas - ready, "conditions": conditions,
     }
-    return _drop_zero(status, "replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+    return _drop_zero(status, "replicas", "updatedReplicas", "readyReplicas", "availableReplicas",
+                      "unavailableReplicas")
 
 
-def _statefulset_status(obj: dict[str, Any], _: Cluster) -> dict[str, Any]:
+def _statefulset_status(obj: dict[str, Any], cluster: Cluster) -> dict[str, Any]:
     spec = obj.get("spec") or {}
     replicas = int(spec.get("replicas", 1))
     revision = f"{obj['metadata']['name']}-{_short_hash(spec.get('template'))}"
+    ready = replicas if not replicas or cluster.rollout_phase(obj) == "complete" else 0
     status = {
         "observedGeneration": obj["metadata"].get("generation", 1), "replicas": replicas,
-        "readyReplicas": replicas, "currentReplicas": replicas, "updatedReplicas": replicas,
-        "availableReplicas": replicas, "currentRevision": revision, "updateRevision": revision, "collisionCount": 0,
+        "readyReplicas": ready, "currentReplicas": replicas, "updatedReplicas": replicas,
+        "availableReplicas": ready, "currentRevision": revision, "updateRevision": revision, "collisionCount": 0,
     }
     return _drop_zero(status, "readyReplicas", "currentReplicas", "updatedReplicas")
 
 
-def _daemonset_status(obj: dict[str, Any], _: Cluster) -> dict[str, Any]:
-    # One schedulable node, so one pod, ready and up to date.
-    return {"currentNumberScheduled": 1, "numberMisscheduled": 0, "desiredNumberScheduled": 1, "numberReady": 1,
-            "observedGeneration": obj["metadata"].get("generation", 1), "updatedNumberScheduled": 1,
-            "numberAvailable": 1}
+def _daemonset_status(obj: dict[str, Any], cluster: Cluster) -> dict[str, Any]:
+    # One schedulable node, so one pod, up to date, and ready once rolled out.
+    ready = 1 if cluster.rollout_phase(obj) == "complete" else 0
+    status = {"currentNumberScheduled": 1, "numberMisscheduled": 0, "desiredNumberScheduled": 1, "numberReady": ready,
+              "observedGeneration": obj["metadata"].get("generation", 1), "updatedNumberScheduled": 1,
+              "numberAvailable": ready}
+    if not ready:
+        del status["numberAvailable"]
+        status["numberUnavailable"] = 1
+    return status
 
 
-def _job_status(obj: dict[str, Any], _: Cluster) -> dict[str, Any] | None:
+def _job_status(obj: dict[str, Any], cluster: Cluster) -> dict[str, Any] | None:
     spec, old = obj.get("spec") or {}, obj.get("status") or {}
-    if spec.get("suspend") or any(c.get("type") == "Complete" for c in old.get("conditions") or []):
+    done = {c.get("type") for c in old.get("conditions") or [] if c.get("status") == "True"}
+    if spec.get("suspend") or done & {"Complete", "Failed"}:
         return None
     now = _now()
+    started = old.get("startTime") or obj["metadata"].get("creationTimestamp", now)
+    phase = cluster.rollout_phase(obj)
+    if phase == "progressing":
+        return {"active": 1, "startTime": started, "ready": 0, "terminating": 0, "uncountedTerminatedPods": {}}
+    if phase == "failed":
+        limit = int(spec.get("backoffLimit", 6))
+        conditions = [
+            {"type": t, "status": "True", "lastProbeTime": now, "lastTransitionTime": now,
+             "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}
+            for t in ("FailureTarget", "Failed")]
+        return {"conditions": conditions, "startTime": started, "failed": limit + 1, "terminating": 0,
+                "uncountedTerminatedPods": {}, "ready": 0}
     conditions = [
         {"type": t, "status": "True", "lastProbeTime": now, "lastTransitionTime": now, "reason": r, "message": m}
         for t, r, m in (("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"),
                         ("Complete", "CompletionsReached", "Reached expected number of succeeded pods"))
     ]
-    return {"conditions": conditions, "startTime": obj["metadata"].get("creationTimestamp", now),
+    return {"conditions": conditions, "startTime": started,
             "completionTime": now, "succeeded": int(spec.get("completions") or 1), "terminating": 0,
             "uncountedTerminatedPods": {}, "ready": 0}
 
@@ -2323,6 +2508,20 @@ class KubeAPIServer:
             _, result = self.cluster.write(rtype, namespace, meta["name"], "patch", obj, manager=field_manager,
                                            force=force, patch_type="apply", subresource=subresource)
             return result
+
+    def set_rollout(self, mode: str = "complete", *, after: float = 0.0, kind: str | None = None,
+                    namespace: str | None = None, name: str | None = None) -> None:
+        """Decide how Deployments, StatefulSets, DaemonSets and Jobs roll out from now on.
+
+        By default every workload is rolled out (Jobs complete) the moment it is written.
+        ``set_rollout("complete", after=2)`` makes the controllers take two seconds per new
+        generation, ``set_rollout("progressing")`` never finishes, ``set_rollout("failed")``
+        makes Deployments exceed their progress deadline and Jobs fail. ``kind``,
+        ``namespace`` and ``name`` narrow the rule; the last matching rule wins. Workloads
+        already in the store are re-evaluated at once."""
+        if mode not in ("complete", "progressing", "failed"):
+            raise ValueError(f"unknown rollout mode {mode!r}")
+        self.cluster.set_rollout(RolloutRule(mode, after, kind, namespace, name))
 
     def fail_next(self, kind: str, name: str, namespace: str | None = None, *, code: int = 500,
                   message: str | None = None, reason: str | None = None,

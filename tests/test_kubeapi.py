@@ -677,3 +677,136 @@ def test_fail_next_injects_one_failure(http: Callable[..., requests.Response], k
 ])
 def test_label_selector_grammar(selector: str, labels: dict[str, str], expected: bool) -> None:
     assert all(r.matches(labels) for r in parse_label_selector(selector)) is expected
+
+
+# --------------------------------------------------------------------------- #
+# Rollouts the tests control, and immutable fields
+# --------------------------------------------------------------------------- #
+
+JOBS = """\
+apiVersion: batch/v1
+kind: Job
+metadata: {name: ok}
+spec:
+  template:
+    spec: {restartPolicy: Never, containers: [{name: m, image: "busybox:1"}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: broken}
+spec:
+  backoffLimit: 1
+  template:
+    spec: {restartPolicy: Never, containers: [{name: m, image: "busybox:1"}]}
+"""
+
+
+def test_kubectl_rollout_status_waits_for_a_delayed_rollout(kubectl: KubectlRunner, kube_api: KubeAPIServer,
+                                                           tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(MANIFEST)
+    kube_api.set_rollout("complete", after=1.0, kind="Deployment")
+    started = time.monotonic()
+    kubectl("apply", "--server-side", "-f", str(manifest))
+    rollout = kubectl("rollout", "status", "deployment/web", "-n", "shop", "--timeout=20s")
+    assert time.monotonic() - started >= 1.0
+    assert rollout.stdout.splitlines() == [
+        'Waiting for deployment "web" rollout to finish: 0 of 2 updated replicas are available...',
+        'deployment "web" successfully rolled out']
+    # Each new generation takes its own second; status is written by its own manager.
+    live = kube_api.get_object("apps/v1", "Deployment", "shop", "web")
+    assert ("kube-controller-manager", "status") in [(m["manager"], m.get("subresource"))
+                                                     for m in live["metadata"]["managedFields"]]
+
+
+def test_kubectl_sees_a_stuck_rollout_and_a_missed_progress_deadline(kubectl: KubectlRunner, kube_api: KubeAPIServer,
+                                                                     tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(MANIFEST)
+    kube_api.set_rollout("progressing", kind="Deployment", namespace="shop", name="web")
+    kubectl("apply", "--server-side", "-f", str(manifest))
+    stuck = kubectl("rollout", "status", "deployment/web", "-n", "shop", "--timeout=1s", check=False)
+    assert stuck.returncode == 1
+    assert stuck.stdout.strip() == 'Waiting for deployment "web" rollout to finish: 0 of 2 updated replicas are available...'
+    assert stuck.stderr.strip() == "error: timed out waiting for the condition"
+
+    kube_api.set_rollout("failed", kind="Deployment")
+    failed = kubectl("rollout", "status", "deployment/web", "-n", "shop", "--timeout=5s", check=False)
+    assert (failed.returncode, failed.stderr.strip()) == (1, 'error: deployment "web" exceeded its progress deadline')
+
+    kube_api.set_rollout("complete")  # the last matching rule wins; the controller catches up at once
+    kubectl("rollout", "status", "deployment/web", "-n", "shop", "--timeout=5s")
+
+
+def test_kubectl_waits_for_jobs_to_complete_or_fail(kubectl: KubectlRunner, kube_api: KubeAPIServer,
+                                                   tmp_path: Path) -> None:
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(JOBS)
+    kube_api.set_rollout("failed", kind="Job", name="broken")
+    kubectl("apply", "--server-side", "-f", str(manifest))
+    assert kubectl("wait", "--for=condition=complete", "job/ok", "--timeout=5s").stdout.strip() == \
+        "job.batch/ok condition met"
+    assert kubectl("wait", "--for=condition=failed", "job/broken", "--timeout=5s").stdout.strip() == \
+        "job.batch/broken condition met"
+    broken = kube_api.get_object("batch/v1", "Job", "default", "broken")
+    assert broken["status"]["failed"] == 2
+    assert {c["type"]: c["reason"] for c in broken["status"]["conditions"]} == {
+        "FailureTarget": "BackoffLimitExceeded", "Failed": "BackoffLimitExceeded"}
+
+
+def test_kubectl_is_refused_changes_to_immutable_fields(kubectl: KubectlRunner, kube_api: KubeAPIServer,
+                                                        tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(MANIFEST)
+    kubectl("apply", "--server-side", "-f", str(manifest))
+    uid = kube_api.get_object("apps/v1", "Deployment", "shop", "web")["metadata"]["uid"]
+    relabelled = tmp_path / "relabelled.yaml"
+    relabelled.write_text(MANIFEST.replace("matchLabels: {app: web}", "matchLabels: {app: web2}")
+                          .replace("labels: {app: web}\n    spec:", "labels: {app: web2}\n    spec:"))
+    expected = ('The Deployment "web" is invalid: spec.selector: Invalid value: v1.LabelSelector{MatchLabels:'
+                'map[string]string{"app":"web2"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: '
+                "field is immutable")
+    for dry_run in ("--dry-run=server", "--dry-run=none"):
+        refused = kubectl("apply", "--server-side", dry_run, "-f", str(relabelled), check=False)
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == expected
+    assert kube_api.get_object("apps/v1", "Deployment", "shop", "web")["metadata"]["uid"] == uid
+    # What a forced recreate does: delete, then apply anew.
+    kubectl("replace", "--force", "-f", str(relabelled))
+    assert kube_api.get_object("apps/v1", "Deployment", "shop", "web")["metadata"]["uid"] != uid
+
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(JOBS)
+    kubectl("apply", "--server-side", "-f", str(jobs))
+    jobs.write_text(JOBS.replace("busybox:1", "busybox:2"))
+    refused = kubectl("apply", "--server-side", "-f", str(jobs), check=False)
+    assert refused.stderr.splitlines()[0] == ('Error from server (Invalid): Job.batch "ok" is invalid: spec.template: '
+                                              "Invalid value: core.PodTemplateSpec{...}: field is immutable")
+
+    frozen = tmp_path / "frozen.yaml"
+    frozen.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: frozen}\nimmutable: true\ndata: {a: b}\n")
+    kubectl("apply", "--server-side", "-f", str(frozen))
+    frozen.write_text(frozen.read_text().replace("{a: b}", "{a: c}"))
+    refused = kubectl("apply", "--server-side", "-f", str(frozen), check=False)
+    assert refused.stderr.strip() == ('The ConfigMap "frozen" is invalid: data: Forbidden: field is immutable when '
+                                      "`immutable` is set")
+
+
+def test_immutable_field_errors_are_422_with_causes(http: Callable[..., requests.Response]) -> None:
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "readers", "namespace": "default"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+               "subjects": [{"kind": "User", "name": "ann", "apiGroup": "rbac.authorization.k8s.io"}]}
+    path = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings/readers"
+    assert http("PATCH", path, binding, "application/apply-patch+yaml", fieldManager="herald").status_code == 201
+    binding["roleRef"]["name"] = "writer"
+    refused = http("PATCH", path, binding, "application/apply-patch+yaml", fieldManager="herald")
+    assert refused.status_code == 422
+    body = refused.json()
+    assert body["reason"] == "Invalid"
+    assert body["message"] == ('RoleBinding.rbac.authorization.k8s.io "readers" is invalid: roleRef: Invalid value: '
+                               'rbac.RoleRef{APIGroup:"rbac.authorization.k8s.io", Kind:"Role", Name:"writer"}: '
+                               "cannot change roleRef")
+    assert body["details"]["causes"] == [{"reason": "FieldValueInvalid", "message": (
+        'Invalid value: rbac.RoleRef{APIGroup:"rbac.authorization.k8s.io", Kind:"Role", Name:"writer"}: '
+        "cannot change roleRef"), "field": "roleRef"}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +19,16 @@ from tests.fixtures_herald import Repo, write_config
 def request(revision: str = "") -> ReconcileRequest:
     return ReconcileRequest(kind="GitRepository", name="app", namespace="flux-system",
                             origin={"revision": revision} if revision else {})
+
+
+FINISHED = re.compile(r"Reconciliation finished in \d+(\.\d+)?m?s, next run in 10m0s")
+
+
+def changes(message: str) -> list[str]:
+    """The change set of a ReconciliationSucceeded message, checking its last line is Flux's."""
+    *lines, last = message.splitlines()
+    assert FINISHED.fullmatch(last), last
+    return lines
 
 
 @pytest.fixture
@@ -37,7 +48,7 @@ def test_a_push_is_applied_with_field_manager_herald(reconciler: Reconciler, rep
     assert event.involvedObject == {"kind": "Kustomization", "name": "app", "namespace": "flux-system",
                                     "apiVersion": "kustomize.toolkit.fluxcd.io/v1"}
     assert event.metadata["revision"] == f"main@sha1:{repo.head}"
-    assert event.message.splitlines() == [
+    assert changes(event.message) == [
         "Namespace/shop created",
         "Service/shop/web created",
         "Deployment/shop/web created",
@@ -57,14 +68,14 @@ def test_a_push_is_applied_with_field_manager_herald(reconciler: Reconciler, rep
 
 def test_reapplying_reports_unchanged_and_a_change_reports_configured(reconciler: Reconciler, repo: Repo) -> None:
     reconciler.reconcile(request())
-    assert reconciler.reconcile(request()).events[0].message.splitlines() == [
+    assert changes(reconciler.reconcile(request()).events[0].message) == [
         "Namespace/shop unchanged", "Service/shop/web unchanged", "Deployment/shop/web unchanged"]
     web = (repo.work / "deploy" / "web.yaml").read_text().replace("replicas: 2", "replicas: 3")
     sha = repo.commit({"deploy/web.yaml": web}, "scale up")
     [event] = reconciler.reconcile(request(f"main@sha1:{sha}")).events
     assert event.metadata["revision"] == f"main@sha1:{sha}"
-    assert "Deployment/shop/web configured" in event.message.splitlines()
-    assert "Service/shop/web unchanged" in event.message.splitlines()
+    assert "Deployment/shop/web configured" in changes(event.message)
+    assert "Service/shop/web unchanged" in changes(event.message)
 
 
 def test_a_refused_object_fails_the_reconcile_with_the_api_servers_message(
@@ -77,9 +88,12 @@ def test_a_refused_object_fails_the_reconcile_with_the_api_servers_message(
         """})
     [event] = reconciler.reconcile(request()).events
     assert (event.severity, event.reason) == ("error", "ReconciliationFailed")
-    assert event.message.startswith('ConfigMap/nowhere/settings: namespaces "nowhere" not found')
-    # The whole set was dry-run first: nothing but the namespace stage was written.
+    assert event.message.splitlines()[0] == 'ConfigMap/nowhere/settings not found: namespaces "nowhere" not found'
+    assert re.fullmatch(r"Reconciliation failed after \d+(\.\d+)?m?s, next try in 10m0s", event.message.splitlines()[-1])
+    assert event.metadata == {"revision": f"main@sha1:{repo.head}", "commit_status": "update"}
+    # The whole set was dry-run first: nothing at all was written, not even the namespace.
     assert kube_api.get_object("apps/v1", "Deployment", "shop", "web") is None
+    assert kube_api.get_object("v1", "Namespace", None, "shop") is None
 
 
 def test_without_a_cluster_it_renders_and_says_so(tmp_path: Path, repo: Repo, monkeypatch) -> None:
@@ -109,6 +123,7 @@ def test_invalid_yaml_in_the_repository_names_file_and_line(reconciler: Reconcil
     [event] = reconciler.reconcile(request()).events
     assert (event.severity, event.reason) == ("error", "BuildFailed")
     assert event.message.startswith("deploy/broken.yaml:4: invalid YAML")
+    assert "Reconciliation failed after" in event.message.splitlines()[-1]
 
 
 def test_a_webhook_for_an_older_commit_applies_the_tip_without_waiting(reconciler: Reconciler, repo: Repo) -> None:
