@@ -19,6 +19,20 @@ next try in 2m0s") and DependencyNotReady. Every event carries the revision; all
 DependencyNotReady (a wait, not a result) also `commit_status: update`, as Flux's final
 events do. Unlike Flux, unchanged objects are listed too, so an event always says what the
 revision consists of.
+
+Concurrency and delivery. Every request goes through its GitRepository's Lease
+(`reconciler.locks`): one reconcile per GitRepository, and so per Kustomization, at a time,
+across threads, processes and machines; requests that arrive while their target is queued or
+running are coalesced into one follow-up (`reconciler.coalesce`). A worker killed mid-reconcile
+loses nothing: its message was not acknowledged, comes back, and is run again once the Lease
+expires (`HERALD_LEASE_DURATION`, 15 s). On SIGTERM, a reconcile that is applying finishes; one
+that is waiting (health checks, the coalescing window, another worker's Lease) is handed back
+to the bus and its Lease released. `spec.interval` is honoured by `reconciler.poller`.
+
+Retries: a reconcile that asks for one (`RetryLater`) is retried by the bus with the bus's own
+exponential backoff, and dead-lettered with its last error after the bus's `max_attempts`. The
+Kustomization's `retryInterval` travels as `RetryLater.delay` and is written in the events, but
+the Bus interface has no per-message delay, so the bus does not honour it (yet).
 """
 
 from __future__ import annotations
@@ -44,7 +58,17 @@ from herald.messages import (
     ReconcileRequest,
 )
 from herald.model import GitRepository, Kustomization
+from herald.schema import parse_duration
 from reconciler.apply import ApplyEngine, ApplyFailed
+from reconciler.coalesce import (
+    REPO_SCOPE,
+    Coordinator,
+    Options,
+    RetryLater,
+    ShuttingDown,
+    State,
+    kustomization_scope,
+)
 from reconciler.git import GitCache, GitError, Revision, resolve_url
 from reconciler.health import HealthCheckFailed, go_duration, wait_for
 from reconciler.inventory import (
@@ -55,19 +79,19 @@ from reconciler.inventory import (
     owner_labels,
 )
 from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, sort_key
+from reconciler.locks import (
+    PROCESS_STORE,
+    KubeLeaseStore,
+    LeaseRecord,
+    LeaseStore,
+    LockKey,
+    LockUnavailable,
+)
+from reconciler.poller import Poller
 from reconciler.prune import PruneResult, prune
 from reconciler.render import Manifest, RenderError, render
 
 log = logging.getLogger("herald.reconciler")
-
-
-class RetryLater(Exception):
-    """A transient failure (Git host or API server unreachable, dependencies not ready): the
-    bus retries with backoff. `delay` is the Kustomization's retryInterval, as a hint."""
-
-    def __init__(self, reason: str, delay: float | None = None) -> None:
-        super().__init__(reason)
-        self.delay = delay
 
 
 @dataclass
@@ -75,6 +99,42 @@ class Outcome:
     events: list[Event]
     retry: str = ""  # non-empty: publish the events, then have the request retried
     retry_after: float | None = None  # the shortest retryInterval asking for it, if any
+    revision: str = ""  # what was fetched ("" when the fetch failed or the source is suspended)
+
+
+def _env_seconds(env: dict[str, str], name: str, default: float) -> float:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        return parse_duration(text)
+
+
+@dataclass
+class WorkerSettings:
+    """How a worker process runs its reconciles; each from an environment variable."""
+
+    threads: int = 2  # HERALD_RECONCILE_THREADS: requests handled at once (different targets)
+    lease_duration: float = 15.0  # HERALD_LEASE_DURATION: how soon a dead worker's Lease frees itself
+    window: float = 1.0  # HERALD_COALESCE_WINDOW: minimum time between two runs of one target
+    skew: float = 0.5  # HERALD_CLOCK_SKEW: clock difference tolerated between machines
+    poll: bool = True  # HERALD_INTERVAL_POLLING=false turns the spec.interval timer off
+    jitter: float = 0.1  # HERALD_POLL_JITTER: a poll comes up to this fraction of the interval late
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> WorkerSettings:
+        env = dict(os.environ if env is None else env)
+        d = cls()
+        return cls(
+            threads=max(1, int(env.get("HERALD_RECONCILE_THREADS") or d.threads)),
+            lease_duration=max(1.0, _env_seconds(env, "HERALD_LEASE_DURATION", d.lease_duration)),
+            window=max(0.0, _env_seconds(env, "HERALD_COALESCE_WINDOW", d.window)),
+            skew=max(0.0, _env_seconds(env, "HERALD_CLOCK_SKEW", d.skew)),
+            poll=(env.get("HERALD_INTERVAL_POLLING") or "true").strip().lower() not in ("0", "false", "no", "off"),
+            jitter=max(0.0, float(env.get("HERALD_POLL_JITTER") or d.jitter)),
+        )
 
 
 @dataclass
@@ -108,10 +168,11 @@ def dependency_order(kustomizations: list[Kustomization]) -> list[Kustomization]
 
 class Reconciler:
     def __init__(self, cfg: Config, bus: Bus, state_dir: Path, cluster: Cluster | None | str = "auto",
-                 poll_interval: float = 1.0):
+                 poll_interval: float = 1.0, settings: WorkerSettings | None = None):
         """`cluster="auto"` finds one from the environment on first use (kubeconfig or
         in-cluster); None means no cluster: render and report what would be applied.
-        `poll_interval` is how often health checks look again."""
+        `poll_interval` is how often health checks look again. `settings` (default: from the
+        environment) sets the reconcile threads, the Lease duration, coalescing and polling."""
         self.cfg = cfg
         self.bus = bus
         self.state_dir = Path(state_dir)
@@ -119,20 +180,57 @@ class Reconciler:
         self._cluster = cluster
         self._lock = threading.Lock()
         self.poll_interval = poll_interval
+        self.settings = settings or WorkerSettings.from_env()
+        s = self.settings
+        self.coordinator = Coordinator(Options(lease_duration=s.lease_duration, window=s.window, skew=s.skew,
+                                               poll=min(0.5, s.lease_duration / 4)))
+        self._stop = threading.Event()  # set by run()'s caller: stop waiting, hand work back
 
     # ---- bus handler -------------------------------------------------------------------
 
     def handle(self, delivery: Delivery) -> None:
+        """One request from the bus, through its target's Lease (`reconciler.coalesce`): run
+        now, or coalesced into a run that is queued or running, or already satisfied."""
         try:
             req = ReconcileRequest.from_json(delivery.body)
         except MessageError as exc:
             raise Reject(str(exc)) from None
+        repo, _ = self._targets(req)
+        key = (repo.meta.namespace, repo.meta.name)
+        scope = REPO_SCOPE if req.kind == "GitRepository" else kustomization_scope(req.namespace, req.name)
+        if repo.suspend:
+            log.info("request=%s %s/%s/%s: GitRepository %s/%s is suspended, skipped", req.id, req.kind,
+                     req.namespace, req.name, *key)
+            return
+        try:
+            store = self.lease_store()
+        except ClusterUnreachable as exc:
+            self._forget_cluster()
+            raise RetryLater(f"cannot coordinate with other workers: {exc}") from None
+        result = self.coordinator.process(store, key, req, scope, self._run_and_publish, self._stop)
+        if not result.startswith("ran"):
+            log.info("request=%s %s/%s/%s (%s): %s", req.id, req.kind, req.namespace, req.name, req.reason,
+                     "covered by a reconcile that is queued or running" if result == "coalesced"
+                     else "already applied by a reconcile that started after it")
+
+    def _run_and_publish(self, req: ReconcileRequest) -> Outcome:
         outcome = self.reconcile(req)
         headers = {"x-herald-request": req.id, "x-herald-delivery": str(req.origin.get("delivery", ""))}
         for event in outcome.events:
             self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
-        if outcome.retry:
-            raise RetryLater(outcome.retry, outcome.retry_after)
+        return outcome
+
+    def lease_store(self) -> LeaseStore:
+        """Leases in the cluster; in this process's memory when no cluster is configured."""
+        cluster = self._cluster_or_none()
+        return PROCESS_STORE if cluster is None else KubeLeaseStore(cluster)
+
+    def peek(self, key: LockKey) -> tuple[LeaseRecord | None, State]:
+        try:
+            return self.coordinator.peek(self.lease_store(), key)
+        except (ClusterUnreachable, LockUnavailable):
+            self._forget_cluster()
+            raise
 
     # ---- reconcile ---------------------------------------------------------------------
 
@@ -189,7 +287,7 @@ class Reconciler:
             note = f"\nThe webhook named {wanted}, which the remote does not serve yet; applied {revision}."
         log.info("%s: fetched %s", where, revision)
 
-        outcome = Outcome([])
+        outcome = Outcome([], revision=str(revision))
         for ks in dependency_order(kustomizations):
             if ks.suspend:
                 log.info("%s: Kustomization %s/%s is suspended, skipped", where, ks.meta.namespace, ks.meta.name)
@@ -311,10 +409,16 @@ class Reconciler:
                      applied=True)
         return _Result(event(SEVERITY_INFO, "ReconciliationSucceeded", lines or ["no objects"], "finished"))
 
-    @staticmethod
-    def _health_targets(cluster: Cluster, inventory: Inventory) -> list[tuple[str, Callable[[], dict | None]]]:
+    def _health_targets(self, cluster: Cluster, inventory: Inventory) -> list[tuple[str, Callable[[], dict | None]]]:
+        stop = self._stop
+
         def getter(api_version: str, kind: str, namespace: str | None, name: str) -> Callable[[], dict | None]:
-            return lambda: cluster.get(api_version, kind, namespace, name)
+            def get() -> dict | None:
+                if stop.is_set():  # a health wait may last minutes: a stopping worker hands it back
+                    raise ShuttingDown("worker shutting down during the health check; handing the request back")
+                return cluster.get(api_version, kind, namespace, name)
+
+            return get
 
         return [(e.oid.ref(), getter(e.oid.api_version(e.version), e.oid.kind, e.oid.namespace or None, e.oid.name))
                 for e in inventory.ordered()]
@@ -350,4 +454,25 @@ class Reconciler:
     # ---- loop --------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        self.bus.consume(RECONCILE_QUEUE, self.handle, stop)
+        """Consume reconcile requests on `settings.threads` threads, and poll intervals, until
+        `stop` is set. A reconcile that is applying when `stop` is set finishes; one that is
+        waiting (for health, for the coalescing window, for another worker's Lease) is handed
+        back to the bus and its Lease released, so another worker takes it over at once."""
+        self._stop = stop
+        threads = []
+        for i in range(1, self.settings.threads):
+            t = threading.Thread(target=self.bus.consume, args=(RECONCILE_QUEUE, self.handle, stop),
+                                 name=f"reconciler-{i}", daemon=True)
+            t.start()
+            threads.append(t)
+        if self.settings.poll:
+            poller = Poller(self.cfg, self.bus, self.peek, jitter=self.settings.jitter, skew=self.settings.skew)
+            t = threading.Thread(target=poller.run, args=(stop,), name="reconciler-interval", daemon=True)
+            t.start()
+            threads.append(t)
+        try:
+            self.bus.consume(RECONCILE_QUEUE, self.handle, stop)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()

@@ -21,6 +21,9 @@ client such as ``kubectl`` or the official ``kubernetes`` Python client sends:
 * merge, strategic-merge (as merge patch with keyed lists) and JSON patches;
 * Status error bodies worded and shaped like the real ones;
 * CRDs: creating one registers its kinds in discovery and the REST paths;
+* Leases (``coordination.k8s.io/v1``) with ``leaseDurationSeconds``/``leaseTransitions``
+  validated and updates refused with 409 when their ``resourceVersion`` is stale, the
+  compare-and-swap leader election (and Herald's per-target locks) rely on;
 * tiny "controllers" that fill in status for Deployments, StatefulSets,
   DaemonSets, Jobs, Pods and CRDs as their real controllers eventually would,
   as separate status writes, so health checks have something true to read.
@@ -206,6 +209,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _rt("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", False, name_rule="path"),
     _rt("networking.k8s.io", "Ingress", "ingresses", short=("ing",), status=True, gen=True),
     _rt("networking.k8s.io", "NetworkPolicy", "networkpolicies", short=("netpol",), gen=True),
+    _rt("coordination.k8s.io", "Lease", "leases"),
     _rt("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", False,
         ("crd", "crds"), ("api-extensions",), status=True, gen=True),
 )
@@ -507,6 +511,15 @@ def _validate(rtype: ResourceType, obj: dict[str, Any], live: dict[str, Any] | N
         if not wanted or any(template_labels.get(k) != v for k, v in wanted.items()):
             errors.append(FieldError("FieldValueInvalid", "spec.template.metadata.labels",
                                      "`selector` does not match template `labels`", template_labels))
+    if rtype.kind == "Lease" and not rtype.custom:
+        # ValidateLeaseSpec: the two counters must make sense; times and holder are free-form.
+        duration, transitions = spec.get("leaseDurationSeconds"), spec.get("leaseTransitions")
+        if isinstance(duration, int) and duration <= 0:
+            errors.append(FieldError("FieldValueInvalid", "spec.leaseDurationSeconds", "must be greater than 0",
+                                     duration))
+        if isinstance(transitions, int) and transitions < 0:
+            errors.append(FieldError("FieldValueInvalid", "spec.leaseTransitions",
+                                     "must be greater than or equal to 0", transitions))
     if rtype.kind == "CustomResourceDefinition" and not rtype.custom:
         names = spec.get("names") or {}
         expected = f"{names.get('plural', '')}.{spec.get('group', '')}"

@@ -1,0 +1,127 @@
+"""The interval timer: `spec.interval` as the fallback when no webhook comes.
+
+Every worker runs one. For each GitRepository (and each Kustomization) that is not suspended it
+looks at the target's Lease (`reconciler.coalesce`) when the interval is due: if a run covering
+it started less than `interval` ago — after a webhook, or another worker's poll — it waits for
+`that start + interval`; otherwise it publishes a ReconcileRequest with reason "interval". A
+Kustomization's run re-applies the revision, which corrects drift made by hand in the cluster
+(the event says "(drift corrected)").
+
+Why every worker polls rather than only a Lease holder: there is no holder between runs, and
+electing a poller would be one more Lease to keep. Reading the target's Lease first makes
+the other workers' polls skip, and each due time is jittered (up to `jitter` × interval later),
+so several workers rarely publish for one target in the same interval; when they do, the
+requests are coalesced into one run anyway.
+
+A never-reconciled target is first polled one interval after the worker started, not at once:
+starting a worker is not a reason to deploy, and a webhook reconciles immediately anyway.
+
+The poller also repairs the one case coalescing cannot: work marked pending on a Lease that
+nobody holds (its request ended in the dead-letter queue). Such a target is polled at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from herald.bus import Bus, BusError
+from herald.config import Config
+from herald.messages import RECONCILE_QUEUE, ReconcileRequest
+from reconciler.coalesce import REPO_SCOPE, State, covers, kustomization_scope
+from reconciler.locks import LeaseRecord, LockKey
+
+log = logging.getLogger("herald.reconciler.poller")
+
+Peek = Callable[[LockKey], tuple[LeaseRecord | None, State]]
+
+
+@dataclass
+class _Target:
+    kind: str
+    namespace: str
+    name: str
+    interval: float
+    key: LockKey  # the GitRepository's Lease
+    scope: str
+    due: float = 0.0
+
+
+class Poller:
+    def __init__(self, cfg: Config, bus: Bus, peek: Peek, *, jitter: float = 0.1, skew: float = 0.5,
+                 clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random,
+                 retry_after: float = 10.0) -> None:
+        self.cfg = cfg
+        self.bus = bus
+        self.peek = peek
+        self.jitter = jitter
+        self.skew = skew
+        self.clock = clock
+        self.rand = rand
+        self.retry_after = retry_after  # when the Lease cannot be read or the bus is away
+        self.published = 0
+
+    def targets(self) -> list[_Target]:
+        out = []
+        for repo in self.cfg.git_repositories.values():
+            if repo.suspend or repo.interval <= 0:
+                continue
+            key = (repo.meta.namespace, repo.meta.name)
+            out.append(_Target("GitRepository", *key, repo.interval, key, REPO_SCOPE))
+            for ks in self.cfg.kustomizations_for(repo):
+                if not ks.suspend and ks.interval > 0:
+                    out.append(_Target("Kustomization", ks.meta.namespace, ks.meta.name, ks.interval, key,
+                                       kustomization_scope(ks.meta.namespace, ks.meta.name)))
+        return out
+
+    def _later(self, base: float, interval: float) -> float:
+        return base + interval * (1 + self.jitter * self.rand())
+
+    def run(self, stop: threading.Event) -> None:
+        targets = self.targets()
+        if not targets:
+            return
+        started = self.clock()
+        for t in targets:
+            t.due = self._later(started, t.interval)
+        log.info("interval polling: %s", ", ".join(f"{t.kind}/{t.namespace}/{t.name} every {t.interval:g}s"
+                                                   for t in targets))
+        while not stop.is_set():
+            now = self.clock()
+            for t in targets:
+                if t.due <= now and not stop.is_set():
+                    t.due = self.check(t, now)
+            next_due = min(t.due for t in targets)
+            stop.wait(max(0.05, next_due - self.clock()))
+
+    def check(self, t: _Target, now: float) -> float:
+        """Publish for `t` if it is due; return when to look again."""
+        try:
+            record, state = self.peek(t.key)
+        except Exception as exc:  # noqa: BLE001 - the API server may be away; polling must go on
+            log.warning("interval poll of %s/%s/%s: cannot read its Lease (%s); requesting a reconcile",
+                        t.kind, t.namespace, t.name, exc)
+            record, state = None, State()
+        held = record is not None and not record.expired(now, self.skew)
+        stranded = bool(state.pending) and not held
+        last = max((at for scope, (at, _) in state.done.items() if covers(scope, t.scope)), default=None)
+        if held and state.last_start is not None and covers(state.scope, t.scope):
+            last = max(last or 0.0, state.last_start)
+        if not stranded and last is not None and now < last + t.interval:
+            return self._later(last, t.interval)
+        req = ReconcileRequest(kind=t.kind, name=t.name, namespace=t.namespace, reason="interval",
+                               origin={"interval": f"{t.interval:g}s", **({"recovery": True} if stranded else {})})
+        try:
+            self.bus.publish(RECONCILE_QUEUE, req.to_json(), message_id=req.id)
+        except BusError as exc:
+            log.warning("interval poll of %s/%s/%s: cannot publish (%s); trying again in %gs",
+                        t.kind, t.namespace, t.name, exc, self.retry_after)
+            return now + min(self.retry_after, t.interval)
+        self.published += 1
+        log.info("interval poll: requested a reconcile of %s/%s/%s (request %s%s)", t.kind, t.namespace, t.name,
+                 req.id, ", work left pending on a free Lease" if stranded else "")
+        return self._later(now, t.interval)
