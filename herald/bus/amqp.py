@@ -29,17 +29,21 @@ the RabbitMQ app is restarted, declaring an at-least-once queue then fails (INTE
 and such queues stop moving messages. Because `publish` and consumer start-up never declare
 retry queues, webhooks and first attempts keep working through it; failed messages are handed
 back to the broker and, once out of attempts, dead-lettered to `q.dead` — degraded, not lost.
-Thread model: pika's BlockingConnection is not thread-safe. `publish` is called from many
-threads (web server threads, handlers), so every thread has its own publishing connection
-(confirm mode). A consumer owns one more connection whose I/O loop runs in the thread that
-called `consume`; the handler runs in a worker thread, so heartbeats keep flowing while a
-reconcile takes minutes, and the ack is sent from the I/O thread once the handler returned.
+Thread model: pika connections are not thread-safe. `publish` is called from many threads
+(web server threads, handlers), so it hands the message to the process's one publishing
+connection, driven by its own I/O thread (herald.bus.confirms): the caller waits for its
+message's confirm while confirms for many callers' messages arrive together, one fsync on the
+broker settling a whole batch. A consumer owns one more connection whose I/O loop runs in the
+thread that called `consume`; the handler runs in a worker thread, so heartbeats keep flowing
+while a reconcile takes minutes, and the ack is sent from the I/O thread once the handler
+returned.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue as queue_module
 import threading
 import time
@@ -55,6 +59,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.spec import Basic, BasicProperties
 
+from herald.bus import confirms
 from herald.bus.base import (
     ATTEMPT_HEADER,
     ATTEMPTS_HEADER,
@@ -155,20 +160,6 @@ class Topology:
 
 
 @dataclass
-class _Publisher:
-    """One thread's publishing connection and its confirm-mode channel."""
-
-    thread: threading.Thread
-    connection: BlockingConnection | None = None
-    channel: BlockingChannel | None = None
-    last_used: float = 0.0
-
-    def discard(self) -> None:
-        connection, self.connection, self.channel = self.connection, None, None
-        _close_quietly(connection)
-
-
-@dataclass
 class _Job:
     """A delivery handed from the consumer's I/O thread to its worker thread."""
 
@@ -218,16 +209,13 @@ class AmqpBus:
         self.confirm_timeout = confirm_timeout
         self.connect_timeout = connect_timeout
         self.heartbeat = heartbeat
-        # A publishing connection idle for longer than this is replaced before use: between
-        # publishes nobody services its heartbeats, so the broker (or a NAT box) may have
-        # dropped it, and a fresh one costs a few milliseconds.
+        # Kept for callers that pass it: the publishing connection's own I/O thread keeps its
+        # heartbeats going, so an idle connection no longer needs replacing before use.
         self.publisher_idle = publisher_idle
         self.reconnect_delay = reconnect_delay
         self.reconnect_max_delay = reconnect_max_delay
-        self._local = threading.local()
-        self._publishers: list[_Publisher] = []
-        self._publishers_lock = threading.Lock()
-        self._declared: set[str] = set()
+        self._confirms: confirms.ConfirmPublisher | None = None  # made on first use, per process
+        self._confirms_lock = threading.Lock()
         self._ping_lock = threading.Lock()
         self._ping_at = float("-inf")
         self._ping_ok = False
@@ -280,14 +268,13 @@ class AmqpBus:
             worker.close()
 
     def ping(self) -> bool:
-        """Whether this thread can open (or still has) a broker connection; cached 1 s."""
+        """Whether the publishing connection is open or can be opened now; cached 1 s."""
         with self._ping_lock:
             if time.monotonic() - self._ping_at < 1.0:
                 return self._ping_ok
         try:
-            self._open_publisher(self._publisher())
-            ok = True
-        except (BusError, pe.AMQPError, OSError):
+            ok = self._publisher().probe()
+        except BusError:
             ok = False
         with self._ping_lock:
             self._ping_at, self._ping_ok = time.monotonic(), ok
@@ -349,12 +336,12 @@ class AmqpBus:
         return int(count)
 
     def close(self) -> None:
-        """Close every publishing connection; call once consumers and publishers stopped."""
-        self._closed = True
-        with self._publishers_lock:
-            publishers, self._publishers = self._publishers, []
-        for publisher in publishers:
-            publisher.discard()
+        """Close the publishing connection; call once consumers and publishers stopped."""
+        with self._confirms_lock:
+            self._closed = True
+            publisher, self._confirms = self._confirms, None
+        if publisher is not None:
+            publisher.close()
 
     def topology(self, queue: str) -> Topology:
         """The broker queues behind `queue` under this bus's retry policy."""
@@ -394,61 +381,29 @@ class AmqpBus:
         except (pe.AMQPError, AMQPConnectorException, OSError) as exc:  # refused, timed out...
             raise BusUnavailable(f"cannot connect to the broker: {exc!r}") from exc
 
-    def _publisher(self) -> _Publisher:
-        """This thread's publisher; also closes those of threads that have ended."""
-        publisher: _Publisher | None = getattr(self._local, "publisher", None)
-        if publisher is not None:
+    def _publisher(self) -> confirms.ConfirmPublisher:
+        """This process's publisher (a child process after fork gets its own)."""
+        publisher = self._confirms
+        if publisher is not None and publisher.pid == os.getpid():
             return publisher
-        publisher = _Publisher(threading.current_thread())
-        with self._publishers_lock:
-            ended = [p for p in self._publishers if not p.thread.is_alive()]
-            self._publishers = [p for p in self._publishers if p.thread.is_alive()]
-            self._publishers.append(publisher)
-        for old in ended:  # their thread is gone, so nobody else can be using them
-            old.discard()
-        self._local.publisher = publisher
-        return publisher
+        with self._confirms_lock:
+            if self._closed:
+                raise BusError("the bus is closed")
+            publisher = self._confirms
+            if publisher is None or publisher.pid != os.getpid():
+                # An inherited publisher's I/O thread did not survive the fork; its socket is
+                # the parent's, so it is left alone rather than closed.
+                publisher = confirms.ConfirmPublisher(
+                    lambda: self._parameters("publisher"),
+                    self._declare,
+                    confirm_timeout=self.confirm_timeout,
+                    connect_timeout=self.connect_timeout,
+                )
+                self._confirms = publisher
+            return publisher
 
     def _drop_publisher(self) -> None:
-        """Close this thread's publisher (a worker thread about to end)."""
-        publisher: _Publisher | None = getattr(self._local, "publisher", None)
-        if publisher is None:
-            return
-        self._local.publisher = None
-        with self._publishers_lock:
-            self._publishers = [p for p in self._publishers if p is not publisher]
-        publisher.discard()
-
-    def _open_publisher(self, publisher: _Publisher) -> bool:
-        """Make sure `publisher` has a live confirm channel; True if it was reused."""
-        if self._closed:
-            raise BusError("the bus is closed")
-        if publisher.connection is not None:
-            stale = time.monotonic() - publisher.last_used > self.publisher_idle
-            if stale or not publisher.connection.is_open:
-                publisher.discard()
-            else:
-                try:
-                    # Take in whatever the broker sent while we were idle (a close, a
-                    # heartbeat) so a dead connection is noticed before we publish on it.
-                    publisher.connection.process_data_events(0)
-                except (pe.AMQPError, OSError):
-                    publisher.discard()
-                if publisher.channel is None or not publisher.channel.is_open:
-                    publisher.discard()
-        if publisher.connection is not None:
-            return True
-        connection = self._connect("publisher")
-        try:
-            with _deadline(connection, self.confirm_timeout):
-                channel = connection.channel()
-                channel.confirm_delivery()
-        except (pe.AMQPError, OSError) as exc:
-            _close_quietly(connection)
-            raise BusUnavailable(f"cannot open a publishing channel: {exc!r}") from exc
-        publisher.connection, publisher.channel = connection, channel
-        publisher.last_used = time.monotonic()
-        return False
+        """Called by a consumer's handler thread as it ends; publishers are per process now."""
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -495,48 +450,39 @@ class AmqpBus:
         """Publish to `routing_key` and wait for the confirm.
 
         `routing_key` is `queue`, `queue`'s dead-letter queue, or (with `delay_ms`) its retry
-        queue for that delay; what is needed is declared once per bus. A connection that was
-        reused and turns out broken is replaced once, transparently; a queue deleted behind
-        our back is declared again once. Anything else is an error.
+        queue for that delay; what is needed is declared once per publisher. A connection that
+        was already open and turns out broken is replaced once, transparently; a queue deleted
+        behind our back is declared again once. Anything else is an error.
         """
-        publisher = self._publisher()
+        declare = ((queue, queue, None), (routing_key, queue, delay_ms))
         for last_try in (False, True):
-            reused = self._open_publisher(publisher)
-            assert publisher.connection is not None and publisher.channel is not None
+            publisher = self._publisher()
             try:
-                with _deadline(publisher.connection, self.confirm_timeout):
-                    for key, tier in ((queue, None), (routing_key, delay_ms)):
-                        if key not in self._declared:
-                            self._declare(publisher.channel, queue, tier)
-                            self._declared.add(key)
-                    publisher.channel.basic_publish(
-                        "", routing_key, body, props, mandatory=True
-                    )
-                publisher.last_used = time.monotonic()
+                publisher.publish(routing_key, body, props, declare)
                 return
-            except pe.UnroutableError as exc:
-                self._declared.difference_update({queue, routing_key})
+            except confirms.Unroutable as exc:
+                # The publisher forgot the declarations; the retry declares the queues again.
                 if last_try:
                     raise BusUnavailable(f"message to {routing_key} was unroutable") from exc
-            except pe.NackError as exc:
+            except confirms.Nacked as exc:
                 raise BusUnavailable(f"the broker refused the message to {routing_key}") from exc
-            except pe.ChannelClosedByBroker as exc:
-                publisher.discard()
-                self._declared.difference_update({queue, routing_key})
+            except confirms.ChannelClosed as exc:
                 if exc.reply_code in (403, 406):
                     raise BusError(f"cannot publish to {routing_key}: {exc.reply_text}") from exc
                 if last_try:
-                    raise BusUnavailable(f"cannot publish to {routing_key}: {exc!r}") from exc
-            except (_DeadlineExpired, pe.ConnectionBlockedTimeout) as exc:
-                publisher.discard()
+                    raise BusUnavailable(f"cannot publish to {routing_key}: {exc}") from exc
+            except confirms.ConfirmTimeout as exc:
                 raise BusUnavailable(
                     f"no confirm for {routing_key} within {self.confirm_timeout}s"
                 ) from exc
-            except (pe.AMQPError, OSError) as exc:
-                publisher.discard()
-                if last_try or not reused:
-                    raise BusUnavailable(f"cannot publish to {routing_key}: {exc!r}") from exc
-                log.info("publishing connection was broken (%r); reconnecting once", exc)
+            except confirms.ConnectionLost as exc:
+                if last_try or not exc.reused:
+                    raise BusUnavailable(f"cannot publish to {routing_key}: {exc}") from exc
+                log.info("publishing connection was broken (%s); reconnecting once", exc)
+            except confirms.PublisherClosed as exc:
+                raise BusError("the bus is closed") from exc
+            except confirms.PublishFailed as exc:  # ConnectFailed
+                raise BusUnavailable(f"cannot publish to {routing_key}: {exc}") from exc
 
     # -- consuming --------------------------------------------------------------------------
 

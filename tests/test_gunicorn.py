@@ -1,0 +1,238 @@
+"""The receiver's gunicorn defaults: gunicorn.conf.py and receiver.gunicorn_worker.
+
+A public webhook endpoint meets clients that send slowly on purpose (slowloris): one that
+dribbles its headers must be cut off within the read timeout, and while it is, a real
+delivery must still be answered. The server here is the real thing, started the way the
+Procfile does (gunicorn in the repository directory, configured by environment variables),
+with two threads so that two slow clients would be enough to starve it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.fixtures_herald import github_headers, github_push, write_config
+from tests.test_end_to_end import free_port, wait_ready
+
+ROOT = Path(__file__).resolve().parents[1]
+READ_TIMEOUT = 1.5
+KEEPALIVE = 2
+THREADS = 2
+
+
+@dataclass
+class Server:
+    host: str
+    port: int
+    hook: str  # the Receiver's path
+    body: bytes  # a signed push it accepts
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.hook}"
+
+    def deliver(self, timeout: float = 15.0) -> tuple[int, float]:
+        """POST the signed push with a fresh delivery id: (status, seconds taken)."""
+        headers = github_headers(self.body, delivery=str(uuid.uuid4()))
+        started = time.monotonic()
+        resp = requests.post(self.url, data=self.body, headers=headers, timeout=timeout)
+        return resp.status_code, time.monotonic() - started
+
+
+def gunicorn_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, HERALD_STATE_DIR=str(tmp_path / "state"), **extra)
+    for name in ("HERALD_BROKER_URL", "GUNICORN_CMD_ARGS", "WEB_CONCURRENCY", "PORT"):
+        env.pop(name, None)
+    return {**env, **extra}
+
+
+@pytest.fixture
+def server(tmp_path: Path, repo) -> Iterator[Server]:
+    cfg = write_config(tmp_path / "herald.yaml", repo.url)
+    from herald import config
+
+    loaded = config.load([cfg])
+    hook = loaded.hook_path(loaded.receivers[("flux-system", "github-app")])
+    port = free_port()
+    env = gunicorn_env(tmp_path, HERALD_CONFIG=str(cfg), HERALD_LISTEN=f"127.0.0.1:{port}",
+                       WEB_CONCURRENCY="1", HERALD_THREADS=str(THREADS),
+                       HERALD_READ_TIMEOUT=str(READ_TIMEOUT), HERALD_KEEPALIVE=str(KEEPALIVE))
+    log = tmp_path / "gunicorn.log"
+    with open(log, "wb") as out:
+        # As the Procfile runs it: gunicorn in the repository, which picks up gunicorn.conf.py.
+        proc = subprocess.Popen(["gunicorn", "receiver.app:create_app()"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}")
+        yield Server("127.0.0.1", port, hook, github_push(repo.head), log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        assert code == 0, log.read_text()
+
+
+class SlowClient(threading.Thread):
+    """Sends `first`, then `rest` one byte every `interval` s, until the server hangs up.
+
+    `cut_after` is how long after the first byte the server closed the connection (None if
+    it never did); `answer` is whatever the server sent before closing.
+    """
+
+    def __init__(self, server: Server, first: bytes, rest: bytes, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_connection((server.host, server.port), timeout=30)
+        self.first, self.rest, self.interval = first, rest, interval
+        self.cut_after: float | None = None
+        self.answer = b""
+        self.started = threading.Event()
+
+    def run(self) -> None:
+        self.sock.sendall(self.first)
+        began = time.monotonic()
+        self.started.set()
+        try:
+            for byte in self.rest:
+                readable, _, _ = select.select([self.sock], [], [], self.interval)
+                if readable and self._closed_by_server():
+                    self.cut_after = time.monotonic() - began
+                    return
+                self.sock.sendall(bytes([byte]))
+        except OSError:  # reset or broken pipe: the server hung up
+            self.cut_after = time.monotonic() - began
+        finally:
+            self.sock.close()
+
+    def _closed_by_server(self) -> bool:
+        try:
+            data = self.sock.recv(65536)
+        except OSError:
+            return True
+        self.answer += data
+        if data:  # an answer (a 400): the close follows
+            return self._closed_by_server() if select.select([self.sock], [], [], 2.0)[0] else False
+        return True
+
+
+def request_head(server: Server, *, content_length: int | None = None) -> bytes:
+    head = f"POST {server.hook} HTTP/1.1\r\nHost: {server.host}\r\nContent-Type: application/json\r\n"
+    if content_length is not None:
+        head += f"Content-Length: {content_length}\r\nX-GitHub-Event: push\r\n\r\n"
+    return head.encode()
+
+
+def test_header_dribblers_are_cut_off_and_a_delivery_still_gets_through(server: Server) -> None:
+    # As many slow clients as the worker has threads: without a read deadline they would
+    # hold every thread for the minute their headers take, and nothing else would be served.
+    slow = [SlowClient(server, request_head(server), b"X-Slow: " + b"a" * 300)
+            for _ in range(THREADS)]
+    for client in slow:
+        client.start()
+        client.started.wait(5)
+    time.sleep(0.2)  # the slow clients have the threads now
+
+    status, took = server.deliver()
+
+    assert status == 202
+    assert took < READ_TIMEOUT + 2.0, f"the delivery waited {took:.1f}s behind slow clients"
+    for client in slow:
+        client.join(READ_TIMEOUT + 5)
+        assert client.cut_after is not None, "a client dribbling its headers was never cut off"
+        assert READ_TIMEOUT * 0.8 <= client.cut_after <= READ_TIMEOUT + 1.0, client.cut_after
+        assert not client.answer.startswith(b"HTTP/1.1 2")
+    assert "did not send its request within" in server.log.read_text()
+
+
+def test_body_dribbler_is_cut_off_within_the_read_timeout(server: Server) -> None:
+    client = SlowClient(server, request_head(server, content_length=len(server.body)), server.body,
+                        interval=0.1)
+    client.start()
+    client.join(READ_TIMEOUT + 5)
+
+    assert client.cut_after is not None, "a client dribbling its body was never cut off"
+    assert client.cut_after <= READ_TIMEOUT + 1.0, client.cut_after
+    # A body cut short is never verified or published: an error (or no answer at all).
+    assert client.answer == b"" or client.answer[9:10] in (b"4", b"5"), client.answer[:200]
+    status, _ = server.deliver()
+    assert status == 202
+
+
+def test_connections_that_send_nothing_hold_no_thread(server: Server) -> None:
+    idle = [socket.create_connection((server.host, server.port), timeout=30) for _ in range(2 * THREADS)]
+    try:
+        time.sleep(0.2)
+        status, took = server.deliver()
+        assert status == 202
+        # gthread alone lets a thread wait up to 5 s for a new connection's first byte.
+        assert took < 1.0, f"the delivery waited {took:.1f}s behind idle connections"
+        # Connections that never say anything are closed after the keep-alive timeout.
+        for sock in idle:
+            readable, _, _ = select.select([sock], [], [], KEEPALIVE + 3)
+            assert readable and sock.recv(1) == b"", "an idle connection was left open"
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_client_that_never_closes_does_not_stall_the_worker(server: Server) -> None:
+    """After a `Connection: close` answer gunicorn waits for the client to close its side;
+    that wait must not hold up the worker's accept loop."""
+    body = server.body
+    headers = github_headers(body, delivery=str(uuid.uuid4()))
+    lines = [f"POST {server.hook} HTTP/1.1", f"Host: {server.host}", "Connection: close",
+             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+    lingering = socket.create_connection((server.host, server.port), timeout=30)
+    try:
+        lingering.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        answer = lingering.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 202"), answer[:200]
+        # It neither reads on nor closes. Meanwhile, others are served at once.
+        for _ in range(3):
+            status, took = server.deliver()
+            assert status == 202 and took < 1.0, took
+    finally:
+        lingering.close()
+
+
+def test_settings_come_from_the_environment(tmp_path: Path) -> None:
+    def resolved(**env: str) -> dict[str, str]:
+        # gunicorn prints the resolved settings, then tries the app (no HERALD_CONFIG: it exits).
+        out = subprocess.run(["gunicorn", "--print-config", "receiver.app:create_app()"], cwd=ROOT,
+                             env=gunicorn_env(tmp_path, **env), capture_output=True, text=True,
+                             timeout=60, check=False).stdout
+        settings = {}
+        for line in out.splitlines():
+            name, sep, value = line.partition("=")
+            if sep:
+                settings[name.strip()] = value.strip()
+        return settings
+
+    defaults = resolved()
+    assert defaults["worker_class"] == "receiver.gunicorn_worker.HeraldThreadWorker"
+    assert 1 <= int(defaults["workers"]) <= min(len(os.sched_getaffinity(0)), 8)
+    assert defaults["bind"] == "['127.0.0.1:9292']"
+    assert int(defaults["limit_request_field_size"]) == 16384
+    assert int(defaults["graceful_timeout"]) < int(defaults["timeout"])
+
+    changed = resolved(WEB_CONCURRENCY="3", HERALD_THREADS="5", HERALD_KEEPALIVE="75", PORT="8000",
+                       GUNICORN_CMD_ARGS="--timeout 60")
+    assert changed["workers"] == "3" and changed["threads"] == "5" and changed["keepalive"] == "75"
+    assert changed["bind"] == "['0.0.0.0:8000']"
+    assert changed["timeout"] == "60"  # GUNICORN_CMD_ARGS wins over the file
