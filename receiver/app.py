@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from flask import Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.wsgi import get_input_stream
 
 from herald import config as config_mod
@@ -59,7 +59,10 @@ def _hookpoints(cfg: config_mod.Config) -> dict[str, Hookpoint]:
 
 def _printable(value: str, limit: int = 100) -> str:
     """A sender-controlled value made safe for one log line (no newlines, no escapes)."""
-    return "".join(c if c.isprintable() else "?" for c in value[:limit]) or "-"
+    value = value[:limit]
+    if value.isprintable():
+        return value or "-"
+    return "".join(c if c.isprintable() else "?" for c in value) or "-"
 
 
 def _read_body(limit: int) -> bytes | None:
@@ -74,13 +77,21 @@ def _read_body(limit: int) -> bytes | None:
         return None
     stream = get_input_stream(request.environ, max_content_length=None)
     chunks, size = [], 0
-    while size <= limit:
-        chunk = stream.read(min(65536, limit + 1 - size))
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-    return None
+    try:
+        while size <= limit:
+            chunk = stream.read(min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        else:
+            return None
+    except (OSError, ValueError) as exc:  # the client went away or was too slow
+        raise BadRequest("the request body could not be read completely") from exc
+    if declared is not None and size < declared:
+        # Fewer bytes than announced: a truncated body must never be verified.
+        raise BadRequest(f"the body ended after {size} of {declared} bytes")
+    return b"".join(chunks)
 
 
 def _metrics_text() -> bytes:
