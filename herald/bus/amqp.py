@@ -200,7 +200,6 @@ class AmqpBus:
         confirm_timeout: float = 5.0,
         connect_timeout: float = 3.0,
         heartbeat: int = 30,
-        publisher_idle: float = 15.0,
         reconnect_delay: float = 0.5,
         reconnect_max_delay: float = 10.0,
     ) -> None:
@@ -209,9 +208,6 @@ class AmqpBus:
         self.confirm_timeout = confirm_timeout
         self.connect_timeout = connect_timeout
         self.heartbeat = heartbeat
-        # Kept for callers that pass it: the publishing connection's own I/O thread keeps its
-        # heartbeats going, so an idle connection no longer needs replacing before use.
-        self.publisher_idle = publisher_idle
         self.reconnect_delay = reconnect_delay
         self.reconnect_max_delay = reconnect_max_delay
         self._confirms: confirms.ConfirmPublisher | None = None  # made on first use, per process
