@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import subprocess
+import sys
 import textwrap
 import uuid
 from dataclasses import dataclass
@@ -197,3 +198,24 @@ def github_headers(body: bytes, event: str = "push", delivery: str = "",
         "X-GitHub-Hook-ID": "292430182",
         "X-Hub-Signature-256": sign(body, token),
     }
+
+
+# ---- `herald` commands as real processes ---------------------------------------------------
+
+def start_herald(command: str, cfg: Path, log: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
+    """Run `herald COMMAND -c CFG` in its own process, its output going to `log`."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "herald.cli", command, "-c", str(cfg), *extra],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def stop_herald(proc: subprocess.Popen) -> int:
+    """SIGTERM as an orchestrator sends it, SIGKILL if it has not exited in 20 s; the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

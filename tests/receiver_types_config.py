@@ -18,8 +18,6 @@ import hmac
 import json
 import os
 import socket
-import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -32,7 +30,7 @@ import requests
 
 from herald import config as config_mod
 from receiver.types import TYPES
-from tests.fixtures_herald import FIXTURES
+from tests.fixtures_herald import FIXTURES, start_herald, stop_herald
 
 NAMESPACE = "flux-system"
 # Long, distinctive values: a hit when grepping logs and bodies cannot be a coincidence.
@@ -315,26 +313,19 @@ def receiver_process(config: Path, tmp: Path, *extra: str, log_level: str = "INF
     if "--broker" not in extra:
         run_env.pop("HERALD_BROKER_URL", None)
     base = f"http://127.0.0.1:{port}"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "herald.cli", "receiver", "-c", str(config), *extra],
-                                stdout=out, stderr=subprocess.STDOUT, env=run_env)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if requests.get(base + "/healthz", timeout=1).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                assert proc.poll() is None, f"herald receiver exited:\n{log.read_text()}"
-                assert time.monotonic() < deadline, f"herald receiver did not come up:\n{log.read_text()}"
-                time.sleep(0.1)
-            yield base, log
-        finally:
-            proc.terminate()
+    proc = start_herald("receiver", config, log, run_env, *extra)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
             try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                if requests.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None, f"herald receiver exited:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"herald receiver did not come up:\n{log.read_text()}"
+            time.sleep(0.1)
+        yield base, log
+    finally:
+        stop_herald(proc)
     assert proc.returncode == 0, f"herald receiver did not exit cleanly ({proc.returncode}):\n{log.read_text()}"

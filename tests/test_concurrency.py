@@ -24,7 +24,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -44,7 +43,7 @@ from herald.messages import RECONCILE_QUEUE, ReconcileRequest
 from reconciler.coalesce import Coordinator, Options, RetryLater, State
 from reconciler.locks import MemoryLeaseStore
 from reconciler.worker import Reconciler, WorkerSettings
-from tests.fixtures_herald import Repo
+from tests.fixtures_herald import Repo, start_herald, stop_herald
 
 LEASE = ("coordination.k8s.io/v1", "Lease", "flux-system", "herald-gitrepository-app")
 
@@ -155,22 +154,13 @@ def workers(tmp_path: Path, kubeconfig: Path) -> Iterator[Callable[..., Worker]]
                        HERALD_STATE_DIR=str(tmp_path / f"state-{n}"), HERALD_LEASE_DURATION="2",
                        HERALD_RECONCILE_THREADS="2", **env)
         environ.pop("HERALD_BROKER_URL", None)
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "herald.cli", "worker", "-c", str(cfg), *extra],
-                                    stdout=out, stderr=subprocess.STDOUT, env=environ)
-        w = Worker(proc, log)
+        w = Worker(start_herald("worker", cfg, log, environ, *extra), log)
         started.append(w)
         return w
 
     yield start
     for w in started:
-        if w.proc.poll() is None:
-            w.proc.terminate()
-            try:
-                w.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                w.proc.kill()
-                w.proc.wait()
+        stop_herald(w.proc)
 
 
 def lease(kube_api) -> dict[str, Any]:

@@ -12,19 +12,27 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Iterator
 
 import pika
 import pytest
 import requests
 
 from herald import config
-from tests.fixtures_herald import FIXTURES, TOKEN, Repo, github_headers, github_push, write_config
+from tests.fixtures_herald import (
+    FIXTURES,
+    TOKEN,
+    Repo,
+    github_headers,
+    github_push,
+    start_herald,
+    stop_herald,
+    write_config,
+)
 
 SLACK_TOKEN = "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"
 
@@ -49,18 +57,11 @@ def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
 def herald(command: str, cfg: Path, tmp: Path, env: dict[str, str], *extra: str) -> Iterator[Path]:
     """Run one `herald` command as its own process; yield the path of its log."""
     log = tmp / f"{command}-{uuid.uuid4().hex[:6]}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "herald.cli", command, "-c", str(cfg), *extra],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
-        try:
-            yield log
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    proc = start_herald(command, cfg, log, env, *extra)
+    try:
+        yield log
+    finally:
+        stop_herald(proc)
     assert proc.returncode == 0, f"herald {command} did not exit cleanly on SIGTERM ({proc.returncode}) {proc.returncode}:\n{log.read_text()}"
 
 
