@@ -102,10 +102,13 @@ _SPECS: dict[str, Obj] = {
     ),
     "Provider": Obj(
         {"type": string(nonempty=True), "address": string(), "channel": string(),
-         "username": string(), "secretRef": _ref, "timeout": duration(), "proxy": string(),
-         "suspend": boolean()},
+         "username": string(), "secretRef": _ref, "certSecretRef": _ref, "timeout": duration(),
+         "proxy": string(), "suspend": boolean(),
+         # Herald's own: the email provider's envelope, and a message template (Jinja2).
+         "from": string(), "to": list_of(string(nonempty=True)), "cc": list_of(string(nonempty=True)),
+         "template": string()},
         required=("type",),
-        flux_only=("interval", "certSecretRef", "commitStatusExpr", "serviceAccountName"),
+        flux_only=("interval", "commitStatusExpr", "serviceAccountName"),
     ),
     "Alert": Obj(
         {"providerRef": _ref,
@@ -247,8 +250,12 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
         return m.Provider(meta=meta, type=spec["type"], address=spec.get("address") or "",
                           channel=spec.get("channel") or "", username=spec.get("username") or "",
                           secret_ref=m.SecretRef(ref["name"]) if ref else None,
+                          cert_secret_ref=m.SecretRef(spec["certSecretRef"]["name"])
+                          if spec.get("certSecretRef") else None,
                           timeout=spec.get("timeout") or 15.0, proxy=spec.get("proxy") or "",
-                          suspend=bool(spec.get("suspend")))
+                          suspend=bool(spec.get("suspend")), sender=spec.get("from") or "",
+                          to=tuple(spec.get("to") or ()), cc=tuple(spec.get("cc") or ()),
+                          template=spec.get("template") or "")
     if kind == "Alert":
         return m.Alert(
             meta=meta, provider_ref=spec["providerRef"]["name"],
@@ -416,6 +423,8 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
             err(p, f"spec.type: {p.type!r} is not supported; supported: {', '.join(provider_types)}")
         if p.secret_ref and cfg.secret(p.meta.namespace, p.secret_ref.name) is None:
             err(p, f"spec.secretRef: Secret {p.meta.namespace}/{p.secret_ref.name} not found")
+        if p.cert_secret_ref and cfg.secret(p.meta.namespace, p.cert_secret_ref.name) is None:
+            err(p, f"spec.certSecretRef: Secret {p.meta.namespace}/{p.cert_secret_ref.name} not found")
     for a in cfg.alerts.values():
         if (a.meta.namespace, a.provider_ref) not in cfg.providers:
             err(a, f"spec.providerRef: Provider {a.meta.namespace}/{a.provider_ref} not found")
@@ -430,13 +439,6 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
             except GitError as exc:
                 err(g, f"spec.ref.semver: {exc}")
     for k in cfg.kustomizations.values():
-        # Parsed now so manifests keep their meaning, but not yet acted on by the reconciler:
-        # say so rather than let a field look like it works. (prune, wait, dependsOn and timeout
-        # are: see reconciler/worker.py. retryInterval is passed to the bus as a hint, but retries
-        # still follow the bus's own backoff.)
-        pending = [name for name, is_set in (("retryInterval", k.retry_interval),) if is_set]
-        for name in pending:
-            err(k, f"spec.{name}: not acted on by Herald yet; it is ignored", "warning")
         ns = k.source_ref.namespace or k.meta.namespace
         if k.source_ref.kind != "GitRepository":
             err(k, f"spec.sourceRef.kind: Herald reconciles from a GitRepository, not {k.source_ref.kind}")

@@ -71,6 +71,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from herald.bus import RetryLater
 from herald.messages import ReconcileRequest
 from reconciler.locks import (
     ExpiryWatch,
@@ -98,15 +99,6 @@ A_PENDING_BY = "herald.dev/pending-request"
 A_DONE = "herald.dev/done"
 A_LAST = "herald.dev/last-start"
 _OURS = (A_REQUEST, A_SCOPE, A_RUNNING, A_PENDING, A_PENDING_BY, A_DONE, A_LAST)
-
-
-class RetryLater(Exception):
-    """A transient failure (Git host or API server unreachable, dependencies not ready): the
-    bus retries with backoff. `delay` is the Kustomization's retryInterval, as a hint."""
-
-    def __init__(self, reason: str, delay: float | None = None) -> None:
-        super().__init__(reason)
-        self.delay = delay
 
 
 class ShuttingDown(RetryLater):

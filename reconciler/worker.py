@@ -29,10 +29,12 @@ expires (`HERALD_LEASE_DURATION`, 15 s). On SIGTERM, a reconcile that is applyin
 that is waiting (health checks, the coalescing window, another worker's Lease) is handed back
 to the bus and its Lease released. `spec.interval` is honoured by `reconciler.poller`.
 
-Retries: a reconcile that asks for one (`RetryLater`) is retried by the bus with the bus's own
-exponential backoff, and dead-lettered with its last error after the bus's `max_attempts`. The
-Kustomization's `retryInterval` travels as `RetryLater.delay` and is written in the events, but
-the Bus interface has no per-message delay, so the bus does not honour it (yet).
+Retries: a reconcile that failed for a passing reason (API server or Git host unreachable, a
+dependency not ready, health checks) raises `RetryLater`; the bus tries it again after the
+Kustomization's `retryInterval` when it sets one (Flux's field), else after its own exponential
+backoff, and dead-letters it with its last error after the bus's `max_attempts`. A failure
+that retrying cannot fix (a manifest the API server refuses) waits for the next push or the
+interval instead.
 """
 
 from __future__ import annotations
@@ -135,6 +137,11 @@ class WorkerSettings:
             poll=(env.get("HERALD_INTERVAL_POLLING") or "true").strip().lower() not in ("0", "false", "no", "off"),
             jitter=max(0.0, float(env.get("HERALD_POLL_JITTER") or d.jitter)),
         )
+
+
+DEPENDENCY_REQUEUE = 30.0
+"""Seconds before a Kustomization whose dependencies are not ready looks again, when it sets no
+retryInterval: kustomize-controller's `--requeue-dependency` default."""
 
 
 @dataclass
@@ -328,9 +335,10 @@ class Reconciler:
                 if problem:
                     log.info("%s %s: %s", name, revision, problem)
                     self._record(store, record, "False", "DependencyNotReady", problem, revision)
+                    wait = ks.retry_interval or DEPENDENCY_REQUEUE
                     return _Result(event(SEVERITY_INFO, "DependencyNotReady", [
                         (f"Dependencies do not meet ready condition ({problem}), retrying in "
-                         f"{go_duration(retry_interval)}")], commit_status=False), problem, retry_interval)
+                         f"{go_duration(wait)}")], commit_status=False), problem, wait)
 
             workdir = (self.state_dir / "work" / f"{os.getpid()}-{threading.get_ident()}" / ks.meta.namespace
                        / ks.meta.name)
@@ -352,22 +360,21 @@ class Reconciler:
                 return _Result(event(SEVERITY_INFO, "ClusterNotConfigured", [
                     ("No Kubernetes cluster is configured (no kubeconfig, not in a cluster), "
                      "so nothing was applied. Would apply:"), *listing]))
-            return self._apply(ks, cluster, store, record, manifests, revision, name, event, retry_interval)
+            return self._apply(ks, cluster, store, record, manifests, revision, name, event)
         except ClusterUnreachable as exc:
             self._forget_cluster()
             log.error("%s %s: %s", name, revision, exc)
             return _Result(event(SEVERITY_ERROR, "ReconciliationFailed", [str(exc)], "failed"), str(exc),
-                           retry_interval)
+                           ks.retry_interval)
         except ApiRefusal as exc:  # reading or writing the inventory, reading objects' health
             log.error("%s %s: %s", name, revision, exc.message)
             reason = f" ({exc.reason})" if exc.reason else ""
             text = f"the Kubernetes API server refused a request{reason}: {exc.message}"
             return _Result(event(SEVERITY_ERROR, "ReconciliationFailed", [text], "failed"),
-                           text if exc.transient else "", retry_interval)
+                           text if exc.transient else "", ks.retry_interval)
 
     def _apply(self, ks: Kustomization, cluster: Cluster, store: InventoryStore, record: Record,
-               manifests: list[Manifest], revision: Revision, name: str, event: Callable[..., Event],
-               retry_interval: float) -> _Result:
+               manifests: list[Manifest], revision: Revision, name: str, event: Callable[..., Event]) -> _Result:
         timeout = ks.timeout or ks.interval
         owner = owner_labels(ks.meta.name, ks.meta.namespace)
         engine = ApplyEngine(cluster, owner, record.inventory, timeout, poll=self.poll_interval)
@@ -379,7 +386,7 @@ class Reconciler:
             done = [str(c) for c in exc.result.changes if c.changed]
             log.error("%s %s: apply failed:\n%s", name, revision, exc)
             return _Result(event(SEVERITY_ERROR, "ReconciliationFailed", [*exc.errors, *done], "failed"),
-                           "apply failed (transient)" if exc.transient else "", retry_interval)
+                           "apply failed (transient)" if exc.transient else "", ks.retry_interval)
 
         stale = record.inventory.minus(applied.applied)
         pruned = PruneResult()
@@ -391,7 +398,7 @@ class Reconciler:
         if pruned.errors:
             self._record(store, record, "False", "PruneFailed", "\n".join(pruned.errors), revision)
             return _Result(event(SEVERITY_ERROR, "PruneFailed", [*lines, *pruned.errors], "failed"),
-                           "prune failed (transient)" if pruned.transient else "", retry_interval)
+                           "prune failed (transient)" if pruned.transient else "", ks.retry_interval)
 
         if ks.wait and len(record.inventory):
             self._record(store, record, "Unknown", "Progressing",
@@ -403,7 +410,7 @@ class Reconciler:
                 log.error("%s %s: %s", name, revision, exc)
                 self._record(store, record, "False", "HealthCheckFailed", str(exc), revision)
                 return _Result(event(SEVERITY_ERROR, "HealthCheckFailed", [*lines, str(exc)], "failed"),
-                               "health check failed", retry_interval)
+                               "health check failed", ks.retry_interval)
             lines.append(f"Health check passed in {go_duration(took)}")
         self._record(store, record, "True", "ReconciliationSucceeded", f"Applied revision: {revision}", revision,
                      applied=True)

@@ -425,9 +425,9 @@ def test_depends_on_waits_for_the_dependency_then_applies(make_reconciler, repo:
     event, outcome = only_event(reconciler, request("Kustomization", "app"))
     assert (event.severity, event.reason) == ("info", "DependencyNotReady")
     assert event.message == ("Dependencies do not meet ready condition (dependency 'flux-system/infra' is not "
-                             "ready), retrying in 10m0s")
+                             "ready), retrying in 30s")
     assert event.metadata == {"revision": f"main@sha1:{repo.head}"}  # no commit status for a wait
-    assert outcome.retry and outcome.retry_after == 600.0
+    assert outcome.retry and outcome.retry_after == 30.0  # kustomize-controller's --requeue-dependency
     assert kube_api.get_object("apps/v1", "Deployment", "shop", "web") is None
     assert inventory(kube_api)["reason"] == "DependencyNotReady"
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import pika
 import pytest
 
-from herald.bus import BusUnavailable, Delivery, Reject, RetryPolicy, open_bus
-from herald.bus.amqp import AmqpBus
+from herald.bus import BusUnavailable, Delivery, Reject, RetryLater, RetryPolicy, open_bus
+from herald.bus.amqp import AmqpBus, ladder_ms
 from herald.bus.embedded import EmbeddedBus
 
 if TYPE_CHECKING:
@@ -277,6 +277,52 @@ def test_handler_that_always_fails_ends_in_dead_letters_with_the_last_error(
     assert bus.depth(queue_name) == 0
     # Listing dead letters does not consume them.
     assert [d.message_id for d in bus.dead_letters(queue_name)] == ["doomed"]
+
+
+def test_a_handler_names_its_own_delay_and_the_bus_waits_at_least_that_long(
+    bus: AnyBus, queue_name: str
+) -> None:
+    """A Kustomization's retryInterval or a provider's Retry-After: 1.2 s here, not the
+    policy's 0.1 s. RabbitMQ rounds it up to its ladder (1.297 s), never down."""
+    bus.publish(queue_name, b"{}", message_id="rate-limited")
+    seen: list[float] = []
+
+    def handler(delivery: Delivery) -> None:
+        seen.append(time.monotonic())
+        if delivery.attempt == 1:
+            raise RetryLater("HTTP 429 from the provider", delay=1.2)
+
+    consume_until(bus, queue_name, handler, lambda: len(seen) == 2)
+    waited = seen[1] - seen[0]
+    assert 1.2 <= waited < 2.5, waited
+    assert bus.dead_letters(queue_name) == []
+
+
+def test_a_retry_budget_dead_letters_by_time_not_only_by_attempts(
+    make_bus: Callable[[], AnyBus], queue_name: str
+) -> None:
+    """Notifications retry for about an hour, however many attempts that takes: here a 1 s
+    budget with 0.3 s retries gives up after the budget, long before 100 attempts."""
+    bus = make_bus()
+    budget = RetryPolicy(max_attempts=100, base_delay=0.3, factor=1.0, max_delay=0.3, budget=1.0)
+    bus.publish(queue_name, b"{}", message_id="outage")
+    attempts: list[int] = []
+
+    def handler(delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        raise RuntimeError("HTTP 503 from the provider")
+
+    stop = threading.Event()
+    thread = threading.Thread(target=bus.consume, args=(queue_name, handler, stop),
+                              kwargs={"retry": budget}, daemon=True)
+    thread.start()
+    wait_for(lambda: bool(bus.dead_letters(queue_name)), timeout=15)
+    stop.set()
+    thread.join(5)
+    (dead,) = bus.dead_letters(queue_name)
+    assert 3 <= len(attempts) <= 6, attempts
+    assert dead.headers["x-herald-error"] == "RuntimeError: HTTP 503 from the provider"
+    assert float(dead.headers["x-herald-failing-since"]) <= time.time() - 1.0
 
 
 def test_reject_dead_letters_at_once(bus: AnyBus, queue_name: str) -> None:
@@ -577,3 +623,25 @@ def test_retry_policy_backs_off_exponentially_up_to_the_cap() -> None:
     assert policy.delay(50) == 300
     with pytest.raises(ValueError):
         RetryPolicy(max_attempts=0)
+
+
+def test_retry_policy_honours_requested_delays_and_adds_only_upward_jitter() -> None:
+    policy = RetryPolicy(jitter=0.2)
+    assert policy.next_delay(1, requested=30.0, rand=0.0) == 30.0  # a Retry-After is never shortened
+    assert policy.next_delay(1, requested=30.0, rand=1.0) == 36.0
+    assert policy.next_delay(3, rand=0.5) == 4.0 * 1.1
+    assert RetryPolicy().next_delay(3, rand=0.9) == 4.0  # no jitter unless asked
+    budget = RetryPolicy(max_attempts=50, budget=3600)
+    assert not budget.exhausted(10, failing_since=0.0, now=3599.0)
+    assert budget.exhausted(10, failing_since=0.0, now=3600.0)
+    assert budget.exhausted(50, failing_since=0.0, now=1.0)
+
+
+def test_retry_queue_ladder_rounds_up_by_at_most_nine_percent() -> None:
+    assert [ladder_ms(d) for d in (0.05, 0.5, 1, 2, 4, 300)] == [100, 500, 1000, 2000, 4000, 304437]
+    for tenths in range(11, 36000, 7):
+        delay = tenths / 10
+        tier = ladder_ms(delay)
+        assert delay * 1000 <= tier <= delay * 1000 * 1.091, delay
+    # however many delays are asked for, a day's worth fits in ~150 queues
+    assert len({ladder_ms(s / 10) for s in range(1, 864000, 13)}) < 150

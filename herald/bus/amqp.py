@@ -6,6 +6,10 @@ Topology per logical queue `q`:
 - `q.dead`: quorum queue for messages that failed too often or were rejected;
 - `q.retry.<ms>`: one quorum queue per backoff delay, with a fixed queue TTL of `<ms>`
   milliseconds, dead-lettering expired messages back to `q` through the default exchange.
+  The policy's own backoff delays get exact queues; a delay the handler asks for (a
+  retryInterval, a Retry-After) or one with jitter is rounded *up* to a fixed ladder (100 ms
+  steps to 1 s, then eight steps per doubling, at most 9% late), so the number of retry
+  queues stays bounded whatever the delays asked for.
 
 `q` and `q.dead` are declared on first use by a publisher or consumer; a retry queue when the
 first message needs it (declarations are idempotent).
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue as queue_module
 import threading
@@ -64,6 +69,7 @@ from herald.bus.base import (
     ATTEMPT_HEADER,
     ATTEMPTS_HEADER,
     ERROR_HEADER,
+    FAILING_SINCE_HEADER,
     BusError,
     BusUnavailable,
     Delivery,
@@ -71,6 +77,7 @@ from herald.bus.base import (
     Reject,
     RetryPolicy,
     caller_headers,
+    requested_delay,
 )
 
 log = logging.getLogger(__name__)
@@ -171,6 +178,20 @@ class _Job:
     ack: bool = False  # the outcome: True → ack; False → hand back to the broker (nack+requeue)
 
 
+def ladder_ms(delay: float) -> int:
+    """`delay` seconds rounded up to the retry-queue ladder, in milliseconds.
+
+    100 ms steps up to a second, then 2**(k/8) seconds: every whole power of two is on it
+    (so 1, 2, 4 s share queues with the default backoff), and a delay is at most 9% late.
+    """
+    ms = max(1, math.ceil(delay * 1000))
+    if ms <= 1000:
+        return max(100, math.ceil(ms / 100) * 100)
+    k = math.ceil(8 * math.log2(ms / 1000))
+    tier = round(1000 * 2 ** (k / 8))
+    return tier if tier >= ms else round(1000 * 2 ** ((k + 1) / 8))
+
+
 class _Backoff:
     """Reconnect delays that double up to a cap, so an outage is never a hot loop."""
 
@@ -216,6 +237,7 @@ class AmqpBus:
         self._ping_at = float("-inf")
         self._ping_ok = False
         self._closed = False
+        self._extra_delays: dict[str, set[int]] = {}  # ladder tiers used, per queue (for depth)
 
     # -- Bus --------------------------------------------------------------------------------
 
@@ -243,6 +265,7 @@ class AmqpBus:
         stop: threading.Event,
         *,
         prefetch: int = 1,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """Deliver messages of `queue` to `handler` one at a time until `stop` is set.
 
@@ -252,7 +275,7 @@ class AmqpBus:
         message settled before this returns. Raises BusError if the queues exist with other
         arguments than ours (a configuration error that retrying will not fix).
         """
-        worker = _Worker(self, queue, handler)
+        worker = _Worker(self, queue, handler, retry or self.retry)
         backoff = _Backoff(self.reconnect_delay, self.reconnect_max_delay)
         try:
             while not stop.is_set():
@@ -311,7 +334,8 @@ class AmqpBus:
         try:
             with _deadline(connection, max(10.0, self.confirm_timeout)):
                 self._declare(connection.channel(), queue)
-                names = [topology.queue, *(topology.retry(ms) for ms in topology.retry_delays_ms)]
+                delays = {*topology.retry_delays_ms, *self._extra_delays.get(queue, ())}
+                names = [topology.queue, *(topology.retry(ms) for ms in sorted(delays))]
                 return sum(self._ready(connection, name) for name in names)
         except (pe.AMQPError, OSError) as exc:
             raise BusUnavailable(f"cannot count {queue}: {exc!r}") from exc
@@ -573,16 +597,15 @@ class AmqpBus:
         attempt = max(1, _as_int(raw.get(ATTEMPT_HEADER), 1)) + max(0, redeliveries)
         return Delivery(queue, bytes(body), props.message_id or "", headers, attempt)
 
-    def _process(self, job: _Job, handler: Handler) -> None:
+    def _process(self, job: _Job, handler: Handler, policy: RetryPolicy) -> None:
         """Run the handler in the worker thread and park the message if it failed.
 
         Sets `job.ack` only when the message is safe: handled, or its retry copy / dead
         letter confirmed by the broker. Otherwise the message is handed back to the broker.
         """
         delivery = job.delivery
-        limit = self.retry.max_attempts
         try:
-            if delivery.attempt > limit:
+            if delivery.attempt > policy.max_attempts:
                 # Only reachable when earlier deliveries never finished (the consumer died
                 # mid-handler): a message that kills its consumer must not do so forever.
                 self._dead_letter(job, f"delivered {delivery.attempt} times without finishing")
@@ -594,7 +617,7 @@ class AmqpBus:
                                 delivery.queue, delivery.message_id, exc)
                     self._dead_letter(job, str(exc))
                 except Exception as exc:  # noqa: BLE001 - any failure of the handler is retried
-                    self._failed(job, f"{type(exc).__name__}: {exc}")
+                    self._failed(job, f"{type(exc).__name__}: {exc}", policy, requested_delay(exc))
             job.ack = True
         except BusError as exc:
             log.error("cannot park failed message %s of %s (%s); handing it back to the broker",
@@ -604,18 +627,27 @@ class AmqpBus:
             log.error("handler for %s ended with %r; handing the message back",
                       delivery.queue, exc)
 
-    def _failed(self, job: _Job, error: str) -> None:
+    def _failed(self, job: _Job, error: str, policy: RetryPolicy, requested: float | None) -> None:
         delivery = job.delivery
-        if delivery.attempt >= self.retry.max_attempts:
+        now = time.time()
+        try:
+            since = float(delivery.headers.get(FAILING_SINCE_HEADER) or now)
+        except ValueError:
+            since = now
+        if policy.exhausted(delivery.attempt, since, now):
             log.error("%s message %s failed for good after %d attempts: %s",
                       delivery.queue, delivery.message_id, delivery.attempt, error)
             self._dead_letter(job, error)
             return
-        delay_ms = max(1, round(self.retry.delay(delivery.attempt) * 1000))
+        if requested is None and not policy.jitter:
+            delay_ms = max(1, round(policy.delay(delivery.attempt) * 1000))
+        else:
+            delay_ms = ladder_ms(policy.next_delay(delivery.attempt, requested))
+            self._extra_delays.setdefault(delivery.queue, set()).add(delay_ms)
         log.warning("%s message %s failed (attempt %d), retry in %.1fs: %s",
                     delivery.queue, delivery.message_id, delivery.attempt, delay_ms / 1000, error)
         headers = {**self._own_headers(job), ATTEMPT_HEADER: str(delivery.attempt + 1),
-                   ERROR_HEADER: error[:_MAX_ERROR_CHARS]}
+                   ERROR_HEADER: error[:_MAX_ERROR_CHARS], FAILING_SINCE_HEADER: repr(since)}
         props = self._properties(delivery.message_id, headers, job.properties.content_type)
         self._send(delivery.queue, self.topology(delivery.queue).retry(delay_ms),
                    delivery.body, props, delay_ms=delay_ms)
@@ -624,6 +656,8 @@ class AmqpBus:
         delivery = job.delivery
         headers = {**self._own_headers(job), ERROR_HEADER: error[:_MAX_ERROR_CHARS],
                    ATTEMPTS_HEADER: str(delivery.attempt)}
+        if FAILING_SINCE_HEADER in delivery.headers:
+            headers[FAILING_SINCE_HEADER] = delivery.headers[FAILING_SINCE_HEADER]
         props = self._properties(delivery.message_id, headers, job.properties.content_type)
         self._send(delivery.queue, self.topology(delivery.queue).dead, delivery.body, props)
 
@@ -645,6 +679,7 @@ class _Worker:
     bus: AmqpBus
     queue: str
     handler: Handler
+    policy: RetryPolicy
     busy: bool = False
     _jobs: queue_module.Queue[_Job | None] = field(default_factory=queue_module.Queue)
     _done: deque[_Job] = field(default_factory=deque)
@@ -675,7 +710,7 @@ class _Worker:
     def _run(self) -> None:
         try:
             while (job := self._jobs.get()) is not None:
-                self.bus._process(job, self.handler)  # noqa: SLF001
+                self.bus._process(job, self.handler, self.policy)  # noqa: SLF001
                 self._done.append(job)
                 with contextlib.suppress(Exception):  # closed: the I/O loop is gone anyway
                     job.connection.add_callback_threadsafe(lambda: None)  # wake the I/O loop

@@ -9,6 +9,7 @@ Two promises matter to users and are the reason this interface is small:
 
 from __future__ import annotations
 
+import random
 import threading
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -22,7 +23,8 @@ from collections.abc import Callable
 ATTEMPT_HEADER = "x-herald-attempt"  # on a retry copy: the number of the next attempt
 ERROR_HEADER = "x-herald-error"  # why the last attempt failed
 ATTEMPTS_HEADER = "x-herald-attempts"  # on a dead letter: how many attempts were made
-BOOKKEEPING_HEADERS = frozenset({ATTEMPT_HEADER, ERROR_HEADER, ATTEMPTS_HEADER})
+FAILING_SINCE_HEADER = "x-herald-failing-since"  # unix time of the first failed attempt
+BOOKKEEPING_HEADERS = frozenset({ATTEMPT_HEADER, ERROR_HEADER, ATTEMPTS_HEADER, FAILING_SINCE_HEADER})
 
 
 def caller_headers(headers: dict[str, str] | None) -> dict[str, str]:
@@ -54,28 +56,68 @@ class RetryPolicy:
     """How often and how late a failed message is tried again, for every bus implementation.
 
     Exponential backoff so that a broken cluster or remote is not hammered, capped so a
-    message is never parked for hours, and a bounded number of attempts so a poison message
-    ends in the dead-letter queue instead of looping forever.
+    message is never parked for hours, and bounded — by attempts, and optionally by a time
+    `budget` since the first failure — so a poison message ends in the dead-letter queue
+    instead of looping forever. `jitter` spreads retries (a fraction of each delay, added) so
+    deliveries that failed together during an outage do not all come back in the same second.
     """
 
     max_attempts: int = 5
     base_delay: float = 1.0  # seconds before the 2nd attempt
     factor: float = 2.0
     max_delay: float = 300.0
+    budget: float | None = None  # seconds since the first failure after which we give up
+    jitter: float = 0.0  # up to this fraction of a delay is added at random
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if self.base_delay <= 0 or self.factor < 1 or self.max_delay < self.base_delay:
             raise ValueError("need base_delay > 0, factor >= 1 and max_delay >= base_delay")
+        if self.budget is not None and self.budget <= 0:
+            raise ValueError("budget must be positive")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be between 0 and 1")
 
     def delay(self, failed_attempt: int) -> float:
-        """Seconds to wait after attempt number `failed_attempt` (1-based) failed."""
+        """Seconds to wait after attempt number `failed_attempt` (1-based) failed, no jitter."""
         exponent = max(0, failed_attempt - 1)
         try:
             return min(self.max_delay, self.base_delay * self.factor**exponent)
         except OverflowError:
             return self.max_delay
+
+    def next_delay(self, failed_attempt: int, requested: float | None = None,
+                   rand: float | None = None) -> float:
+        """The wait before the next attempt: what the handler asked for (a retryInterval, a
+        server's Retry-After: never shortened), else the backoff; plus jitter either way."""
+        base = requested if requested is not None and requested > 0 else self.delay(failed_attempt)
+        if not self.jitter:
+            return base
+        return base * (1 + self.jitter * (random.random() if rand is None else rand))
+
+    def exhausted(self, attempt: int, failing_since: float, now: float) -> bool:
+        """Whether attempt number `attempt` having failed, there should be no other."""
+        if attempt >= self.max_attempts:
+            return True
+        return self.budget is not None and now - failing_since >= self.budget
+
+
+class RetryLater(Exception):
+    """Raised by a handler for a failure worth another attempt after `delay` seconds.
+
+    `delay` is the caller's own schedule: a Kustomization's retryInterval, or the Retry-After
+    a provider sent with its 429. The bus waits at least that long (its own backoff when
+    None), and still dead-letters the message once the policy's attempts or budget run out.
+    """
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+def requested_delay(exc: BaseException) -> float | None:
+    return exc.delay if isinstance(exc, RetryLater) else None
 
 
 class Reject(Exception):
@@ -106,12 +148,14 @@ class Bus(Protocol):
         stop: threading.Event,
         *,
         prefetch: int = 1,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """Deliver messages to `handler` until `stop` is set; blocks the calling thread.
 
         Handler returns → ack. Raises Reject → dead-letter queue `<queue>.dead` at once.
-        Raises anything else → retried after a delay, and dead-lettered with the error
-        once `max_attempts` is exceeded.
+        Raises RetryLater → retried after its delay; anything else → retried after the
+        backoff. Dead-lettered with the error once `retry` (default: the bus's policy) is
+        exhausted.
         """
 
     def ping(self) -> bool:

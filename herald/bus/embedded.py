@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from herald.bus.base import (
     ATTEMPTS_HEADER,
     ERROR_HEADER,
+    FAILING_SINCE_HEADER,
     BusError,
     BusUnavailable,
     Delivery,
@@ -34,6 +35,7 @@ from herald.bus.base import (
     Reject,
     RetryPolicy,
     caller_headers,
+    requested_delay,
 )
 
 log = logging.getLogger(__name__)
@@ -173,6 +175,7 @@ class EmbeddedBus:
         stop: threading.Event,
         *,
         prefetch: int = 1,  # noqa: ARG002 - one message at a time; the row is the buffer
+        retry: RetryPolicy | None = None,
     ) -> None:
         """Claim, handle and settle messages one by one until `stop` is set.
 
@@ -192,7 +195,7 @@ class EmbeddedBus:
                     if generation == self._generation and not stop.is_set():
                         self._published.wait(self.poll_interval)
                 continue
-            self._handle(claim, handler)
+            self._handle(claim, handler, retry or self.retry)
 
     def ping(self) -> bool:
         """The file can be read (there is no broker to be away)."""
@@ -261,9 +264,9 @@ class EmbeddedBus:
         delivery = Delivery(queue, bytes(body), message_id, merged, attempts + 1)
         return _Claim(msg_id, token, delivery)
 
-    def _handle(self, claim: _Claim, handler: Handler) -> None:
+    def _handle(self, claim: _Claim, handler: Handler, policy: RetryPolicy) -> None:
         delivery = claim.delivery
-        if delivery.attempt > self.retry.max_attempts:
+        if delivery.attempt > policy.max_attempts:
             # Only reachable when earlier deliveries never finished (the process died
             # mid-handler): a message that kills its consumer must not do so forever.
             self._bury(claim, f"delivered {delivery.attempt} times without finishing")
@@ -276,17 +279,21 @@ class EmbeddedBus:
             self._bury(claim, str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure of the handler is retried
             error = f"{type(exc).__name__}: {exc}"
-            if delivery.attempt >= self.retry.max_attempts:
+            now = time.time()
+            since = _float(delivery.headers.get(FAILING_SINCE_HEADER), now)
+            if policy.exhausted(delivery.attempt, since, now):
                 log.error("%s message %s failed for good after %d attempts: %s",
                           delivery.queue, delivery.message_id, delivery.attempt, error)
                 self._bury(claim, error)
             else:
-                delay = self.retry.delay(delivery.attempt)
+                delay = policy.next_delay(delivery.attempt, requested_delay(exc))
                 log.warning("%s message %s failed (attempt %d), retry in %.1fs: %s",
                             delivery.queue, delivery.message_id, delivery.attempt, delay, error)
+                stored = {k: v for k, v in delivery.headers.items() if k != ERROR_HEADER}
+                stored[FAILING_SINCE_HEADER] = repr(since)
                 self._settle(claim, "UPDATE messages SET available_at = ?, leased_until = NULL,"
-                             " lease_token = NULL, last_error = ? WHERE id = ? AND lease_token = ?",
-                             (time.time() + delay, error[:_MAX_ERROR_CHARS]))
+                             " lease_token = NULL, last_error = ?, headers = ? WHERE id = ? AND lease_token = ?",
+                             (now + delay, error[:_MAX_ERROR_CHARS], json.dumps(stored)))
         except BaseException:
             # Interpreter shutdown or KeyboardInterrupt: hand the message back at once
             # rather than leaving it leased until the lease runs out.
@@ -349,3 +356,10 @@ class EmbeddedBus:
                     )
             except (sqlite3.Error, BusError) as exc:
                 log.warning("bus %s: cannot renew leases: %s", self.path, exc)
+
+
+def _float(value: str | None, default: float) -> float:
+    try:
+        return float(value) if value else default
+    except ValueError:
+        return default
