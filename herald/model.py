@@ -70,6 +70,12 @@ class Provider:
     timeout: float = 15.0  # seconds
     proxy: str = ""
     suspend: bool = False
+    cert_secret_ref: SecretRef | None = None  # its `ca.crt` is trusted for the address
+    # Herald's own: the email provider's envelope (`from` in YAML) and a message template.
+    sender: str = ""
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    template: str = ""
 
 
 @dataclass(frozen=True)

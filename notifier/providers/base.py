@@ -1,21 +1,30 @@
 """What every provider module offers, and how it reports failure.
 
-A provider is a function: (Provider spec, its decoded Secret, the event) → delivered or raise.
-Failures say whether trying again can help, so the delivery loop can retry outages with
+A provider is a function: (Provider spec, its decoded Secret, the notification) → delivered or
+raise. Failures say whether trying again can help, so the delivery loop can retry outages with
 backoff and dead-letter a 401 at once instead of hammering an API with a revoked token.
+
+The Secret a provider receives is the Provider's `secretRef` Secret with, when the Provider
+names a `certSecretRef`, that Secret's `ca.crt` added (Flux keeps them apart; a provider only
+needs to know the CA). Its values are credentials: they never appear in a DeliveryError.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from herald.messages import Event
 from herald.model import Provider
 
 
 class DeliveryError(Exception):
-    """A provider could not deliver. The message must never contain a token or webhook URL."""
+    """A provider could not deliver. The message must never contain a token or webhook URL.
+
+    `retryable`: an outage or rate limit (try again later) rather than a refusal that only a
+    configuration change fixes. `retry_after`: seconds the far side asked us to wait, if it said.
+    """
 
     def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
         super().__init__(message)
@@ -23,13 +32,52 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
 
 
+class Memory(Protocol):
+    """What a provider may remember across deliveries, restarts and notifier replicas.
+
+    Slack keeps the `ts` of an object's thread here; commit-status providers may keep the last
+    status they posted. Keys are the provider's own (prefix them with the provider type);
+    values are short strings. Entries expire (a day by default), so it is a cache of
+    courtesies, never the only copy of anything that matters.
+    """
+
+    def get(self, key: str) -> str | None: ...
+
+    def put(self, key: str, value: str) -> None: ...
+
+
+class DictMemory:
+    """A Memory in a dict: for tests and for one-shot tools."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: str) -> None:
+        self.data[key] = value
+
+
 @dataclass(frozen=True)
 class Notification:
-    """An event on its way to one provider, with the Alert's additions merged in."""
+    """An event on its way to one provider, with the Alert's additions merged in.
+
+    `message` is the text to show people: the Alert's or Provider's template rendered, or the
+    event's own message when neither has one (see notifier/templates.py). Providers that send
+    structured data (generic webhooks, commit statuses) use `event` itself.
+    """
 
     event: Event
     alert: str  # "namespace/name" of the Alert that matched
     summary: str = ""
+    message: str = ""
+    provider: str = ""  # "namespace/name" of the Provider, for memory keys and log lines
+    memory: Memory = field(default_factory=DictMemory, compare=False)
+
+    @property
+    def text(self) -> str:
+        return self.message or self.event.message
 
 
 SendFn = Callable[[Provider, dict[str, str], Notification], "str | None"]
