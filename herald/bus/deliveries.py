@@ -25,11 +25,21 @@ FILENAME = "deliveries.sqlite3"
 
 
 class DeliveryLog(Protocol):
-    def first_seen(self, key: str) -> float | None:
-        """When (epoch seconds) the delivery `key` was accepted, or None if not within the window."""
+    """A time-windowed memory of keys, each with an optional short value.
 
-    def record(self, key: str) -> None:
-        """Remember `key` as accepted now. Best effort: losing a record loses only a dedupe."""
+    The receiver keeps delivery ids here; the notifier keeps what it has sent (its dedupe)
+    and what providers remember between deliveries (a Slack thread's ts).
+    """
+
+    def first_seen(self, key: str) -> float | None:
+        """When (epoch seconds) `key` was last recorded, or None if not within the window."""
+
+    def value(self, key: str) -> str | None:
+        """The value recorded with `key` within the window, or None."""
+
+    def record(self, key: str, value: str = "") -> None:
+        """Remember `key` (and `value`) as of now. Best effort: losing a record loses only a
+        dedupe or a courtesy such as a thread."""
 
     def close(self) -> None: ...
 
@@ -40,7 +50,10 @@ class NoDeliveryLog:
     def first_seen(self, key: str) -> float | None:
         return None
 
-    def record(self, key: str) -> None:
+    def value(self, key: str) -> str | None:
+        return None
+
+    def record(self, key: str, value: str = "") -> None:
         pass
 
     def close(self) -> None:
@@ -61,8 +74,12 @@ class SQLiteDeliveryLog:
         self._last_prune = 0.0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, at REAL NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, at REAL NOT NULL,"
+                       " value TEXT NOT NULL DEFAULT '')")
             db.execute("CREATE INDEX IF NOT EXISTS seen_at ON seen (at)")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(seen)")}
+            if "value" not in columns:  # a log written before values existed
+                db.execute("ALTER TABLE seen ADD COLUMN value TEXT NOT NULL DEFAULT ''")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -79,12 +96,19 @@ class SQLiteDeliveryLog:
             return None
         return float(row[0])
 
-    def record(self, key: str) -> None:
+    def value(self, key: str) -> str | None:
+        row = self._db().execute("SELECT at, value FROM seen WHERE key = ?", (key,)).fetchone()
+        if row is None or row[0] < time.time() - self.window:
+            return None
+        return str(row[1])
+
+    def record(self, key: str, value: str = "") -> None:
         now = time.time()
         db = self._db()
         # A re-accepted key (its old record expired) starts a new window.
-        db.execute("INSERT INTO seen (key, at) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET at = excluded.at",
-                    (key, now))
+        db.execute("INSERT INTO seen (key, at, value) VALUES (?, ?, ?)"
+                   " ON CONFLICT(key) DO UPDATE SET at = excluded.at, value = excluded.value",
+                   (key, now, value))
         if now - self._last_prune > 60:
             self._last_prune = now
             db.execute("DELETE FROM seen WHERE at < ?", (now - self.window,))
@@ -97,11 +121,15 @@ class SQLiteDeliveryLog:
 
 
 def open_delivery_log(broker_url: str | None, state_dir: str | Path,
-                      window: float = DEFAULT_WINDOW) -> DeliveryLog:
-    """A RabbitMQ stream when there is a broker (replicas share nothing else), else SQLite."""
+                      window: float = DEFAULT_WINDOW, *, name: str = "") -> DeliveryLog:
+    """A RabbitMQ stream when there is a broker (replicas share nothing else), else SQLite.
+
+    `name` picks another log than the receiver's (the stream `herald.<name>`, the file
+    `<name>.sqlite3`), e.g. the notifier's memory of what it sent.
+    """
     url = (broker_url or "").strip()
     if url.lower().startswith(("amqp://", "amqps://")):
-        from herald.bus.stream_log import StreamDeliveryLog
+        from herald.bus.stream_log import STREAM, StreamDeliveryLog
 
-        return StreamDeliveryLog(url, window)
-    return SQLiteDeliveryLog(Path(state_dir) / FILENAME, window)
+        return StreamDeliveryLog(url, window, stream=f"herald.{name}" if name else STREAM)
+    return SQLiteDeliveryLog(Path(state_dir) / (f"{name}.sqlite3" if name else FILENAME), window)

@@ -43,14 +43,16 @@ _MARKER_PREFIX = "herald:marker:"
 
 class StreamDeliveryLog:
     def __init__(self, url: str, window: float, *, catch_up_timeout: float = 5.0,
-                 reconnect_delay: float = 1.0) -> None:
+                 reconnect_delay: float = 1.0, stream: str = STREAM) -> None:
         self.url = url
         self.window = window
+        self.stream = stream
         self.catch_up_timeout = catch_up_timeout
         self.reconnect_delay = reconnect_delay
         self._seen: dict[str, float] = {}
+        self._values: dict[str, str] = {}  # only keys recorded with a value
         self._lock = threading.Lock()
-        self._outbox: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[str, float] | tuple[str, float, str]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._declared = threading.Event()
@@ -69,6 +71,28 @@ class StreamDeliveryLog:
     # ---- the interface -----------------------------------------------------------------
 
     def first_seen(self, key: str) -> float | None:
+        self._wait_caught_up()
+        with self._lock:
+            at = self._seen.get(key)
+        if at is None or at < time.time() - self.window:
+            return None
+        return at
+
+    def value(self, key: str) -> str | None:
+        self._wait_caught_up()
+        with self._lock:
+            at = self._seen.get(key)
+            value = self._values.get(key, "")
+        if at is None or at < time.time() - self.window:
+            return None
+        return value
+
+    def record(self, key: str, value: str = "") -> None:
+        now = time.time()
+        self._remember(key, now, value)
+        self._outbox.put((key, now, value) if value else (key, now))
+
+    def _wait_caught_up(self) -> None:
         if not self._caught_up.is_set() and not self._waited:
             # Right after start the tail has not replayed the window yet: wait for it once,
             # briefly. With the broker away there is nothing to dedupe against anyway.
@@ -76,16 +100,6 @@ class StreamDeliveryLog:
                 log.warning("delivery log: stream not replayed within %.0fs; duplicates may pass "
                             "until it is", self.catch_up_timeout)
             self._waited = True
-        with self._lock:
-            at = self._seen.get(key)
-        if at is None or at < time.time() - self.window:
-            return None
-        return at
-
-    def record(self, key: str) -> None:
-        now = time.time()
-        self._remember(key, now)
-        self._outbox.put((key, now))
 
     def close(self) -> None:
         self._stop.set()
@@ -98,12 +112,19 @@ class StreamDeliveryLog:
 
     # ---- internals ---------------------------------------------------------------------
 
-    def _remember(self, key: str, at: float) -> None:
+    def _remember(self, key: str, at: float, value: str = "") -> None:
         with self._lock:
-            old = self._seen.pop(key, None)
-            self._seen[key] = max(at, old or 0.0)
+            old = self._seen.pop(key, None) or 0.0
+            self._seen[key] = max(at, old)
+            if at >= old:  # the newest record's value wins, whatever order replicas' arrive in
+                if value:
+                    self._values[key] = value
+                else:
+                    self._values.pop(key, None)
             if len(self._seen) > MAX_KEYS:
-                del self._seen[next(iter(self._seen))]
+                oldest = next(iter(self._seen))
+                del self._seen[oldest]
+                self._values.pop(oldest, None)
 
     def _expire(self) -> None:
         horizon = time.time() - self.window
@@ -113,13 +134,14 @@ class StreamDeliveryLog:
                 if self._seen[key] >= horizon:
                     break
                 del self._seen[key]
+                self._values.pop(key, None)
 
     def _connect(self) -> BlockingConnection:
         params = pika.URLParameters(self.url)
         params.heartbeat = 30
         params.socket_timeout = 5
         params.blocked_connection_timeout = 10
-        params.client_properties = {"connection_name": "herald delivery log"}
+        params.client_properties = {"connection_name": f"herald log {self.stream}"}
         return BlockingConnection(params)
 
     def _loop(self, body, role: str) -> None:
@@ -139,18 +161,18 @@ class StreamDeliveryLog:
         connection = self._connect()
         try:
             channel = connection.channel()
-            channel.queue_declare(STREAM, durable=True, arguments=STREAM_ARGUMENTS)
+            channel.queue_declare(self.stream, durable=True, arguments=STREAM_ARGUMENTS)
             channel.basic_qos(prefetch_count=1000)  # streams require a prefetch
             since = dt.datetime.fromtimestamp(time.time() - self.window, tz=dt.UTC)
             received = 0
 
             def on_message(ch, method, props, body: bytes) -> None:
                 nonlocal received
-                for key, at in _records(body, props):
+                for key, at, value in _records(body, props):
                     if key == self._marker:
                         self._caught_up.set()
                     elif not key.startswith(_MARKER_PREFIX):
-                        self._remember(key, at)
+                        self._remember(key, at, value)
                 received += 1
                 if received % 100 == 0:
                     # Stream credit comes back with acks: ack in batches, well inside the prefetch.
@@ -158,7 +180,7 @@ class StreamDeliveryLog:
                 if received % 1000 == 0:
                     self._expire()
 
-            channel.basic_consume(STREAM, on_message, auto_ack=False,
+            channel.basic_consume(self.stream, on_message, auto_ack=False,
                                   arguments={"x-stream-offset": since})
             while not self._stop.is_set():
                 connection.process_data_events(time_limit=0.5)
@@ -166,11 +188,11 @@ class StreamDeliveryLog:
             _close(connection)
 
     def _write(self) -> None:
-        pending: list[tuple[str, float]] = []
+        pending: list[tuple[str, float] | tuple[str, float, str]] = []
         connection = self._connect()
         try:
             channel = connection.channel()
-            channel.queue_declare(STREAM, durable=True, arguments=STREAM_ARGUMENTS)
+            channel.queue_declare(self.stream, durable=True, arguments=STREAM_ARGUMENTS)
             self._declared.set()
             # No publisher confirms: a record lost in a broker crash costs one dedupe, while
             # waiting for confirms one by one would make this thread the bottleneck.
@@ -189,7 +211,7 @@ class StreamDeliveryLog:
                 # Many records per stream message: under load, one message carries hundreds of
                 # deliveries, so the broker and every replica's reader handle one message, not
                 # hundreds (the per-message cost dominated the receiver's CPU in the bench).
-                channel.basic_publish("", STREAM, json.dumps(pending).encode(),
+                channel.basic_publish("", self.stream, json.dumps(pending).encode(),
                                       pika.BasicProperties(delivery_mode=2, timestamp=int(pending[0][1]),
                                                            content_type="application/json"))
                 pending.clear()
@@ -200,18 +222,24 @@ class StreamDeliveryLog:
             _close(connection)
 
 
-def _records(body: bytes, props: pika.BasicProperties) -> list[tuple[str, float]]:
-    """A stream message's records: a JSON list of [key, epoch seconds] pairs. Anything else
-    (a foreign or damaged message) is skipped: the log is an optimisation, never a reason to
-    stop reading."""
+def _records(body: bytes, props: pika.BasicProperties) -> list[tuple[str, float, str]]:
+    """A stream message's records: a JSON list of [key, epoch seconds] or [key, epoch seconds,
+    value] items. Anything else (a foreign or damaged message) is skipped: the log is an
+    optimisation, never a reason to stop reading."""
     try:
         items = json.loads(body)
     except (ValueError, RecursionError):
         return []
     if not isinstance(items, list):
         return []
-    return [(k, float(at)) for k, at in (i for i in items if isinstance(i, list) and len(i) == 2)
-            if isinstance(k, str) and isinstance(at, (int, float))]
+    out = []
+    for item in items:
+        if not isinstance(item, list) or len(item) not in (2, 3):
+            continue
+        key, at, value = item[0], item[1], item[2] if len(item) == 3 else ""
+        if isinstance(key, str) and isinstance(at, (int, float)) and isinstance(value, str):
+            out.append((key, float(at), value))
+    return out
 
 
 def _close(connection: BlockingConnection) -> None:
