@@ -24,12 +24,15 @@ class DeliveryError(Exception):
 
     `retryable`: an outage or rate limit (try again later) rather than a refusal that only a
     configuration change fixes. `retry_after`: seconds the far side asked us to wait, if it said.
+    `status`: the HTTP status when the far side answered one.
     """
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
+                 status: int | None = None):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.status = status
 
 
 class Memory(Protocol):

@@ -111,10 +111,11 @@ def send(
 def failure(what: str, status: int, body: str, headers: Mapping[str, str],
             secrets: Iterable[str] = ()) -> DeliveryError:
     """An HTTP answer as a DeliveryError: retryable for outages and rate limits, else final."""
-    detail = scrub(error_detail(body), secrets)
+    detail = error_detail(scrub(body or "", secrets))  # scrub first: a clipped secret would slip through
     message = f"{what}: HTTP {status}" + (f": {detail}" if detail else "")
     retryable = status >= 500 or status in RETRYABLE_STATUS
-    return DeliveryError(message, retryable=retryable, retry_after=retry_after(headers) if retryable else None)
+    return DeliveryError(message, retryable=retryable, retry_after=retry_after(headers) if retryable else None,
+                         status=status)
 
 
 def error_detail(body: str) -> str:
