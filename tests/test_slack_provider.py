@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -12,13 +18,15 @@ import requests
 from herald.messages import Event
 from herald.model import Meta, Provider
 from notifier.providers import slack
-from notifier.providers.base import DeliveryError, Notification
+from notifier.providers.base import DeliveryError, DictMemory, Memory, Notification
 from tests.slackapi import WEBHOOK_BOT, WEBHOOK_TEAM, SlackAPIServer
 
 TOKEN = "xoxb-test"
 SHA = "0123456789abcdef0123456789abcdef01234567"
 REVISION = f"main@sha1:{SHA}"
+NEXT_REVISION = "main@sha1:" + "f" * 40
 CHANGES = "Deployment/default/web created\nService/default/web configured"
+THREAD_KEY = f"slack:thread:default/slack:general:default/on-call:Kustomization/default/app:{REVISION}"
 
 
 def note(
@@ -26,8 +34,15 @@ def note(
     message: str = CHANGES,
     summary: str = "",
     reason: str = "ReconciliationSucceeded",
+    *,
+    revision: str = REVISION,
+    memory: Memory | None = None,
+    text: str = "",
+    at: str = "",
+    alert: str = "default/on-call",
     **metadata: str,
 ) -> Notification:
+    """An event on its way; `text` is a template's output, `at` the event's timestamp."""
     event = Event.for_object(
         "Kustomization",
         "app",
@@ -35,14 +50,19 @@ def note(
         severity=severity,
         reason=reason,
         message=message,
-        metadata={"revision": REVISION, **metadata},
+        metadata={"revision": revision, **metadata} if revision else metadata,
     )
-    return Notification(event=event, alert="default/on-call", summary=summary)
+    if at:
+        event.timestamp = at
+    return Notification(event=event, alert=alert, summary=summary, message=text, memory=memory or DictMemory())
 
 
-def provider(address: str = "", channel: str = "general", timeout: float = 5.0) -> Provider:
+def provider(
+    address: str = "", channel: str = "general", timeout: float = 5.0, proxy: str = ""
+) -> Provider:
     return Provider(
-        meta=Meta(name="slack"), type="slack", address=address, channel=channel, username="herald", timeout=timeout
+        meta=Meta(name="slack"), type="slack", address=address, channel=channel, username="herald", timeout=timeout,
+        proxy=proxy,
     )
 
 
@@ -61,6 +81,99 @@ def send_failing(prov: Provider, secret: dict[str, str], n: Notification | None 
     with pytest.raises(DeliveryError) as caught:
         slack.send(prov, secret, n or note())
     return caught.value
+
+
+class SharedMemory:
+    """A Memory over a store that outlives it, as the notifier's does: a new SharedMemory over
+    the same dict is what a restarted notifier (or another replica) sees."""
+
+    def __init__(self, store: dict[str, str]) -> None:
+        self.store = store
+
+    def get(self, key: str) -> str | None:
+        return self.store.get(key)
+
+    def put(self, key: str, value: str) -> None:
+        self.store[key] = value
+
+
+class BrokenMemory:
+    """A Memory whose store is down."""
+
+    def get(self, key: str) -> str | None:
+        raise ConnectionError("state store unavailable")
+
+    def put(self, key: str, value: str) -> None:
+        raise ConnectionError("state store unavailable")
+
+
+class ForwardProxy:
+    """An HTTP proxy for http:// addresses only (no CONNECT): it forwards absolute-URI requests
+    and records them, which is enough to see that a provider goes through the proxy it is given."""
+
+    _HOP = frozenset({"connection", "proxy-connection", "keep-alive", "proxy-authorization", "te", "trailers",
+                      "transfer-encoding", "upgrade", "content-length"})
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []  # the absolute URLs asked for
+        self.proxy_auth: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                proxy.seen.append(self.path)
+                proxy.proxy_auth.append(self.headers.get("Proxy-Authorization", ""))
+                target = urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if target.scheme != "http" or not target.hostname:
+                    self.send_error(400, "absolute http:// URLs only")
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ForwardProxy._HOP}
+                upstream = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=10)
+                try:
+                    upstream.request("POST", target.path + (f"?{target.query}" if target.query else ""), body, headers)
+                    answer = upstream.getresponse()
+                    payload = answer.read()
+                finally:
+                    upstream.close()
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ForwardProxy._HOP:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                """Quiet."""
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http.daemon_threads = True
+        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._http.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> ForwardProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._http.shutdown()
+        self._thread.join()
+        self._http.server_close()
+
+
+@pytest.fixture
+def forward_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[ForwardProxy]:
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)  # only the proxy a test names is in play
+    with ForwardProxy() as proxy:
+        yield proxy
 
 
 # -- bot token: chat.postMessage ------------------------------------------------------------
@@ -230,6 +343,237 @@ def test_slack_down_is_retried_and_the_token_is_never_logged(caplog: pytest.LogC
     assert TOKEN not in caplog.text
 
 
+# -- threads: one per object and revision ---------------------------------------------------
+
+
+def calls(slack_api: SlackAPIServer) -> list[str]:
+    """The Web API calls made, in order, with a reply marked as such."""
+    return [
+        ("reply" if r.body and r.body.get("thread_ts") else "post") if r.path.endswith("postMessage") else "update"
+        for r in slack_api.requests
+    ]
+
+
+def test_progressing_then_succeeded_updates_one_parent_and_replies_in_its_thread(slack_api: SlackAPIServer) -> None:
+    memory, prov, secret = DictMemory(), provider(slack_api.post_message_url), {"token": TOKEN}
+    progressing = note(reason="Progressing", message="Deployment/default/web configured", memory=memory,
+                       at="2026-11-21T10:00:00.100Z")
+    succeeded = note(reason="ReconciliationSucceeded", message="Health check passed", memory=memory,
+                     at="2026-11-21T10:00:20.300Z")
+
+    parent_ts = slack.send(prov, secret, progressing)
+    reply_ts = slack.send(prov, secret, succeeded)
+
+    assert calls(slack_api) == ["post", "update", "reply"]
+    [parent] = slack_api.channel_messages("general")  # one message in the channel
+    assert parent.ts == parent_ts and parent.edits == 1
+    assert "ReconciliationSucceeded" in parent.content["text"]  # the latest state...
+    assert "Health check passed" in json.dumps(parent.content["attachments"])
+    assert parent.content["username"] == "herald"  # chat.update keeps who posted it
+    [reply] = slack_api.thread("general", parent_ts)  # ...and the history in its thread
+    assert reply.ts == reply_ts != parent_ts
+    assert "Health check passed" in json.dumps(reply.content) and not reply.broadcast
+    assert json.loads(memory.data[THREAD_KEY]) == {
+        "channel": slack_api.channel_id("general"),  # the ID: chat.update takes no names
+        "ts": parent_ts,
+        "shown": "2026-11-21T10:00:20.300Z",  # the event the parent shows now
+    }
+
+
+def test_a_failure_turns_the_parent_red_and_is_broadcast_to_the_channel(slack_api: SlackAPIServer) -> None:
+    memory, prov, secret = DictMemory(), provider(slack_api.post_message_url), {"token": TOKEN}
+    parent_ts = slack.send(prov, secret, note(reason="Progressing", memory=memory))
+    slack.send(prov, secret, note("error", "apply failed: webhook denied", reason="ReconciliationFailed",
+                                  memory=memory))
+
+    parent = slack_api.message("general", parent_ts)
+    assert parent.color == "danger"
+    [failure] = slack_api.thread("general", parent_ts)
+    assert failure.broadcast and failure.color == "danger"
+    shown = slack_api.channel_messages("general")
+    assert [m.ts for m in shown] == [parent_ts, failure.ts]  # not hidden in the thread
+
+
+def test_a_new_revision_starts_a_new_thread(slack_api: SlackAPIServer) -> None:
+    memory, prov, secret = DictMemory(), provider(slack_api.post_message_url), {"token": TOKEN}
+    first = slack.send(prov, secret, note(memory=memory))
+    second = slack.send(prov, secret, note(revision=NEXT_REVISION, memory=memory))
+
+    assert calls(slack_api) == ["post", "post"]
+    assert [m.ts for m in slack_api.channel_messages("general")] == [first, second]
+    assert len(memory.data) == 2
+
+
+def test_each_alert_keeps_its_own_thread(slack_api: SlackAPIServer) -> None:
+    memory, prov, secret = DictMemory(), provider(slack_api.post_message_url), {"token": TOKEN}
+    slack.send(prov, secret, note(memory=memory, alert="default/all"))
+    slack.send(prov, secret, note(memory=memory, alert="default/prod", summary="Production"))
+    assert calls(slack_api) == ["post", "post"]
+
+
+def test_the_thread_survives_a_notifier_restart(slack_api: SlackAPIServer) -> None:
+    store: dict[str, str] = {}  # what the notifier's state directory or broker keeps
+    prov, secret = provider(slack_api.post_message_url), {"token": TOKEN}
+    parent_ts = slack.send(prov, secret, note(reason="Progressing", memory=SharedMemory(store)))
+
+    after_restart = SharedMemory(store)  # a new process: nothing in common but the store
+    slack.send(prov, secret, note(memory=after_restart))
+
+    assert calls(slack_api) == ["post", "update", "reply"]
+    assert len(slack_api.thread("general", parent_ts)) == 1
+
+
+def test_events_without_a_revision_are_not_threaded(slack_api: SlackAPIServer) -> None:
+    memory, prov, secret = DictMemory(), provider(slack_api.post_message_url), {"token": TOKEN}
+    for _ in range(2):
+        slack.send(prov, secret, note("error", "git fetch failed", reason="GitOperationFailed", revision="",
+                                      memory=memory))
+    assert calls(slack_api) == ["post", "post"]
+    assert memory.data == {}
+
+
+def test_a_deleted_parent_starts_a_new_thread_and_no_reply_is_lost(slack_api: SlackAPIServer) -> None:
+    memory, prov, secret = DictMemory(), provider(slack_api.post_message_url), {"token": TOKEN}
+    old = slack.send(prov, secret, note(reason="Progressing", memory=memory))
+    slack_api.delete("general", old)
+
+    new = slack.send(prov, secret, note(memory=memory))
+    slack.send(prov, secret, note(reason="ReconciliationSucceeded", message="again", memory=memory))
+
+    assert calls(slack_api) == ["post", "update", "post", "update", "reply"]
+    assert [r.error for r in slack_api.requests] == ["", "message_not_found", "", "", ""]
+    assert json.loads(memory.data[THREAD_KEY])["ts"] == new != old
+    assert len(slack_api.thread("general", new)) == 1
+    assert slack_api.lost == []
+
+
+@pytest.mark.parametrize("gone", ["another app's message", "an unknown channel"])
+def test_a_remembered_parent_that_cannot_be_updated_starts_a_new_thread(slack_api: SlackAPIServer, gone: str) -> None:
+    slack_api.tokens.add("xoxb-other-app")
+    theirs = requests.post(slack_api.post_message_url, json={"channel": "general", "text": "theirs"},
+                           headers={"Authorization": "Bearer xoxb-other-app"}, timeout=5).json()
+    channel = theirs["channel"] if gone == "another app's message" else "C0GONE0000"
+    memory = DictMemory()
+    memory.put(THREAD_KEY, slack.Thread(channel, theirs["ts"]).dump())
+
+    ts = slack.send(provider(slack_api.post_message_url), {"token": TOKEN}, note(memory=memory))
+
+    assert [r.error for r in slack_api.requests[1:]] == [
+        "cant_update_message" if gone == "another app's message" else "channel_not_found", ""
+    ]
+    assert calls(slack_api)[1:] == ["update", "post"]
+    assert json.loads(memory.data[THREAD_KEY])["ts"] == ts
+
+
+@pytest.mark.parametrize("value", ["", "not json", "[]", '{"channel": "C1"}', '{"channel": 1, "ts": "2"}'])
+def test_an_unreadable_memory_value_starts_a_new_thread(slack_api: SlackAPIServer, value: str) -> None:
+    memory = DictMemory()
+    memory.put(THREAD_KEY, value)
+    ts = slack.send(provider(slack_api.post_message_url), {"token": TOKEN}, note(memory=memory))
+    assert calls(slack_api) == ["post"]
+    assert json.loads(memory.data[THREAD_KEY])["ts"] == ts
+
+
+def test_a_parent_past_the_edit_window_still_gets_replies(slack_api: SlackAPIServer) -> None:
+    memory, prov, secret = DictMemory(), provider(slack_api.post_message_url), {"token": TOKEN}
+    first = note(reason="Progressing", memory=memory)
+    parent_ts = slack.send(prov, secret, first)
+    slack_api.edit_window = 0  # the workspace forbids edits
+
+    slack.send(prov, secret, note(memory=memory))
+
+    assert [r.error for r in slack_api.requests] == ["", "edit_window_closed", ""]
+    assert slack_api.message("general", parent_ts).edits == 0
+    assert len(slack_api.thread("general", parent_ts)) == 1
+    assert json.loads(memory.data[THREAD_KEY])["shown"] == first.event.timestamp
+
+
+def test_a_locked_thread_starts_a_new_one(slack_api: SlackAPIServer) -> None:
+    memory, prov, secret = DictMemory(), provider(slack_api.post_message_url), {"token": TOKEN}
+    old = slack.send(prov, secret, note(reason="Progressing", memory=memory))
+    slack_api.lock("general", old)
+
+    new = slack.send(prov, secret, note(memory=memory))
+
+    assert [r.error for r in slack_api.requests] == ["", "", "restricted_action_thread_locked", ""]
+    assert json.loads(memory.data[THREAD_KEY])["ts"] == new != old
+
+
+def test_a_late_event_joins_the_thread_without_turning_the_parent_back(slack_api: SlackAPIServer) -> None:
+    memory, prov, secret = DictMemory(), provider(slack_api.post_message_url), {"token": TOKEN}
+    parent_ts = slack.send(prov, secret, note(reason="ReconciliationSucceeded", at="2026-11-21T10:00:05.000Z",
+                                              memory=memory))
+    slack.send(prov, secret, note(reason="Progressing", at="2026-11-21T10:00:01.000Z", memory=memory))
+
+    assert calls(slack_api) == ["post", "reply"]
+    assert "ReconciliationSucceeded" in slack_api.message("general", parent_ts).content["text"]
+    assert json.loads(memory.data[THREAD_KEY])["shown"] == "2026-11-21T10:00:05.000Z"
+
+
+def test_a_rate_limited_update_is_retried_after_slacks_delay_and_then_completes(slack_api: SlackAPIServer) -> None:
+    memory, prov, secret = DictMemory(), provider(slack_api.post_message_url), {"token": TOKEN}
+    parent_ts = slack.send(prov, secret, note(reason="Progressing", memory=memory))
+    slack_api.fail_next(429, retry_after=4, path="/api/chat.update")
+    succeeded = note(memory=memory)
+
+    error = send_failing(prov, secret, succeeded)
+    assert error.retryable and error.retry_after == 4.0
+    assert "chat.update" in str(error) and "ratelimited" in str(error)
+    assert slack_api.thread("general", parent_ts) == []
+
+    slack.send(prov, secret, succeeded)  # the delivery loop's retry
+    assert len(slack_api.thread("general", parent_ts)) == 1
+
+
+def test_a_failed_reply_is_retried_without_a_second_thread(slack_api: SlackAPIServer) -> None:
+    memory, prov, secret = DictMemory(), provider(slack_api.post_message_url), {"token": TOKEN}
+    parent_ts = slack.send(prov, secret, note(reason="Progressing", memory=memory))
+    slack_api.fail_next(503, path="/api/chat.postMessage")
+    succeeded = note(memory=memory)
+
+    assert send_failing(prov, secret, succeeded).retryable
+    slack.send(prov, secret, succeeded)
+
+    assert [m.ts for m in slack_api.channel_messages("general")] == [parent_ts]
+    assert len(slack_api.thread("general", parent_ts)) == 1
+    assert slack_api.message("general", parent_ts).edits == 2  # the update ran twice, harmlessly
+
+
+def test_a_refused_update_is_reported_like_a_refused_post(slack_api: SlackAPIServer) -> None:
+    memory, prov = DictMemory(), provider(slack_api.post_message_url)
+    slack.send(prov, {"token": TOKEN}, note(reason="Progressing", memory=memory))
+    slack_api.tokens = {"xoxb-rotated"}
+
+    error = send_failing(prov, {"token": TOKEN}, note(memory=memory))
+    assert not error.retryable
+    assert "chat.update" in str(error) and "invalid_auth" in str(error) and TOKEN not in str(error)
+
+
+def test_a_memory_outage_costs_the_thread_not_the_message(
+    slack_api: SlackAPIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    n = note(memory=BrokenMemory())
+    assert slack.send(provider(slack_api.post_message_url), {"token": TOKEN}, n)
+    assert calls(slack_api) == ["post"]
+    assert "memory" in caplog.text and TOKEN not in caplog.text
+
+
+def test_the_message_shows_the_notifications_text(slack_api: SlackAPIServer) -> None:
+    templated = note(text="Deployed *app* to <prod> & friends", summary="Production")
+    slack.send(provider(slack_api.post_message_url), {"token": TOKEN}, templated)
+
+    [posted] = slack_api.wait_for(1)
+    blocks = posted.body["attachments"][0]["blocks"]
+    assert blocks[1]["text"]["text"] == "Deployed *app* to &lt;prod&gt; &amp; friends"  # prose, not a code block
+    assert "Deployment/default/web created" not in attachment_text(posted.body)
+
+
+def test_without_a_template_the_text_is_the_change_list_in_monospace() -> None:
+    """The notifier passes the event's own message as the text when no template applies."""
+    _, attachment = slack.render(note(text=CHANGES))
+    assert attachment["blocks"][0]["text"]["text"] == f"```{CHANGES}```"
+
+
 # -- incoming webhooks -----------------------------------------------------------------------
 
 
@@ -296,6 +640,92 @@ def test_a_missing_or_malformed_webhook_address_is_a_configuration_error(address
     assert "s3cr3t" not in str(error)
 
 
+def test_webhooks_cannot_thread_and_keep_posting_plain_messages(slack_api: SlackAPIServer) -> None:
+    memory = DictMemory()
+    for reason in ("ReconciliationFailed", "ReconciliationSucceeded"):
+        assert slack.send(provider(), {"address": slack_api.webhook_url}, note(reason=reason, memory=memory)) is None
+
+    assert [m.path for m in slack_api.wait_for(2)] == [slack_api.webhook_path] * 2
+    assert all("thread_ts" not in m.body for m in slack_api.messages)
+    assert memory.data == {}
+
+
+# -- proxies and private CAs -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["provider", "secret"])
+def test_the_web_api_goes_through_the_configured_proxy(
+    slack_api: SlackAPIServer, forward_proxy: ForwardProxy, where: str
+) -> None:
+    secret = {"token": TOKEN, **({"proxy": forward_proxy.url} if where == "secret" else {})}
+    prov = provider(slack_api.post_message_url, proxy=forward_proxy.url if where == "provider" else "")
+    memory = DictMemory()
+    slack.send(prov, secret, note(reason="Progressing", memory=memory))
+    slack.send(prov, secret, note(memory=memory))
+
+    assert forward_proxy.seen == [slack_api.post_message_url, slack_api.update_url, slack_api.post_message_url]
+    assert calls(slack_api) == ["post", "update", "reply"]
+
+
+def test_the_secrets_proxy_wins_over_the_providers(slack_api: SlackAPIServer, forward_proxy: ForwardProxy) -> None:
+    nowhere = f"http://127.0.0.1:{closed_port()}"
+    slack.send(provider(slack_api.post_message_url, proxy=nowhere), {"token": TOKEN, "proxy": forward_proxy.url},
+               note())
+    assert forward_proxy.seen == [slack_api.post_message_url]
+
+
+def test_a_webhook_goes_through_the_configured_proxy(slack_api: SlackAPIServer, forward_proxy: ForwardProxy) -> None:
+    slack.send(provider(proxy=forward_proxy.url), {"address": slack_api.webhook_url}, note())
+    assert forward_proxy.seen == [slack_api.webhook_url]
+    assert len(slack_api.wait_for(1)) == 1
+
+
+def test_an_unreachable_proxy_is_retried_and_its_password_never_shown(
+    forward_proxy: ForwardProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    proxy = f"http://herald:pr0xyp4ss@127.0.0.1:{closed_port()}"
+    error = send_failing(provider("http://slack.invalid/api/chat.postMessage"), {"token": TOKEN, "proxy": proxy})
+    assert error.retryable
+    assert "pr0xyp4ss" not in str(error) and "pr0xyp4ss" not in caplog.text and TOKEN not in caplog.text
+
+
+def test_the_secrets_ca_is_trusted_for_an_https_slack(slack_api_tls: SlackAPIServer, slack_ca: str) -> None:
+    assert slack_api_tls.post_message_url.startswith("https://127.0.0.1:")
+    memory, prov = DictMemory(), provider(slack_api_tls.post_message_url)
+    parent_ts = slack.send(prov, {"token": TOKEN, "ca.crt": slack_ca}, note(reason="Progressing", memory=memory))
+    slack.send(prov, {"token": TOKEN, "ca.crt": slack_ca}, note(memory=memory))
+
+    assert calls(slack_api_tls) == ["post", "update", "reply"]
+    assert len(slack_api_tls.thread("general", parent_ts)) == 1
+
+
+def test_the_secrets_ca_is_trusted_for_an_https_webhook(slack_api_tls: SlackAPIServer, slack_ca: str) -> None:
+    slack.send(provider(), {"address": slack_api_tls.webhook_url, "ca.crt": slack_ca}, note())
+    assert len(slack_api_tls.wait_for(1)) == 1
+
+
+@pytest.mark.parametrize("kind", ["token", "webhook"])
+def test_an_untrusted_certificate_is_retried_with_a_hint(
+    slack_api_tls: SlackAPIServer, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = {"token": TOKEN} if kind == "token" else {"address": slack_api_tls.webhook_url}
+    error = send_failing(provider(slack_api_tls.post_message_url), secret)
+
+    assert error.retryable
+    assert "TLS verification failed" in str(error) and "ca.crt" in str(error)
+    assert TOKEN not in str(error) and slack_api_tls.webhook_path not in str(error)
+    assert slack_api_tls.webhook_path not in caplog.text
+    assert slack_api_tls.requests == []
+
+
+def test_a_ca_crt_that_is_not_pem_is_a_configuration_error(slack_api_tls: SlackAPIServer) -> None:
+    error = send_failing(provider(slack_api_tls.post_message_url), {"token": TOKEN, "ca.crt": "not a certificate"})
+    assert not error.retryable
+    assert "ca.crt" in str(error) and TOKEN not in str(error)
+
+
 # -- the local Slack itself ------------------------------------------------------------------
 
 
@@ -338,3 +768,80 @@ def test_the_local_slack_waits_for_messages_posted_later(slack_api: SlackAPIServ
     with pytest.raises(TimeoutError):
         slack_api.wait_for(1, timeout=0.1)
 
+
+
+def test_the_local_slack_updates_messages_as_slack_documents(slack_api: SlackAPIServer) -> None:
+    api, update = slack_api.post_message_url, slack_api.update_url
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    first = {"color": "good", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "first"}}]}
+    posted = requests.post(api, json={"channel": "general", "text": "v1", "attachments": [first]}, headers=auth,
+                           timeout=5).json()
+    cid, ts = posted["channel"], posted["ts"]
+    assert cid == slack_api.channel_id("general") != "general"
+
+    def call(headers: dict[str, str] = auth, **args: Any) -> dict[str, Any]:
+        return requests.post(update, json=args, headers=headers, timeout=5).json()
+
+    assert call(headers={}, channel=cid, ts=ts, text="x")["error"] == "not_authed"
+    assert call(headers={"Authorization": "Bearer xoxb-nope"}, channel=cid, ts=ts, text="x")["error"] == "invalid_auth"
+    assert call(channel="general", ts=ts, text="x")["error"] == "channel_not_found"  # names are not IDs
+    assert call(channel=cid, ts="1.000001", text="x")["error"] == "message_not_found"
+    assert call(channel=cid, ts=ts)["error"] == "no_text"
+    assert call(channel=cid, ts=ts, text="x" * 4001)["error"] == "msg_too_long"
+
+    done = call(channel=cid, ts=ts, text="v2")  # attachments not given: kept, as documented
+    assert done["ok"] is True and (done["channel"], done["ts"], done["text"]) == (cid, ts, "v2")
+    assert slack_api.message("general", ts).content == {"text": "v2", "attachments": [first]}
+    assert slack_api.message("general", ts).edits == 1 and len(slack_api.updates) == 1
+
+    slack_api.tokens.add("xoxb-other-app")
+    assert call(headers={"Authorization": "Bearer xoxb-other-app"}, channel=cid, ts=ts, text="x")["error"] == (
+        "cant_update_message"
+    )
+    slack_api.edit_window = 0
+    assert call(channel=cid, ts=ts, text="x")["error"] == "edit_window_closed"
+    slack_api.edit_window = None
+    slack_api.delete("general", ts)
+    assert call(channel=cid, ts=ts, text="x")["error"] == "message_not_found"
+    slack_api.archived.add("general")
+    assert call(channel=cid, ts=ts, text="x")["error"] == "is_inactive"
+
+    slack_api.fail_next(429, retry_after=5, path="/api/chat.update")
+    limited = requests.post(update, json={}, headers=auth, timeout=5)
+    assert (limited.status_code, limited.headers["Retry-After"], limited.json()["error"]) == (429, "5", "ratelimited")
+
+
+def test_the_local_slack_threads_replies_as_slack_does(slack_api: SlackAPIServer) -> None:
+    api, auth = slack_api.post_message_url, {"Authorization": f"Bearer {TOKEN}"}
+
+    def post(**args: Any) -> dict[str, Any]:
+        return requests.post(api, json={"channel": "general", **args}, headers=auth, timeout=5).json()
+
+    parent = post(text="parent")["ts"]
+    quiet = post(text="in the thread", thread_ts=parent)
+    loud = post(text="everyone sees this", thread_ts=parent, reply_broadcast=True)
+    assert quiet["message"]["thread_ts"] == loud["message"]["thread_ts"] == parent
+    nested = post(text="reply to a reply", thread_ts=quiet["ts"])  # Slack threads it under the parent
+    assert [m.content["text"] for m in slack_api.thread("general", parent)] == [
+        "in the thread", "everyone sees this", "reply to a reply"
+    ]
+    assert [m.content["text"] for m in slack_api.channel_messages("general")] == ["parent", "everyone sees this"]
+    assert nested["message"]["thread_ts"] == parent
+
+    # An unknown thread_ts is answered ok, and the reply is shown nowhere: Slack's behaviour.
+    lost = post(text="into the void", thread_ts="1600000000.000100")
+    assert lost["ok"] is True and lost["ts"]
+    assert [r.body["text"] for r in slack_api.lost] == ["into the void"]
+    assert "into the void" not in json.dumps([m.content for m in slack_api.store.values()])
+
+    slack_api.lock("general", parent)
+    assert post(text="too late", thread_ts=parent)["error"] == "restricted_action_thread_locked"
+    assert post(text="a new top-level message")["ok"] is True
+
+
+def test_a_webhook_posts_only_outcomes_since_it_cannot_update_a_progressing_message(slack_api) -> None:
+    hook = provider(address=slack_api.webhook_url, channel="")
+    assert slack.send(hook, {}, note(reason="Progressing", message="Reconciliation in progress")) is None
+    slack.send(hook, {}, note())
+    [posted] = slack_api.wait_for(1)
+    assert "ReconciliationSucceeded" in posted.body["text"]

@@ -2,23 +2,49 @@
 
 As in Flux, the Secret's `token` selects the Web API (the address is then the full method URL,
 Slack's own by default, so GovSlack or a test server only change the address) and the Secret's
-`address` overrides the Provider's. Both paths go through slack-sdk.
+`address` overrides the Provider's. Both paths go through slack-sdk, with the Provider's
+`timeout`, its proxy (the Secret's `proxy`, else `spec.proxy`) and the Secret's `ca.crt`.
 
-The message is Flux's coloured attachment (`good`/`danger`) carrying Block Kit: the change list
-as monospace text, the revision linked to its commit where the repository is known, the other
-metadata as fields. The top-level `text` is the one-line headline that notifications and
-screen readers use.
+The message is Flux's coloured attachment (`good`/`danger`) carrying Block Kit: the text to show
+(`Notification.text`: a template's output, or the event's change list in monospace), the
+revision linked to its commit where the repository is known, the other metadata as fields. The
+top-level `text` is the one-line headline that notifications and screen readers use.
+
+Threads (bot token only: a webhook returns no `ts` to reply to). The events of one object at one
+revision tell one story (Progressing, then Succeeded or Failed, then maybe retries), so they go
+to one thread per (Provider, channel, Alert, object, revision):
+- the first event is posted as the parent, and its channel ID and `ts` are kept in the
+  notifier's Memory, so the thread survives restarts and is shared by replicas;
+- each later event first updates the parent with chat.update, so the channel always shows the
+  object's latest state and colour, then is posted in the thread as the history; a failure is
+  broadcast to the channel too (`reply_broadcast`), so it is never hidden in a thread.
+The update comes first on purpose: Slack answers `ok` to a reply whose `thread_ts` names no
+message and then shows that reply nowhere, so the update is how a deleted parent is noticed
+(`message_not_found`) before a reply is lost; a new thread is started then. The update is also
+the step that may safely run twice when a retried delivery repeats it. An event older than the
+one the parent shows (a retry arriving late) is still added to the thread, but does not put the
+parent back in an earlier state. Events without a revision are posted on their own. The cost:
+what the first event said is replaced on the parent by later ones and is not in the thread
+(reading it back would need a history scope the bot does not otherwise need).
+
+Two replicas handling the first two events of one thread at the same instant may start two
+threads: Memory has no compare-and-set, and a second thread is a smaller harm than a lost event.
 
 Secrets: a webhook URL is a credential, so messages and logs name only its host, and slack-sdk's
-own log lines (which print request URLs) are kept back.
+own log lines (which print request URLs) are kept back. Every Secret value (the token, a proxy
+URL with a password) is scrubbed from network error texts.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import re
+import ssl
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,13 +55,17 @@ from slack_sdk.webhook import WebhookClient
 
 from herald.messages import SEVERITY_ERROR, Event
 from herald.model import Provider
-from notifier.providers.base import DeliveryError, Notification
+from notifier.providers.base import DeliveryError, Memory, Notification
+from notifier.providers.http import retry_after
 
 DEFAULT_ADDRESS = "https://slack.com/api/chat.postMessage"
 SOURCE_URL_KEY = "source_url"
 """Event metadata naming the https URL of the revision's repository, used to link the commit."""
+THREAD_KEY_PREFIX = "slack:thread"
+"""Memory keys of threads: `slack:thread:<provider ns/name>:<channel>:<alert ns/name>:<Kind/ns/name>:<revision>`."""
 
 _METHOD = "chat.postMessage"
+_UPDATE = "chat.update"
 _COLORS = {SEVERITY_ERROR: "danger"}  # anything else is "good", as Flux colours it
 _HIDDEN_METADATA = {"revision", SOURCE_URL_KEY, "commit_status"}  # shown otherwise, or routing hints
 
@@ -44,12 +74,24 @@ _SECTION_MAX = 3000
 _FIELD_MAX = 2000
 _FIELDS_PER_SECTION = 10
 
+# chat.update's answers that mean the remembered parent cannot carry the thread any more: it was
+# deleted, was posted by another app or token, or its channel went away (IDs are never reused).
+_THREAD_GONE = {"message_not_found", "cant_update_message", "channel_not_found", "is_inactive"}
+# The parent stays and may take replies, but the workspace forbids editing it.
+_PARENT_FROZEN = {"edit_window_closed"}
+# chat.postMessage refusing a reply (not a top-level post): a new thread can still be started.
+_REPLY_REFUSED = {
+    "cannot_reply_to_message",
+    "restricted_action_thread_locked",
+    "restricted_action_non_threadable_channel",
+}
 # Errors Slack documents as failures on its side: trying again later can succeed.
-_SLACK_SIDE = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+_SLACK_SIDE = {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "update_failed"}
 _HINTS = {
     "not_authed": "the Secret's token was not sent",
     "invalid_auth": "Slack rejected the Secret's token",
     "token_revoked": "the Secret's token was revoked",
+    "token_expired": "the Secret's token expired",
     "account_inactive": "the token's app or workspace was deactivated",
     "missing_scope": "the token lacks the chat:write scope",
     "not_in_channel": "invite the app to the channel",
@@ -73,10 +115,15 @@ _SDK_LOG.setLevel(logging.CRITICAL)
 
 
 def send(provider: Provider, secret: dict[str, str], note: Notification) -> str | None:
-    """Post the notification; returns the message's `ts` with a bot token (to thread replies)."""
+    """Post the notification; returns the message's `ts` with a bot token (the parent or reply)."""
     text, attachment = render(note)
     if secret.get("token"):
-        return _post_message(provider, secret, text, attachment)
+        return _WebAPI(provider, secret).deliver(note, text, attachment)
+    if note.event.reason in ("Progressing", "ProgressingWithRetry"):
+        # A webhook cannot update what it posted: "starting" would be a second message per
+        # push with nothing to add once the outcome follows. Only threads show progress.
+        log.debug("slack webhook: %s is Progressing; only the outcome is posted", note.event.object_ref)
+        return None
     _post_webhook(provider, secret, text, attachment)
     return None
 
@@ -90,8 +137,9 @@ def render(note: Notification) -> tuple[str, dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     if note.summary:
         blocks.append(_section(f"*{_clip(_escape(note.summary), _SECTION_MAX - 2)}*"))
-    if event.message.strip():
-        blocks.append(_section(_change_list(event.message)))
+    body = _body(note)
+    if body:
+        blocks.append(_section(body))
     fields = _fields(event)
     for start in range(0, len(fields), _FIELDS_PER_SECTION):
         blocks.append({"type": "section", "fields": fields[start : start + _FIELDS_PER_SECTION]})
@@ -101,35 +149,141 @@ def render(note: Notification) -> tuple[str, dict[str, Any]]:
     return _escape(headline), attachment
 
 
-def _post_message(provider: Provider, secret: dict[str, str], text: str, attachment: dict[str, Any]) -> str:
-    address = secret.get("address") or provider.address or DEFAULT_ADDRESS
-    where = f"slack {_METHOD} on {_host(address)}"
-    if not provider.channel:
-        raise DeliveryError(f"{where}: a bot token needs the Provider's spec.channel", retryable=False)
-    if not address.endswith(f"/{_METHOD}"):
-        raise DeliveryError(f"{where}: with a token, the address must end in /{_METHOD}", retryable=False)
-    token = secret["token"]
-    client = WebClient(
-        token=token,
-        base_url=address.removesuffix(_METHOD),
-        timeout=provider.timeout,  # type: ignore[arg-type]  # urllib takes float seconds
-        proxy=provider.proxy or None,
-        logger=_SDK_LOG,
-        retry_handlers=[],  # the delivery loop owns retries and their backoff
-    )
-    try:
-        response = client.chat_postMessage(
-            channel=provider.channel,
-            username=provider.username or None,
-            text=text,
-            attachments=[attachment],
+def thread_key(provider: Provider, note: Notification) -> str:
+    """The Memory key of the notification's thread, or "" for an event that is not threaded.
+
+    The Alert is part of it: two Alerts sending one object to one Provider each keep their own
+    coherent thread (their summaries differ) instead of replying twice into one.
+    """
+    event = note.event
+    if not event.revision or not provider.channel:
+        return ""
+    owner = note.provider or f"{provider.meta.namespace}/{provider.meta.name}"
+    return ":".join((THREAD_KEY_PREFIX, owner, provider.channel, note.alert, str(event.object_ref), event.revision))
+
+
+@dataclass(frozen=True)
+class Thread:
+    """A thread's parent as Memory keeps it: its channel ID (chat.update takes no channel names),
+    its `ts`, and the timestamp of the event it shows, so a late event cannot turn it back."""
+
+    channel: str
+    ts: str
+    shown: str = ""
+
+    def dump(self) -> str:
+        return json.dumps({"channel": self.channel, "ts": self.ts, "shown": self.shown}, separators=(",", ":"))
+
+    @classmethod
+    def load(cls, value: str | None) -> Thread | None:
+        """The remembered thread; None for nothing, or for a value this version cannot read."""
+        try:
+            data = json.loads(value) if value else None
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        channel, ts, shown = data.get("channel"), data.get("ts"), data.get("shown", "")
+        if not (isinstance(channel, str) and channel and isinstance(ts, str) and ts and isinstance(shown, str)):
+            return None
+        return cls(channel, ts, shown)
+
+
+class _Refused(Exception):
+    """Slack answered a Web API call with an error code; `error` is what the caller reports."""
+
+    def __init__(self, code: str, error: DeliveryError) -> None:
+        super().__init__(code)
+        self.code = code
+        self.error = error
+
+
+class _WebAPI:
+    """One delivery through the Web API: a client with the Provider's settings, and the thread logic."""
+
+    def __init__(self, provider: Provider, secret: Mapping[str, str]) -> None:
+        address = secret.get("address") or provider.address or DEFAULT_ADDRESS
+        self.provider = provider
+        self.host = _host(address)
+        if not provider.channel:
+            raise DeliveryError(f"slack {_METHOD} on {self.host}: a bot token needs the Provider's spec.channel",
+                                retryable=False)
+        if not address.endswith(f"/{_METHOD}"):
+            raise DeliveryError(f"slack {_METHOD} on {self.host}: with a token, the address must end in /{_METHOD}",
+                                retryable=False)
+        self.secrets = [*secret.values(), address]
+        self.client = WebClient(
+            token=secret["token"],
+            base_url=address.removesuffix(_METHOD),
+            timeout=provider.timeout,  # type: ignore[arg-type]  # urllib takes float seconds
+            ssl=_ssl_context(secret, f"slack {_METHOD} on {self.host}"),
+            proxy=_proxy(provider, secret),
+            logger=_SDK_LOG,
+            retry_handlers=[],  # the delivery loop owns retries and their backoff
         )
-    except SlackApiError as exc:
-        raise _api_failure(where, exc.response, provider.channel) from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise _network_failure(where, exc, (token,)) from None
-    log.debug("%s: posted to %s", where, provider.channel)
-    return str(response.get("ts", ""))
+
+    def deliver(self, note: Notification, text: str, attachment: dict[str, Any]) -> str:
+        key = thread_key(self.provider, note)
+        thread = _recall(note.memory, key) if key else None
+        if thread is not None:
+            ts = self._continue(thread, key, note, text, attachment)
+            if ts is not None:
+                return ts
+        try:
+            posted = self._call(_METHOD, channel=self.provider.channel, text=text, attachments=[attachment],
+                                username=self.provider.username or None)
+        except _Refused as refused:
+            raise refused.error from None
+        ts = str(posted.get("ts") or "")
+        channel = str(posted.get("channel") or "")
+        if key and ts and channel:
+            _remember(note.memory, key, Thread(channel, ts, note.event.timestamp))
+        log.debug("slack %s on %s: posted to %s", _METHOD, self.host, self.provider.channel)
+        return ts
+
+    def _continue(self, thread: Thread, key: str, note: Notification, text: str,
+                  attachment: dict[str, Any]) -> str | None:
+        """Update the parent and reply in its thread; None when a new thread must be started."""
+        event = note.event
+        if _is_older(event.timestamp, thread.shown):
+            log.debug("slack: %s is older than the state thread %s shows; replying only", event.reason, thread.ts)
+        else:
+            try:
+                self._call(_UPDATE, channel=thread.channel, ts=thread.ts, text=text, attachments=[attachment])
+            except _Refused as refused:
+                if refused.code in _THREAD_GONE:
+                    log.info("slack: thread %s in %s is gone (%s); starting a new one", thread.ts, thread.channel,
+                             refused.code)
+                    return None
+                if refused.code not in _PARENT_FROZEN:
+                    raise refused.error from None
+                log.info("slack: thread %s in %s cannot be edited (%s); replying only", thread.ts, thread.channel,
+                         refused.code)
+            else:
+                _remember(note.memory, key, Thread(thread.channel, thread.ts, event.timestamp))
+        try:
+            reply = self._call(_METHOD, channel=thread.channel, thread_ts=thread.ts, text=text,
+                               attachments=[attachment], username=self.provider.username or None,
+                               reply_broadcast=True if event.severity == SEVERITY_ERROR else None)
+        except _Refused as refused:
+            if refused.code in _REPLY_REFUSED:
+                log.info("slack: thread %s in %s takes no replies (%s); starting a new one", thread.ts,
+                         thread.channel, refused.code)
+                return None
+            raise refused.error from None
+        return str(reply.get("ts") or "")
+
+    def _call(self, method: str, **args: Any) -> SlackResponse:
+        where = f"slack {method} on {self.host}"
+        try:
+            if method == _UPDATE:
+                return self.client.chat_update(**args)
+            return self.client.chat_postMessage(**args)
+        except SlackApiError as exc:
+            code = _error_code(exc.response.data.get("error") if isinstance(exc.response.data, dict) else None)
+            raise _Refused(code, _api_failure(where, exc.response, self.provider.channel)) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise _network_failure(where, exc, self.secrets) from None
 
 
 def _post_webhook(provider: Provider, secret: dict[str, str], text: str, attachment: dict[str, Any]) -> None:
@@ -140,7 +294,8 @@ def _post_webhook(provider: Provider, secret: dict[str, str], text: str, attachm
     client = WebhookClient(
         url,
         timeout=provider.timeout,  # type: ignore[arg-type]
-        proxy=provider.proxy or None,
+        ssl=_ssl_context(secret, where),
+        proxy=_proxy(provider, secret),
         logger=_SDK_LOG,
         retry_handlers=[],
     )
@@ -154,10 +309,66 @@ def _post_webhook(provider: Provider, secret: dict[str, str], text: str, attachm
     try:
         response = client.send_dict(body)
     except (OSError, http.client.HTTPException) as exc:
-        raise _network_failure(where, exc, (url, urlsplit(url).path)) from None
+        raise _network_failure(where, exc, [*secret.values(), url, urlsplit(url).path]) from None
     if response.status_code != 200:
         raise _failure(where, response.status_code, _error_code(response.body), response.headers)
     log.debug("%s: posted", where)
+
+
+def _recall(memory: Memory, key: str) -> Thread | None:
+    """The remembered thread; a Memory outage costs threading, never the delivery."""
+    try:
+        return Thread.load(memory.get(key))
+    except Exception as exc:  # noqa: BLE001 (whatever store backs it, posting goes on)
+        log.warning("slack: thread memory unavailable (%s: %s); posting without a thread", type(exc).__name__, exc)
+        return None
+
+
+def _remember(memory: Memory, key: str, thread: Thread) -> None:
+    """Keep the thread; failing to is logged, not raised, as a retry would post the event twice."""
+    try:
+        memory.put(key, thread.dump())
+    except Exception as exc:  # noqa: BLE001
+        log.warning("slack: could not remember thread %s (%s: %s); the next event starts a new one",
+                    thread.ts, type(exc).__name__, exc)
+
+
+def _is_older(timestamp: str, than: str) -> bool:
+    """Whether an event happened before the one a parent shows; unreadable times are not older."""
+    try:
+        return _instant(timestamp) < _instant(than)
+    except ValueError:
+        return False
+
+
+def _instant(timestamp: str) -> datetime:
+    when = datetime.fromisoformat(timestamp)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _proxy(provider: Provider, secret: Mapping[str, str]) -> str | None:
+    """The Secret's proxy (it may carry a password), else the Provider's, as for every provider.
+
+    Without either, slack-sdk and urllib fall back to HTTPS_PROXY / HTTP_PROXY / NO_PROXY from
+    the environment; notifier/providers/http.py ignores the environment, but slack-sdk offers no
+    public switch for that."""
+    return secret.get("proxy") or provider.proxy or None
+
+
+def _ssl_context(secret: Mapping[str, str], where: str) -> ssl.SSLContext | None:
+    """The system's roots plus the Secret's `ca.crt`, for a Slack behind a private CA or a proxy
+    that inspects TLS; None (urllib's default) without one."""
+    ca = secret.get("ca.crt") or secret.get("caFile")
+    if not ca:
+        return None
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cadata=ca)
+    except (ssl.SSLError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or "no certificate found"
+        raise DeliveryError(f"{where}: the Secret's ca.crt is not a PEM certificate: {reason}",
+                            retryable=False) from None
+    return context
 
 
 def _api_failure(where: str, response: SlackResponse, channel: str) -> DeliveryError:
@@ -173,16 +384,19 @@ def _failure(where: str, status: int, code: str, headers: Mapping[str, Any], abo
     said = " ".join(x for x in ("" if status == 200 else f"HTTP {status}", code) if x)  # the Web API says 200
     message = f"{where}: {said}" + (f" ({detail})" if detail else "")
     if status == 429 or code in ("ratelimited", "rate_limited"):
-        return DeliveryError(message, retryable=True, retry_after=_retry_after(headers))
+        return DeliveryError(message, retryable=True, retry_after=retry_after(headers or {}))
     return DeliveryError(message, retryable=status >= 500 or code in _SLACK_SIDE)
 
 
 def _network_failure(where: str, exc: BaseException, secrets: Iterable[str]) -> DeliveryError:
     """A refused, reset or timed-out connection; the reason is scrubbed as it is not our text."""
-    reason = str(getattr(exc, "reason", exc)) or type(exc).__name__
-    for secret in secrets:
-        if secret:
-            reason = reason.replace(secret, "***")
+    cause = getattr(exc, "reason", exc)
+    if isinstance(cause, ssl.SSLError):
+        reason = f"TLS verification failed (set ca.crt in the Secret for a private CA): {cause.reason or cause}"
+    else:
+        reason = str(cause) or type(exc).__name__
+    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        reason = reason.replace(secret, "***")
     return DeliveryError(f"{where}: {reason}", retryable=True)
 
 
@@ -199,12 +413,15 @@ def _error_code(value: object) -> str:
     return code if _ERROR_CODE.fullmatch(code) else ""
 
 
-def _retry_after(headers: Mapping[str, Any]) -> float | None:
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:  # an HTTP date, which Slack does not send
-        return None
+def _body(note: Notification) -> str:
+    """What the event says, as people should read it: a template's output as text, the event's
+    own message (a change list, one object a line) in monospace."""
+    text = note.text
+    if not text.strip():
+        return ""
+    if text == note.event.message:
+        return _change_list(text)
+    return _clip(_escape(text.strip()), _SECTION_MAX)
 
 
 def _change_list(message: str) -> str:
