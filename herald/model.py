@@ -97,6 +97,7 @@ class Alert:
     event_metadata: dict[str, str] = field(default_factory=dict)
     summary: str = ""
     suspend: bool = False
+    template: str = ""  # Herald's own: Jinja2 for the message text (notifier/templates.py)
 
 
 @dataclass(frozen=True)

@@ -3,36 +3,96 @@
 Two steps on the bus instead of one: an event fans out into one delivery message per
 (Alert, Provider), and each delivery is retried on its own. A Slack outage then delays only the
 Slack message; it never re-sends the same event to the providers that already got it.
+
+Delivery, where Flux gives up after ~15 s and forgets on restart:
+- a retryable failure (network, 408/425/429/5xx) is tried again with exponential backoff and
+  jitter, no sooner than the provider's Retry-After, for a budget of about an hour
+  (HERALD_NOTIFY_RETRY_BUDGET), then dead-lettered with its last error;
+- a refusal (400/401/403/404/422) is dead-lettered at once with the provider's own words;
+- what was delivered is recorded (notifier.memory), so a redelivered message, a restarted
+  notifier or the same event announced twice within the dedupe window
+  (HERALD_NOTIFY_DEDUPE_WINDOW, 5 minutes) sends nothing twice.
+The message is acknowledged only after the provider accepted it and the record was written:
+a notifier killed in between resends at most that one message, and never loses one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+from dataclasses import dataclass
 
-from herald.bus import Bus, Delivery, Reject
+from herald.bus import Bus, Delivery, Reject, RetryLater, RetryPolicy
 from herald.config import Config
 from herald.messages import EVENTS_QUEUE, NOTIFY_QUEUE, Event, MessageError
-from notifier.providers import PROVIDERS, DeliveryError, Notification, SendFn
-from notifier.routing import route, with_alert_metadata
+from herald.model import Provider
+from herald.schema import parse_duration
+from notifier import templates
+from notifier.memory import DEFAULT_DEDUPE_WINDOW, NotifierMemory, dedupe_key
+from notifier.providers import PROVIDERS, DeliveryError, Notification, SendFn, kind_of
+from notifier.routing import route, wants, with_alert_metadata
 
 log = logging.getLogger("herald.notifier")
 
 
-class ProviderUnavailable(Exception):
-    """A retryable delivery failure: the bus tries again later."""
+@dataclass(frozen=True)
+class NotifierSettings:
+    """How deliveries are retried and deduplicated; each from an environment variable."""
+
+    dedupe_window: float = DEFAULT_DEDUPE_WINDOW  # HERALD_NOTIFY_DEDUPE_WINDOW; 0 turns dedupe off
+    retry_budget: float = 3600.0  # HERALD_NOTIFY_RETRY_BUDGET: how long a delivery is retried
+    first_retry: float = 2.0  # HERALD_NOTIFY_FIRST_RETRY: the first backoff delay
+    max_retry_delay: float = 300.0  # HERALD_NOTIFY_MAX_RETRY_DELAY: the backoff's cap
+    threads: int = 4  # HERALD_NOTIFY_THREADS: deliveries sent at once
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> NotifierSettings:
+        env = dict(os.environ if env is None else env)
+        d = cls()
+
+        def seconds(name: str, default: float) -> float:
+            text = (env.get(name) or "").strip()
+            if not text:
+                return default
+            try:
+                return float(text)
+            except ValueError:
+                return parse_duration(text)
+
+        return cls(
+            dedupe_window=max(0.0, seconds("HERALD_NOTIFY_DEDUPE_WINDOW", d.dedupe_window)),
+            retry_budget=max(1.0, seconds("HERALD_NOTIFY_RETRY_BUDGET", d.retry_budget)),
+            first_retry=max(0.05, seconds("HERALD_NOTIFY_FIRST_RETRY", d.first_retry)),
+            max_retry_delay=max(0.05, seconds("HERALD_NOTIFY_MAX_RETRY_DELAY", d.max_retry_delay)),
+            threads=max(1, int(env.get("HERALD_NOTIFY_THREADS") or d.threads)),
+        )
+
+    @property
+    def retry(self) -> RetryPolicy:
+        # Attempts are bounded by the budget; the count is only a backstop against a hot loop.
+        return RetryPolicy(max_attempts=1000, base_delay=self.first_retry, factor=2.0,
+                           max_delay=max(self.first_retry, self.max_retry_delay),
+                           budget=self.retry_budget, jitter=0.2)
 
 
 class Notifier:
-    def __init__(self, cfg: Config, bus: Bus, providers: dict[str, SendFn] | None = None):
+    def __init__(self, cfg: Config, bus: Bus, providers: dict[str, SendFn] | None = None, *,
+                 memory: NotifierMemory | None = None, settings: NotifierSettings | None = None):
         self.cfg = cfg
         self.bus = bus
         self.providers = PROVIDERS if providers is None else providers
+        self.settings = settings or NotifierSettings.from_env()
+        # The memory lives where the bus does (the broker, or beside the embedded bus's file),
+        # so every notifier sharing a bus shares what was sent.
+        self.memory = memory or NotifierMemory.for_bus(bus, self.settings.dedupe_window)
 
     def _labels(self, kind: str, namespace: str, name: str) -> dict[str, str]:
         obj = self.cfg.by_kind(kind).get((namespace, name))
         return dict(obj.meta.labels) if obj is not None else {}
+
+    # -- step 1: an event fans out -------------------------------------------------------
 
     def handle_event(self, delivery: Delivery) -> None:
         try:
@@ -51,12 +111,20 @@ class Notifier:
             provider = self.cfg.providers.get((alert.meta.namespace, alert.provider_ref))
             if provider is None or provider.suspend:
                 continue
-            body = json.dumps({
-                "alert": f"{alert.meta.namespace}/{alert.meta.name}",
-                "provider": f"{provider.meta.namespace}/{provider.meta.name}",
-                "event": with_alert_metadata(alert, event).to_dict(),
-            }, separators=(",", ":")).encode()
+            if not wants(kind_of(provider.type), event):
+                continue
+            alert_key = f"{alert.meta.namespace}/{alert.meta.name}"
+            provider_key = f"{provider.meta.namespace}/{provider.meta.name}"
+            routed = with_alert_metadata(alert, event)
+            if self.memory.sent.first_seen(dedupe_key(alert_key, provider_key, routed)) is not None:
+                log.info("provider=%s alert=%s object=%s: the same event was sent within the dedupe "
+                         "window; not sent again", provider_key, alert_key, event.object_ref)
+                continue
+            body = json.dumps({"alert": alert_key, "provider": provider_key, "event": routed.to_dict()},
+                              separators=(",", ":")).encode()
             self.bus.publish(NOTIFY_QUEUE, body, headers=dict(delivery.headers))
+
+    # -- step 2: one delivery to one provider ----------------------------------------------
 
     def handle_notification(self, delivery: Delivery) -> None:
         try:
@@ -69,37 +137,71 @@ class Notifier:
         provider = self.cfg.providers.get((ns, name))
         if provider is None:
             raise Reject(f"Provider {provider_key} is no longer configured")
+        where = f"provider={provider_key} alert={alert_key} object={event.object_ref} attempt={delivery.attempt}"
+        if provider.suspend:
+            log.info("%s: the Provider is suspended; dropped", where)
+            return
         send = self.providers.get(provider.type)
         if send is None:
             raise Reject(f"Provider {provider_key}: type {provider.type!r} is not supported")
-        secret: dict[str, str] = {}
-        if provider.secret_ref:
-            found = self.cfg.secret(ns, provider.secret_ref.name)
-            if found is None:
-                raise Reject(f"Provider {provider_key}: Secret {ns}/{provider.secret_ref.name} not found")
-            secret = {k: v.strip() for k, v in found.items()}
+        key = dedupe_key(alert_key, provider_key, event)
+        if self.memory.sent.first_seen(key) is not None:
+            log.info("%s: already delivered; not sent again", where)
+            return
+        secret = self._secret(provider)
         alert = self.cfg.alerts.get(tuple(alert_key.split("/", 1)))  # type: ignore[arg-type]
-        note = Notification(event=event, alert=alert_key, summary=alert.summary if alert else "")
-        where = f"provider={provider_key} alert={alert_key} object={event.object_ref} attempt={delivery.attempt}"
+        summary = alert.summary if alert else ""
+        source = (alert.template if alert else "") or provider.template
+        note = Notification(
+            event=event, alert=alert_key, summary=summary, provider=provider_key,
+            message=templates.render(source, event, alert=alert_key, provider=provider_key, summary=summary),
+            memory=self.memory.providers,
+        )
         try:
             send(provider, secret, note)
         except DeliveryError as exc:
             if exc.retryable:
                 log.warning("%s: delivery failed, will retry: %s", where, exc)
-                raise ProviderUnavailable(str(exc)) from None
+                raise RetryLater(str(exc), exc.retry_after) from None
             log.error("%s: delivery refused, dead-lettered: %s", where, exc)
             raise Reject(str(exc)) from None
+        self.memory.sent.record(key)
         log.info("%s: delivered", where)
 
+    def _secret(self, provider: Provider) -> dict[str, str]:
+        """The Provider's Secret, with its certSecretRef's CA added as `ca.crt`."""
+        ns, where = provider.meta.namespace, f"Provider {provider.meta.namespace}/{provider.meta.name}"
+        secret: dict[str, str] = {}
+        if provider.secret_ref:
+            found = self.cfg.secret(ns, provider.secret_ref.name)
+            if found is None:
+                raise Reject(f"{where}: Secret {ns}/{provider.secret_ref.name} not found")
+            # Values keep their inner newlines (a PEM key, a YAML map of headers); only the
+            # trailing newline that `echo` and editors add to mounted files goes.
+            secret = {k: v.strip() for k, v in found.items()}
+        if provider.cert_secret_ref:
+            certs = self.cfg.secret(ns, provider.cert_secret_ref.name)
+            if certs is None:
+                raise Reject(f"{where}: Secret {ns}/{provider.cert_secret_ref.name} not found")
+            ca = certs.get("ca.crt") or certs.get("caFile")
+            if ca:
+                secret["ca.crt"] = ca
+        return secret
+
     def run(self, stop: threading.Event) -> None:
-        """Consume events and deliveries until `stop` is set (two threads, one per queue)."""
-        threads = [
-            threading.Thread(target=self.bus.consume, args=(EVENTS_QUEUE, self.handle_event, stop),
-                             name="notifier-events", daemon=True),
+        """Consume events and deliveries until `stop` is set: one thread fans events out,
+        `threads` deliver, so one slow provider does not hold back the others."""
+        threads = [threading.Thread(target=self.bus.consume, args=(EVENTS_QUEUE, self.handle_event, stop),
+                                    name="notifier-events", daemon=True)]
+        threads += [
             threading.Thread(target=self.bus.consume, args=(NOTIFY_QUEUE, self.handle_notification, stop),
-                             name="notifier-deliveries", daemon=True),
+                             kwargs={"retry": self.settings.retry}, name=f"notifier-deliveries-{i}", daemon=True)
+            for i in range(self.settings.threads)
         ]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.join()
+        finally:
+            self.memory.close()

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from herald.bus import Bus, Delivery, Reject
+from herald.bus import Bus, BusError, Delivery, Reject
 from herald.config import Config
 from herald.messages import (
     EVENTS_QUEUE,
@@ -139,6 +139,10 @@ class WorkerSettings:
         )
 
 
+def _event_headers(req: ReconcileRequest) -> dict[str, str]:
+    return {"x-herald-request": req.id, "x-herald-delivery": str(req.origin.get("delivery", ""))}
+
+
 DEPENDENCY_REQUEUE = 30.0
 """Seconds before a Kustomization whose dependencies are not ready looks again, when it sets no
 retryInterval: kustomize-controller's `--requeue-dependency` default."""
@@ -222,9 +226,8 @@ class Reconciler:
 
     def _run_and_publish(self, req: ReconcileRequest) -> Outcome:
         outcome = self.reconcile(req)
-        headers = {"x-herald-request": req.id, "x-herald-delivery": str(req.origin.get("delivery", ""))}
         for event in outcome.events:
-            self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
+            self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=_event_headers(req))
         return outcome
 
     def lease_store(self) -> LeaseStore:
@@ -299,7 +302,7 @@ class Reconciler:
             if ks.suspend:
                 log.info("%s: Kustomization %s/%s is suspended, skipped", where, ks.meta.namespace, ks.meta.name)
                 continue
-            result = self._reconcile_kustomization(ks, repo, revision, note)
+            result = self._reconcile_kustomization(ks, repo, revision, note, lambda e: self._progress(req, e))
             outcome.events.append(result.event)
             if result.retry:
                 outcome.retry = outcome.retry or result.retry
@@ -307,8 +310,17 @@ class Reconciler:
                     outcome.retry_after = min(filter(None, (outcome.retry_after, result.retry_after)))
         return outcome
 
+    def _progress(self, req: ReconcileRequest, event: Event) -> None:
+        """Publish a Progressing event now, not with the outcome: it is what turns a pull
+        request's check to pending and starts the Slack thread while the apply runs. Losing one
+        (bus away) loses only that courtesy, so it never fails the reconcile."""
+        try:
+            self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=_event_headers(req))
+        except BusError as exc:
+            log.warning("request=%s: cannot announce %s: %s", req.id, event.reason, exc)
+
     def _reconcile_kustomization(self, ks: Kustomization, repo: GitRepository, revision: Revision,
-                                 note: str) -> _Result:
+                                 note: str, progress: Callable[[Event], None] | None = None) -> _Result:
         started = time.monotonic()
         name = f"Kustomization/{ks.meta.namespace}/{ks.meta.name}"
         retry_interval = ks.retry_interval or ks.interval
@@ -339,6 +351,9 @@ class Reconciler:
                     return _Result(event(SEVERITY_INFO, "DependencyNotReady", [
                         (f"Dependencies do not meet ready condition ({problem}), retrying in "
                          f"{go_duration(wait)}")], commit_status=False), problem, wait)
+
+            if progress is not None and record is not None and record.result.last_attempted_revision != str(revision):
+                progress(event(SEVERITY_INFO, "Progressing", [f"Reconciliation in progress for revision {revision}"]))
 
             workdir = (self.state_dir / "work" / f"{os.getpid()}-{threading.get_ident()}" / ks.meta.namespace
                        / ks.meta.name)

@@ -112,10 +112,15 @@ def push_and_follow_it(hook_url: str, repo: Repo, kube_api, slack_api) -> None:
     assert kube_api.get_object("v1", "Service", "shop", "web") is not None
 
     revision = f"main@sha1:{repo.head}"
-    [message] = wait_until(lambda: slack_api.messages, 30, "the Slack message")
+    # A Progressing message opens the object's thread; the outcome follows in it.
+    message = wait_until(lambda: next((m for m in slack_api.messages if m.path == "/api/chat.postMessage"
+                                       and "ReconciliationSucceeded" in m.body["text"]), None),
+                         30, "the Slack message")
     assert message.path == "/api/chat.postMessage"
     assert message.headers["authorization"] == f"Bearer {SLACK_TOKEN}"
-    assert message.body["channel"] == "general"
+    parent = slack_api.messages[0]
+    assert parent.body["channel"] == "general" and "Progressing" in parent.body["text"]
+    assert message.body.get("thread_ts"), "the outcome is posted in the Progressing message's thread"
     assert revision in message.body["text"]
     assert "Deployment/shop/web created" in str(message.body["attachments"])
 
