@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from herald.schema import (
     regex,
     string,
     string_map,
+    template,
 )
 from herald.yamlsrc import (
     Document,
@@ -106,7 +107,7 @@ _SPECS: dict[str, Obj] = {
          "proxy": string(), "suspend": boolean(),
          # Herald's own: the email provider's envelope, and a message template (Jinja2).
          "from": string(), "to": list_of(string(nonempty=True)), "cc": list_of(string(nonempty=True)),
-         "template": string()},
+         "template": template()},
         required=("type",),
         flux_only=("interval", "commitStatusExpr", "serviceAccountName"),
     ),
@@ -121,7 +122,7 @@ _SPECS: dict[str, Obj] = {
          "inclusionList": list_of(regex()), "exclusionList": list_of(regex()),
          "eventMetadata": string_map(), "summary": string(), "suspend": boolean(),
          # Herald's own: a message template (Jinja2, see notifier/templates.py).
-         "template": string()},
+         "template": template()},
         required=("providerRef", "eventSources"),
     ),
     "GitRepository": Obj(
@@ -427,15 +428,12 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
             err(p, f"spec.secretRef: Secret {p.meta.namespace}/{p.secret_ref.name} not found")
         if p.cert_secret_ref and cfg.secret(p.meta.namespace, p.cert_secret_ref.name) is None:
             err(p, f"spec.certSecretRef: Secret {p.meta.namespace}/{p.cert_secret_ref.name} not found")
-        if p.template:
-            _check_template(p, err)
         if p.type == "email" and not p.to:
             err(p, "spec.to: an email Provider needs at least one recipient")
     for a in cfg.alerts.values():
         if (a.meta.namespace, a.provider_ref) not in cfg.providers:
             err(a, f"spec.providerRef: Provider {a.meta.namespace}/{a.provider_ref} not found")
-        if a.template:
-            _check_template(a, err)
+
     for g in cfg.git_repositories.values():
         if g.secret_ref and cfg.secret(g.meta.namespace, g.secret_ref.name) is None:
             err(g, f"spec.secretRef: Secret {g.meta.namespace}/{g.secret_ref.name} not found")
@@ -455,15 +453,6 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
         for d in k.depends_on:
             if (d.namespace or k.meta.namespace, d.name) not in cfg.kustomizations:
                 err(k, f"spec.dependsOn: Kustomization {d.namespace or k.meta.namespace}/{d.name} not found")
-
-
-def _check_template(obj: Any, err: Callable[..., None]) -> None:
-    from notifier.templates import TemplateProblem, check as check_template
-
-    try:
-        check_template(obj.template)
-    except TemplateProblem as exc:
-        err(obj, f"spec.template: {exc}")
 
 
 def check(paths: Iterable[str | Path], secrets_dir: str | Path | None = None) -> tuple[Config, list[Diagnostic]]:

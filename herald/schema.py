@@ -146,6 +146,26 @@ def regex() -> Check:
     return check
 
 
+def template() -> Check:
+    """A Jinja2 message template (notifier/templates.py), compiled now so a typo is a
+    validate error at its line, not a notification that silently falls back."""
+
+    def check(v: Any, path: str, line: int, ctx: Ctx) -> Any:
+        if not isinstance(v, str):
+            ctx.error(line, f"{path}: must be a template string, got {_type_name(v)}")
+            return None
+        from notifier.templates import TemplateProblem, check as compile_template
+
+        try:
+            compile_template(v)
+        except TemplateProblem as exc:
+            ctx.error(line, f"{path}: {exc}")
+            return None
+        return v
+
+    return check
+
+
 def string_map() -> Check:
     def check(v: Any, path: str, line: int, ctx: Ctx) -> Any:
         if not isinstance(v, dict):

@@ -87,6 +87,10 @@ class Notifier:
         # The memory lives where the bus does (the broker, or beside the embedded bus's file),
         # so every notifier sharing a bus shares what was sent.
         self.memory = memory or NotifierMemory.for_bus(bus, self.settings.dedupe_window)
+        # Two copies of one notification handled at once by this process's delivery threads
+        # take turns, so the second sees the first's record (replicas can still race; rare).
+        self._sending: dict[str, threading.Lock] = {}
+        self._sending_lock = threading.Lock()
 
     def _labels(self, kind: str, namespace: str, name: str) -> dict[str, str]:
         obj = self.cfg.by_kind(kind).get((namespace, name))
@@ -145,6 +149,18 @@ class Notifier:
         if send is None:
             raise Reject(f"Provider {provider_key}: type {provider.type!r} is not supported")
         key = dedupe_key(alert_key, provider_key, event)
+        with self._sending_lock:
+            turn = self._sending.setdefault(key, threading.Lock())
+        try:
+            with turn:
+                self._deliver(send, provider, event, alert_key, provider_key, key, where)
+        finally:
+            with self._sending_lock:
+                if not turn.locked():
+                    self._sending.pop(key, None)
+
+    def _deliver(self, send: SendFn, provider: Provider, event: Event, alert_key: str, provider_key: str,
+                 key: str, where: str) -> None:
         if self.memory.sent.first_seen(key) is not None:
             log.info("%s: already delivered; not sent again", where)
             return

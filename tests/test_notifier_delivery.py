@@ -1,0 +1,301 @@
+"""Notifications survive what production throws at them, with every part real:
+RabbitMQ, the notifier in its own process, and local servers in each provider's wire format.
+
+- a provider answering 503 for a whole minute gets every notification, once, after it recovers;
+- a notifier SIGKILLed with deliveries pending delivers them all after a restart, and sends
+  nothing twice but what was on the wire at the moment of the kill;
+- the same event announced twice within the dedupe window, even across a restart, is sent once;
+- a template shapes the message; a push's commit status lands on the pushed sha.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from herald import config
+from herald.bus import open_bus
+from herald.messages import EVENTS_QUEUE, NOTIFY_QUEUE, Event
+from notifier.worker import Notifier, NotifierSettings
+from tests.chatapis import GenericReceiver, Reply, Request, text_reply
+from tests.fixtures_herald import TOKEN, Repo, github_headers, github_push, start_herald, stop_herald, write_config
+from tests.gitforges import GitForges
+
+HMAC_KEY = "generic-hmac-key-for-tests"
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class FlakyReceiver(GenericReceiver):
+    """A generic webhook receiver that can be down (503) and can hold requests at a gate."""
+
+    def __init__(self) -> None:
+        super().__init__(hmac_key=HMAC_KEY)
+        self.down_until = 0.0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.held: list[str] = []  # messages of requests held at the gate
+
+    def handle(self, request: Request) -> Reply:
+        if time.monotonic() < self.down_until:
+            return text_reply(503, "upstream connect error or disconnect/reset before headers")
+        if not self.gate.is_set():
+            self.held.append(json.loads(request.raw)["message"])
+            self.gate.wait()
+        return super().handle(request)
+
+    def messages(self) -> Counter[str]:
+        return Counter(e["message"] for e in self.events)
+
+
+def notifier_config(path: Path, receiver: FlakyReceiver, *, template: str = "") -> Path:
+    path.write_text(textwrap.dedent(f"""\
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: hook, namespace: flux-system}}
+        stringData:
+          address: "{receiver.webhook_url}"
+          token: {HMAC_KEY}
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1beta3
+        kind: Provider
+        metadata: {{name: hook, namespace: flux-system}}
+        spec: {{type: generic-hmac, secretRef: {{name: hook}}, timeout: 5s}}
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1beta3
+        kind: Alert
+        metadata: {{name: everything, namespace: flux-system}}
+        spec:
+          providerRef: {{name: hook}}
+          eventSources: [{{kind: Kustomization, name: '*', namespace: '*'}}]
+        """) + (f"  template: {json.dumps(template)}\n" if template else ""))
+    return path
+
+
+def event(i: int, namespace: str = "apps") -> Event:
+    return Event.for_object("Kustomization", f"app-{i % 7}", namespace, severity="info",
+                            reason="ReconciliationSucceeded", message=f"Deployment/{namespace}/web-{i} configured",
+                            metadata={"revision": f"main@sha1:{i:040x}", "commit_status": "update"})
+
+
+@pytest.fixture
+def vhost_url(rabbitmq_url: str):
+    vhost = f"herald-notify-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True)
+    yield rabbitmq_url.rsplit("/", 1)[0] + "/" + vhost
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+
+
+@pytest.fixture
+def receiver():
+    with FlakyReceiver() as server:
+        yield server
+
+
+def test_a_provider_down_for_a_minute_gets_every_notification_once_after_it_recovers(
+        tmp_path: Path, receiver: FlakyReceiver, vhost_url: str) -> None:
+    cfg = config.load([notifier_config(tmp_path / "n.yaml", receiver)])
+    bus = open_bus(vhost_url, tmp_path)
+    # Backoff capped at 8 s so the test ends soon after the minute; the default cap is 5 min.
+    settings = NotifierSettings(first_retry=1.0, max_retry_delay=8.0)
+    stop = threading.Event()
+    worker = threading.Thread(target=Notifier(cfg, bus, settings=settings).run, args=(stop,))
+    receiver.down_until = time.monotonic() + 60
+    worker.start()
+    try:
+        for i in range(20):
+            bus.publish(EVENTS_QUEUE, event(i).to_json())
+        time.sleep(55)
+        assert not receiver.delivered, "nothing gets through while the provider is down"
+        refused = len(receiver.requests)
+        assert refused >= 20, "every delivery was tried during the outage"
+        wait_until(lambda: len(receiver.delivered) >= 20, 40, "all 20 deliveries after the recovery")
+        time.sleep(2)
+    finally:
+        stop.set()
+        worker.join(15)
+        bus.close()
+    assert receiver.messages() == Counter({f"Deployment/apps/web-{i} configured": 1 for i in range(20)})
+    assert bus.dead_letters(NOTIFY_QUEUE) == []
+
+
+def test_a_sigkilled_notifier_delivers_everything_after_restart_and_nothing_twice(
+        tmp_path: Path, receiver: FlakyReceiver, vhost_url: str) -> None:
+    cfg = notifier_config(tmp_path / "n.yaml", receiver)
+    env = dict(os.environ, HERALD_LOG_LEVEL="INFO", HERALD_STATE_DIR=str(tmp_path / "state"),
+               HERALD_NOTIFY_THREADS="2")
+    bus = open_bus(vhost_url, tmp_path)
+    for i in range(30):
+        bus.publish(EVENTS_QUEUE, event(i).to_json())
+    first = start_herald("notifier", cfg, tmp_path / "first.log", env, "--broker", vhost_url)
+    try:
+        wait_until(lambda: len(receiver.delivered) >= 10, 30, "ten deliveries")
+        receiver.gate.clear()  # what arrives now stays on the wire: the kill catches it mid-request
+        wait_until(lambda: receiver.held, 10, "a request held mid-flight")
+        time.sleep(0.3)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    in_flight = set(receiver.held)
+    receiver.gate.set()
+    before = len(receiver.delivered)
+    assert before < 30, "the kill came with deliveries still pending"
+
+    second = start_herald("notifier", cfg, tmp_path / "second.log", env, "--broker", vhost_url)
+    try:
+        wait_until(lambda: set(receiver.messages()) == {f"Deployment/apps/web-{i} configured" for i in range(30)},
+                   60, "all 30 events delivered")
+        time.sleep(2)
+    finally:
+        assert stop_herald(second) == 0
+        bus.close()
+    twice = {message for message, n in receiver.messages().items() if n > 1}
+    # At-least-once: only a request the provider had received when the process died may repeat.
+    assert twice <= in_flight, (twice, in_flight)
+    assert all(n <= 2 for n in receiver.messages().values())
+
+
+def test_the_same_event_twice_within_the_window_is_sent_once_even_across_a_restart(
+        tmp_path: Path, receiver: FlakyReceiver) -> None:
+    cfg = config.load([notifier_config(tmp_path / "n.yaml", receiver)])
+
+    def run_notifier_over(published: list[Event], expected: int) -> None:
+        bus = open_bus(None, tmp_path / "state")
+        stop = threading.Event()
+        t = threading.Thread(target=Notifier(cfg, bus).run, args=(stop,))
+        t.start()
+        for e in published:
+            bus.publish(EVENTS_QUEUE, e.to_json())
+        wait_until(lambda: bus.depth(EVENTS_QUEUE) == 0 and bus.depth(NOTIFY_QUEUE) == 0, 15, "the queues to drain")
+        wait_until(lambda: len(receiver.delivered) >= expected, 10, f"{expected} deliveries")
+        stop.set()
+        t.join(10)
+        bus.close()
+
+    # A reconcile retried after a transient error announces the same outcome again.
+    run_notifier_over([event(1), event(1), event(2)], expected=2)
+    time.sleep(0.5)
+    assert sorted(receiver.messages().values()) == [1, 1]
+    # After a restart, the memory of what was sent is still there.
+    run_notifier_over([event(1), event(3)], expected=3)
+    time.sleep(0.5)
+    assert receiver.messages() == Counter({"Deployment/apps/web-1 configured": 1,
+                                           "Deployment/apps/web-2 configured": 1,
+                                           "Deployment/apps/web-3 configured": 1})
+
+
+def test_an_alert_template_shapes_the_message_and_a_broken_one_falls_back(
+        tmp_path: Path, receiver: FlakyReceiver) -> None:
+    from notifier import templates
+
+    e = event(4, namespace="prod")
+    text = templates.render("{{ name }} is live in {{ namespace }} at {{ sha[:7] }} ({{ reason }})", e,
+                            alert="flux-system/everything", provider="flux-system/hook", summary="")
+    assert text == "app-4 is live in prod at 0000000 (ReconciliationSucceeded)"
+    assert templates.render("{{ nope }}", e, alert="a", provider="p", summary="") == e.message
+    assert templates.render("{{ ''.__class__.__mro__ }}", e, alert="a", provider="p", summary="") == e.message
+
+
+def test_validate_names_the_file_and_line_of_a_broken_template_and_regex(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.yaml"
+    path.write_text(textwrap.dedent("""\
+        apiVersion: notification.toolkit.fluxcd.io/v1beta3
+        kind: Provider
+        metadata: {name: hook}
+        spec: {type: generic, address: "http://127.0.0.1:1/hook"}
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1beta3
+        kind: Alert
+        metadata: {name: broken}
+        spec:
+          providerRef: {name: hook}
+          eventSources: [{kind: Kustomization, name: '*'}]
+          exclusionList: ["(unclosed"]
+          template: "{{ name "
+        """))
+    _, diagnostics = config.check([path])
+    messages = [str(d) for d in diagnostics]
+    assert any("alerts.yaml:13" in m and "spec.template" in m for m in messages), messages
+    assert any("alerts.yaml" in m and "exclusionList" in m for m in messages), messages
+
+
+def test_a_push_gets_its_commit_status_on_the_pushed_sha(tmp_path: Path, repo: Repo, kube_api, kubeconfig: Path) -> None:
+    with GitForges() as forges:
+        forges.repos["github"].add("acme/app")
+        cfg = write_config(tmp_path / "herald.yaml", repo.url, extra=f"""\
+            ---
+            apiVersion: v1
+            kind: Secret
+            metadata: {{name: github-status, namespace: flux-system}}
+            stringData: {{token: github-token}}
+            ---
+            apiVersion: notification.toolkit.fluxcd.io/v1beta3
+            kind: Provider
+            metadata: {{name: github-status, namespace: flux-system}}
+            spec: {{type: github, address: "{forges.url}/acme/app", secretRef: {{name: github-status}}}}
+            ---
+            apiVersion: notification.toolkit.fluxcd.io/v1beta3
+            kind: Alert
+            metadata: {{name: commit-status, namespace: flux-system}}
+            spec:
+              providerRef: {{name: github-status}}
+              eventSources: [{{kind: Kustomization, name: app}}]
+            """)
+        loaded = config.load([cfg])
+        port = _free_port()
+        env = dict(os.environ, KUBECONFIG=str(kubeconfig), HERALD_STATE_DIR=str(tmp_path / "state"),
+                   HERALD_LISTEN=f"127.0.0.1:{port}", HERALD_LOG_LEVEL="INFO")
+        env.pop("HERALD_BROKER_URL", None)
+        proc = start_herald("serve", cfg, tmp_path / "serve.log", env)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_until(lambda: _ready(base), 30, "herald serve to be ready")
+            hook = base + loaded.hook_path(loaded.receivers[("flux-system", "github-app")])
+            body = github_push(repo.head)
+            assert requests.post(hook, data=body, headers=github_headers(body), timeout=10).status_code == 202
+            statuses = wait_until(lambda: [s for s in forges.statuses("github", "acme/app", repo.head)
+                                           if s["state"] == "success"], 60, "a success status on the pushed sha")
+        finally:
+            assert stop_herald(proc) == 0, (tmp_path / "serve.log").read_text()
+        every = forges.statuses("github", "acme/app", repo.head)
+        assert [s["state"] for s in every] == ["pending", "success"]
+        assert statuses[0]["context"] == "kustomization/app"
+        assert TOKEN not in (tmp_path / "serve.log").read_text()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ready(base: str) -> bool:
+    try:
+        return requests.get(base + "/readyz", timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False
