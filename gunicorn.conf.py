@@ -91,6 +91,16 @@ keepalive = _int("HERALD_KEEPALIVE", 5)
 
 # Request limits. Hook URLs are short and Git hosts send a dozen or two headers; a large
 # field is allowed for senders that put long tokens or signatures in headers.
+# The access log is one JSON object per request on stdout, as log collectors read it. It is off
+# unless HERALD_ACCESS_LOG=true: every answer is already logged by Herald in its own words, and
+# a webhook's path is its secret (a digest, but still worth not spreading).
+accesslog = "-" if os.environ.get("HERALD_ACCESS_LOG", "").lower() in ("1", "true", "yes") else None
+# Only atoms that cannot hold a quote (no user agent, no path), so every line stays valid JSON.
+access_log_format = (
+    '{"time": "%(t)s", "remote": "%(h)s", "method": "%(m)s", "status": %(s)s, '
+    '"bytes": %(B)s, "duration_us": %(D)s}'
+)
+
 limit_request_line = _int("HERALD_LIMIT_REQUEST_LINE", 4094)
 limit_request_fields = _int("HERALD_LIMIT_REQUEST_FIELDS", 100)
 limit_request_field_size = _int("HERALD_LIMIT_REQUEST_FIELD_SIZE", 16384)

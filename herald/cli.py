@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--listen", default=env.listen, metavar="HOST:PORT",
                         help="receiver address (env HERALD_LISTEN or PORT; default 127.0.0.1:9292)")
     common.add_argument("--log-level", default=env.log_level, help="env HERALD_LOG_LEVEL")
+    common.add_argument("--log-format", default=env.log_format, choices=("text", "json"),
+                        help="env HERALD_LOG_FORMAT (default text)")
+    common.add_argument("--metrics-listen", default=env.metrics_listen, metavar="HOST:PORT",
+                        help="worker/notifier: serve /healthz, /readyz, /metrics here (env HERALD_METRICS_LISTEN)")
 
     p = argparse.ArgumentParser(prog="herald", description="Webhook-driven GitOps companion.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -55,7 +59,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         listen=args.listen,
         secrets_dir=args.secrets_dir,
         log_level=args.log_level,
+        log_format=args.log_format,
+        metrics_listen=args.metrics_listen,
         max_body=env.max_body,
+        dedupe_window=env.dedupe_window,  # was dropped here, so HERALD_DEDUPE_WINDOW had no effect
     )
 
 
@@ -136,6 +143,11 @@ def cmd_run(command: str, settings: Settings) -> int:
              settings.state_dir)
     stop = threading.Event()
     threads: list[threading.Thread] = []
+    ops = None
+    if settings.metrics_listen and command != "receiver":
+        from herald.ops import OpsServer
+
+        ops = OpsServer(settings.metrics_listen, bus.ping).start()
     try:
         if command in ("serve", "worker"):
             from reconciler.worker import Reconciler
@@ -156,6 +168,8 @@ def cmd_run(command: str, settings: Settings) -> int:
         stop.set()
         for t in threads:
             t.join(timeout=30)
+        if ops is not None:
+            ops.stop()
         bus.close()
     return 0
 
@@ -163,7 +177,7 @@ def cmd_run(command: str, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
-    logs.setup(settings.log_level)
+    logs.setup(settings.log_level, settings.log_format)
     if args.command == "validate":
         return cmd_validate(settings)
     if args.command == "hooks":

@@ -25,6 +25,8 @@ class Settings:
     listen: str = DEFAULT_LISTEN
     secrets_dir: str = ""
     log_level: str = "INFO"
+    log_format: str = "text"  # HERALD_LOG_FORMAT: text or json
+    metrics_listen: str = ""  # HERALD_METRICS_LISTEN: worker/notifier /healthz, /readyz, /metrics
     max_body: int = DEFAULT_MAX_BODY
     dedupe_window: float = DEFAULT_DEDUPE_WINDOW  # seconds a delivery id is remembered
 
@@ -43,6 +45,8 @@ class Settings:
             listen=listen or DEFAULT_LISTEN,
             secrets_dir=env.get("HERALD_SECRETS_DIR", ""),
             log_level=env.get("HERALD_LOG_LEVEL", "INFO").upper(),
+            log_format=(env.get("HERALD_LOG_FORMAT") or "text").strip().lower(),
+            metrics_listen=env.get("HERALD_METRICS_LISTEN", ""),
             max_body=int(env.get("HERALD_MAX_BODY") or DEFAULT_MAX_BODY),
             dedupe_window=parse_duration(env["HERALD_DEDUPE_WINDOW"]) if env.get("HERALD_DEDUPE_WINDOW")
             else DEFAULT_DEDUPE_WINDOW,

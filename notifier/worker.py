@@ -22,14 +22,16 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 from herald.bus import Bus, Delivery, Reject, RetryLater, RetryPolicy
 from herald.config import Config
+from herald.logs import correlated
 from herald.messages import EVENTS_QUEUE, NOTIFY_QUEUE, Event, MessageError
 from herald.model import Provider
 from herald.schema import parse_duration
-from notifier import templates
+from notifier import metrics, templates
 from notifier.memory import DEFAULT_DEDUPE_WINDOW, NotifierMemory, dedupe_key
 from notifier.providers import PROVIDERS, DeliveryError, Notification, SendFn, kind_of
 from notifier.routing import route, wants, with_alert_metadata
@@ -144,6 +146,7 @@ class Notifier:
         where = f"provider={provider_key} alert={alert_key} object={event.object_ref} attempt={delivery.attempt}"
         if provider.suspend:
             log.info("%s: the Provider is suspended; dropped", where)
+            metrics.NOTIFICATIONS.labels(provider.type, provider_key, "suspended").inc()
             return
         send = self.providers.get(provider.type)
         if send is None:
@@ -163,6 +166,7 @@ class Notifier:
                  key: str, where: str) -> None:
         if self.memory.sent.first_seen(key) is not None:
             log.info("%s: already delivered; not sent again", where)
+            metrics.NOTIFICATIONS.labels(provider.type, provider_key, "duplicate").inc()
             return
         secret = self._secret(provider)
         alert = self.cfg.alerts.get(tuple(alert_key.split("/", 1)))  # type: ignore[arg-type]
@@ -173,15 +177,21 @@ class Notifier:
             message=templates.render(source, event, alert=alert_key, provider=provider_key, summary=summary),
             memory=self.memory.providers,
         )
+        started = time.monotonic()
         try:
             send(provider, secret, note)
         except DeliveryError as exc:
+            metrics.SEND_SECONDS.labels(provider.type).observe(time.monotonic() - started)
             if exc.retryable:
                 log.warning("%s: delivery failed, will retry: %s", where, exc)
+                metrics.NOTIFICATIONS.labels(provider.type, provider_key, "retry").inc()
                 raise RetryLater(str(exc), exc.retry_after) from None
             log.error("%s: delivery refused, dead-lettered: %s", where, exc)
+            metrics.NOTIFICATIONS.labels(provider.type, provider_key, "refused").inc()
             raise Reject(str(exc)) from None
+        metrics.SEND_SECONDS.labels(provider.type).observe(time.monotonic() - started)
         self.memory.sent.record(key)
+        metrics.NOTIFICATIONS.labels(provider.type, provider_key, "delivered").inc()
         log.info("%s: delivered", where)
 
     def _secret(self, provider: Provider) -> dict[str, str]:
@@ -207,10 +217,10 @@ class Notifier:
     def run(self, stop: threading.Event) -> None:
         """Consume events and deliveries until `stop` is set: one thread fans events out,
         `threads` deliver, so one slow provider does not hold back the others."""
-        threads = [threading.Thread(target=self.bus.consume, args=(EVENTS_QUEUE, self.handle_event, stop),
+        threads = [threading.Thread(target=self.bus.consume, args=(EVENTS_QUEUE, correlated(self.handle_event), stop),
                                     name="notifier-events", daemon=True)]
         threads += [
-            threading.Thread(target=self.bus.consume, args=(NOTIFY_QUEUE, self.handle_notification, stop),
+            threading.Thread(target=self.bus.consume, args=(NOTIFY_QUEUE, correlated(self.handle_notification), stop),
                              kwargs={"retry": self.settings.retry}, name=f"notifier-deliveries-{i}", daemon=True)
             for i in range(self.settings.threads)
         ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 
 from flask import Flask, Response, g, jsonify, request
@@ -21,6 +22,7 @@ from werkzeug.wsgi import get_input_stream
 from herald import config as config_mod
 from herald.bus import Bus, BusUnavailable, open_bus
 from herald.bus.deliveries import DeliveryLog, open_delivery_log
+from herald.logs import DELIVERY_HEADER, set_correlation
 from herald.messages import RECONCILE_QUEUE, ReconcileRequest
 from herald.model import Receiver
 from herald.settings import Settings
@@ -123,6 +125,10 @@ def create_app(
     configuration, broker and limits come from HERALD_* environment variables."""
     settings = settings or Settings.from_env()
     if cfg is None:
+        # Called by gunicorn: nobody has set logging up in this process yet.
+        from herald import logs
+
+        logs.setup(settings.log_level, settings.log_format)
         if not settings.config:
             raise SystemExit("herald receiver: no configuration (set HERALD_CONFIG or pass -c)")
         cfg = config_mod.load(settings.config, settings.secrets_dir or None)
@@ -193,6 +199,7 @@ def create_app(
         g.point = point
         r, rtype, where = point.receiver, point.rtype, point.where
         started = time.monotonic()
+        set_correlation("")
 
         body = _read_body(settings.max_body)
         if body is None:
@@ -215,6 +222,10 @@ def create_app(
             return _answer(400, error=str(exc))
 
         delivery = _printable(parsed.delivery_id)
+        # The delivery id follows the push through every component's logs; senders that give
+        # none (Docker Hub, generic hooks) get one made up here.
+        cid = delivery or f"herald-{uuid.uuid4().hex[:20]}"
+        set_correlation(cid)
         ctx = f"receiver={where} type={r.type} event={_printable(parsed.event)} delivery={delivery}"
         if parsed.ping:
             log.info("%s: ping answered", ctx)
@@ -264,7 +275,7 @@ def create_app(
                 req = ReconcileRequest(kind=t.kind, name=t.name, namespace=t.namespace,
                                        reason="webhook", origin=origin)
                 bus.publish(RECONCILE_QUEUE, req.to_json(), message_id=req.id,
-                            headers={"x-herald-delivery": parsed.delivery_id})
+                            headers={DELIVERY_HEADER: cid})
                 ids.append(req.id)
                 metrics.PUBLISHED.labels(receiver=where, type=r.type).inc()
         except BusUnavailable as exc:

@@ -61,6 +61,8 @@ from herald.messages import (
 )
 from herald.model import GitRepository, Kustomization
 from herald.schema import parse_duration
+from herald.logs import DELIVERY_HEADER, correlated, correlation_id
+from reconciler import metrics
 from reconciler.apply import ApplyEngine, ApplyFailed
 from reconciler.coalesce import (
     REPO_SCOPE,
@@ -140,7 +142,9 @@ class WorkerSettings:
 
 
 def _event_headers(req: ReconcileRequest) -> dict[str, str]:
-    return {"x-herald-request": req.id, "x-herald-delivery": str(req.origin.get("delivery", ""))}
+    """The request's id and the webhook delivery it came from (the correlation id of the logs)."""
+    return {"x-herald-request": req.id,
+            DELIVERY_HEADER: str(req.origin.get("delivery") or correlation_id() or req.id)}
 
 
 DEPENDENCY_REQUEUE = 30.0
@@ -302,7 +306,10 @@ class Reconciler:
             if ks.suspend:
                 log.info("%s: Kustomization %s/%s is suspended, skipped", where, ks.meta.namespace, ks.meta.name)
                 continue
+            started = time.monotonic()
             result = self._reconcile_kustomization(ks, repo, revision, note, lambda e: self._progress(req, e))
+            metrics.RECONCILES.labels(ks.meta.namespace, ks.meta.name, result.event.reason).inc()
+            metrics.RECONCILE_SECONDS.labels(result.event.reason).observe(time.monotonic() - started)
             outcome.events.append(result.event)
             if result.retry:
                 outcome.retry = outcome.retry or result.retry
@@ -483,7 +490,7 @@ class Reconciler:
         self._stop = stop
         threads = []
         for i in range(1, self.settings.threads):
-            t = threading.Thread(target=self.bus.consume, args=(RECONCILE_QUEUE, self.handle, stop),
+            t = threading.Thread(target=self.bus.consume, args=(RECONCILE_QUEUE, correlated(self.handle), stop),
                                  name=f"reconciler-{i}", daemon=True)
             t.start()
             threads.append(t)
@@ -493,7 +500,7 @@ class Reconciler:
             t.start()
             threads.append(t)
         try:
-            self.bus.consume(RECONCILE_QUEUE, self.handle, stop)
+            self.bus.consume(RECONCILE_QUEUE, correlated(self.handle), stop)
         finally:
             stop.set()
             for t in threads:

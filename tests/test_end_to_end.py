@@ -9,6 +9,7 @@ once on RabbitMQ (three processes, as in production) and once on the embedded bu
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -100,9 +101,9 @@ def send_bad_signature_and_ping(hook_url: str, repo: Repo) -> None:
     assert pong.status_code == 200
 
 
-def push_and_follow_it(hook_url: str, repo: Repo, kube_api, slack_api) -> None:
+def push_and_follow_it(hook_url: str, repo: Repo, kube_api, slack_api, delivery: str = "") -> None:
     body = github_push(repo.head)
-    resp = requests.post(hook_url, data=body, headers=github_headers(body), timeout=10)
+    resp = requests.post(hook_url, data=body, headers=github_headers(body, delivery=delivery), timeout=10)
     assert resp.status_code == 202, resp.text
     assert len(resp.json()["requests"]) == 1
 
@@ -128,6 +129,8 @@ def push_and_follow_it(hook_url: str, repo: Repo, kube_api, slack_api) -> None:
 def test_push_travels_end_to_end_on_rabbitmq(scenario, repo: Repo, kube_api, slack_api, rabbitmq_url: str,
                                              tmp_path: Path) -> None:
     cfg, env, base_url, hook_url = scenario
+    env = dict(env, HERALD_LOG_FORMAT="json")
+    delivery = str(uuid.uuid4())
     vhost = f"herald-e2e-{uuid.uuid4().hex[:8]}"
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
     subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
@@ -138,12 +141,29 @@ def test_push_travels_end_to_end_on_rabbitmq(scenario, repo: Repo, kube_api, sla
             wait_ready(base_url)
             send_bad_signature_and_ping(hook_url, repo)
             assert queue_depth(broker, "herald.reconcile") == 0, "401 and ping must publish nothing"
-            with herald("worker", cfg, tmp_path, env, "--broker", broker) as worker_log, \
-                    herald("notifier", cfg, tmp_path, env, "--broker", broker) as notifier_log:
-                push_and_follow_it(hook_url, repo, kube_api, slack_api)
+            worker_ops, notifier_ops = free_port(), free_port()
+            with herald("worker", cfg, tmp_path, env, "--broker", broker,
+                        "--metrics-listen", f"127.0.0.1:{worker_ops}") as worker_log, \
+                    herald("notifier", cfg, tmp_path, env, "--broker", broker,
+                           "--metrics-listen", f"127.0.0.1:{notifier_ops}") as notifier_log:
+                wait_ready(f"http://127.0.0.1:{worker_ops}")
+                wait_ready(f"http://127.0.0.1:{notifier_ops}")
+                push_and_follow_it(hook_url, repo, kube_api, slack_api, delivery=delivery)
                 wait_until(lambda: "delivered" in notifier_log.read_text(), 10, "the notifier's log line")
+                worker_metrics = requests.get(f"http://127.0.0.1:{worker_ops}/metrics", timeout=5).text
+                notifier_metrics = requests.get(f"http://127.0.0.1:{notifier_ops}/metrics", timeout=5).text
         logs = "".join(p.read_text() for p in (receiver_log, worker_log, notifier_log))
         assert TOKEN not in logs and SLACK_TOKEN not in logs
+        # One grep for the delivery id follows the push through all three processes' JSON logs.
+        for log_file, says in ((receiver_log, "published"), (worker_log, "fetched"), (notifier_log, "delivered")):
+            lines = [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
+            assert any(line.get("correlation_id") == delivery and says in line["message"] for line in lines), \
+                (log_file.name, says)
+        assert ('herald_reconciles_total{name="app",namespace="flux-system",reason="ReconciliationSucceeded"} 1.0'
+                in worker_metrics)
+        assert 'herald_queue_lag_seconds_count{queue="herald.reconcile"}' in worker_metrics
+        assert 'herald_notifications_total{provider="flux-system/slack",result="delivered",type="slack"}' \
+            in notifier_metrics
         assert queue_depth(broker, "herald.reconcile") == 0 and queue_depth(broker, "herald.events") == 0
     finally:
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)

@@ -64,12 +64,13 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.spec import Basic, BasicProperties
 
-from herald.bus import confirms
+from herald.bus import confirms, metrics
 from herald.bus.base import (
     ATTEMPT_HEADER,
     ATTEMPTS_HEADER,
     ERROR_HEADER,
     FAILING_SINCE_HEADER,
+    READY_AT_HEADER,
     BusError,
     BusUnavailable,
     Delivery,
@@ -428,13 +429,15 @@ class AmqpBus:
     # -- publishing -------------------------------------------------------------------------
 
     @staticmethod
-    def _properties(message_id: str, headers: dict[str, str], content_type: str) -> BasicProperties:
+    def _properties(message_id: str, headers: dict[str, str], content_type: str,
+                    delay: float = 0.0) -> BasicProperties:
+        now = time.time()
         return BasicProperties(
             delivery_mode=pika.DeliveryMode.Persistent,
             content_type=content_type or CONTENT_TYPE,
             message_id=message_id or None,
-            headers=dict(headers) or None,
-            timestamp=int(time.time()),
+            headers={**headers, READY_AT_HEADER: f"{now + delay:.3f}"},
+            timestamp=int(now),
         )
 
     def _declare(self, channel: BlockingChannel, queue: str, delay_ms: int | None = None) -> None:
@@ -595,7 +598,11 @@ class AmqpBus:
         else:
             redeliveries = 1 if method.redelivered else 0
         attempt = max(1, _as_int(raw.get(ATTEMPT_HEADER), 1)) + max(0, redeliveries)
-        return Delivery(queue, bytes(body), props.message_id or "", headers, attempt)
+        try:
+            ready_at: float | None = float(headers.pop(READY_AT_HEADER, "") or props.timestamp or 0) or None
+        except ValueError:
+            ready_at = None
+        return Delivery(queue, bytes(body), props.message_id or "", headers, attempt, ready_at=ready_at)
 
     def _process(self, job: _Job, handler: Handler, policy: RetryPolicy) -> None:
         """Run the handler in the worker thread and park the message if it failed.
@@ -610,8 +617,11 @@ class AmqpBus:
                 # mid-handler): a message that kills its consumer must not do so forever.
                 self._dead_letter(job, f"delivered {delivery.attempt} times without finishing")
             else:
+                if delivery.ready_at is not None:
+                    metrics.QUEUE_LAG.labels(delivery.queue).observe(max(0.0, time.time() - delivery.ready_at))
                 try:
                     handler(delivery)
+                    metrics.HANDLED.labels(delivery.queue, "ok").inc()
                 except Reject as exc:
                     log.warning("%s message %s rejected: %s",
                                 delivery.queue, delivery.message_id, exc)
@@ -648,12 +658,15 @@ class AmqpBus:
                     delivery.queue, delivery.message_id, delivery.attempt, delay_ms / 1000, error)
         headers = {**self._own_headers(job), ATTEMPT_HEADER: str(delivery.attempt + 1),
                    ERROR_HEADER: error[:_MAX_ERROR_CHARS], FAILING_SINCE_HEADER: repr(since)}
-        props = self._properties(delivery.message_id, headers, job.properties.content_type)
+        props = self._properties(delivery.message_id, headers, job.properties.content_type, delay_ms / 1000)
+        metrics.HANDLED.labels(delivery.queue, "retry").inc()
         self._send(delivery.queue, self.topology(delivery.queue).retry(delay_ms),
                    delivery.body, props, delay_ms=delay_ms)
 
     def _dead_letter(self, job: _Job, error: str) -> None:
         delivery = job.delivery
+        metrics.HANDLED.labels(delivery.queue, "dead").inc()
+        metrics.DEAD_LETTERED.labels(delivery.queue).inc()
         headers = {**self._own_headers(job), ERROR_HEADER: error[:_MAX_ERROR_CHARS],
                    ATTEMPTS_HEADER: str(delivery.attempt)}
         if FAILING_SINCE_HEADER in delivery.headers:

@@ -24,7 +24,9 @@ ATTEMPT_HEADER = "x-herald-attempt"  # on a retry copy: the number of the next a
 ERROR_HEADER = "x-herald-error"  # why the last attempt failed
 ATTEMPTS_HEADER = "x-herald-attempts"  # on a dead letter: how many attempts were made
 FAILING_SINCE_HEADER = "x-herald-failing-since"  # unix time of the first failed attempt
-BOOKKEEPING_HEADERS = frozenset({ATTEMPT_HEADER, ERROR_HEADER, ATTEMPTS_HEADER, FAILING_SINCE_HEADER})
+READY_AT_HEADER = "x-herald-ready-at"  # unix time the message may be handled (for queue lag)
+BOOKKEEPING_HEADERS = frozenset({ATTEMPT_HEADER, ERROR_HEADER, ATTEMPTS_HEADER, FAILING_SINCE_HEADER,
+                                 READY_AT_HEADER})
 
 
 def caller_headers(headers: dict[str, str] | None) -> dict[str, str]:
@@ -49,6 +51,7 @@ class Delivery:
     message_id: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     attempt: int = 1  # 1 on first delivery; grows with each retry or redelivery
+    ready_at: float | None = None  # unix time it became ready to handle (published, or retry due)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterator
 
+from herald.bus import metrics
 from herald.bus.base import (
     ATTEMPTS_HEADER,
     ERROR_HEADER,
@@ -245,14 +246,14 @@ class EmbeddedBus:
         token = uuid.uuid4().hex
         with self._transaction() as db:
             row = db.execute(
-                "SELECT id, body, headers, message_id, attempts, last_error FROM messages"
+                "SELECT id, body, headers, message_id, attempts, last_error, available_at FROM messages"
                 " WHERE queue = ? AND dead = 0 AND available_at <= ?"
                 " AND (leased_until IS NULL OR leased_until <= ?) ORDER BY id LIMIT 1",
                 (queue, now, now),
             ).fetchone()
             if row is None:
                 return None
-            msg_id, body, headers, message_id, attempts, last_error = row
+            msg_id, body, headers, message_id, attempts, last_error, available_at = row
             db.execute(
                 "UPDATE messages SET attempts = attempts + 1, leased_until = ?, lease_token = ?"
                 " WHERE id = ?",
@@ -261,11 +262,13 @@ class EmbeddedBus:
         merged = json.loads(headers)
         if last_error:  # as on the AMQP bus, a retry tells the handler why the last one failed
             merged[ERROR_HEADER] = last_error
-        delivery = Delivery(queue, bytes(body), message_id, merged, attempts + 1)
+        delivery = Delivery(queue, bytes(body), message_id, merged, attempts + 1, ready_at=float(available_at))
         return _Claim(msg_id, token, delivery)
 
     def _handle(self, claim: _Claim, handler: Handler, policy: RetryPolicy) -> None:
         delivery = claim.delivery
+        if delivery.ready_at is not None:
+            metrics.QUEUE_LAG.labels(delivery.queue).observe(max(0.0, time.time() - delivery.ready_at))
         if delivery.attempt > policy.max_attempts:
             # Only reachable when earlier deliveries never finished (the process died
             # mid-handler): a message that kills its consumer must not do so forever.
@@ -287,6 +290,7 @@ class EmbeddedBus:
                 self._bury(claim, error)
             else:
                 delay = policy.next_delay(delivery.attempt, requested_delay(exc))
+                metrics.HANDLED.labels(delivery.queue, "retry").inc()
                 log.warning("%s message %s failed (attempt %d), retry in %.1fs: %s",
                             delivery.queue, delivery.message_id, delivery.attempt, delay, error)
                 stored = {k: v for k, v in delivery.headers.items() if k != ERROR_HEADER}
@@ -301,11 +305,14 @@ class EmbeddedBus:
                          " WHERE id = ? AND lease_token = ?", ())
             raise
         else:
+            metrics.HANDLED.labels(delivery.queue, "ok").inc()
             self._settle(claim, "DELETE FROM messages WHERE id = ? AND lease_token = ?", ())
         finally:
             self._release(claim)
 
     def _bury(self, claim: _Claim, error: str) -> None:
+        metrics.HANDLED.labels(claim.delivery.queue, "dead").inc()
+        metrics.DEAD_LETTERED.labels(claim.delivery.queue).inc()
         self._settle(claim, "UPDATE messages SET dead = 1, leased_until = NULL, lease_token = NULL,"
                      " last_error = ? WHERE id = ? AND lease_token = ?",
                      (error[:_MAX_ERROR_CHARS],))
