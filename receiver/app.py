@@ -125,10 +125,12 @@ def create_app(
     configuration, broker and limits come from HERALD_* environment variables."""
     settings = settings or Settings.from_env()
     if cfg is None:
-        # Called by gunicorn: nobody has set logging up in this process yet.
-        from herald import logs
+        # Called by gunicorn, which sets up only its own loggers: ours would go nowhere (or,
+        # without any handler, only warnings would reach stderr).
+        if not logging.getLogger().handlers:
+            from herald import logs
 
-        logs.setup(settings.log_level, settings.log_format)
+            logs.setup(settings.log_level, settings.log_format)
         if not settings.config:
             raise SystemExit("herald receiver: no configuration (set HERALD_CONFIG or pass -c)")
         cfg = config_mod.load(settings.config, settings.secrets_dir or None)
