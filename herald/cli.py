@@ -177,11 +177,12 @@ def cmd_run(command: str, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
-    logs.setup(settings.log_level, settings.log_format)
     if args.command == "validate":
         return cmd_validate(settings)
     if args.command == "hooks":
         return cmd_hooks(settings)
+    # Only the long-running commands take over the process' logging; validate and hooks print.
+    logs.setup(settings.log_level, settings.log_format)
     return cmd_run(args.command, settings)
 
 
