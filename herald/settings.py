@@ -56,3 +56,14 @@ class Settings:
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return (host or "127.0.0.1").strip("[]"), int(port)
+
+
+def env_seconds(env: dict[str, str], name: str, default: float) -> float:
+    """A duration from the environment: plain seconds ("30", "0.5") or Flux's form ("1m30s")."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        return parse_duration(text)

@@ -30,7 +30,7 @@ from herald.config import Config
 from herald.logs import correlated
 from herald.messages import EVENTS_QUEUE, NOTIFY_QUEUE, Event, MessageError
 from herald.model import Provider
-from herald.schema import parse_duration
+from herald.settings import env_seconds
 from notifier import metrics, templates
 from notifier.memory import DEFAULT_DEDUPE_WINDOW, NotifierMemory, dedupe_key
 from notifier.providers import PROVIDERS, DeliveryError, Notification, SendFn, kind_of
@@ -55,13 +55,7 @@ class NotifierSettings:
         d = cls()
 
         def seconds(name: str, default: float) -> float:
-            text = (env.get(name) or "").strip()
-            if not text:
-                return default
-            try:
-                return float(text)
-            except ValueError:
-                return parse_duration(text)
+            return env_seconds(env, name, default)
 
         return cls(
             dedupe_window=max(0.0, seconds("HERALD_NOTIFY_DEDUPE_WINDOW", d.dedupe_window)),

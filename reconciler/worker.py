@@ -60,7 +60,7 @@ from herald.messages import (
     ReconcileRequest,
 )
 from herald.model import GitRepository, Kustomization
-from herald.schema import parse_duration
+from herald.settings import env_seconds
 from herald.logs import DELIVERY_HEADER, correlated, correlation_id
 from reconciler import metrics
 from reconciler.apply import ApplyEngine, ApplyFailed
@@ -106,16 +106,6 @@ class Outcome:
     revision: str = ""  # what was fetched ("" when the fetch failed or the source is suspended)
 
 
-def _env_seconds(env: dict[str, str], name: str, default: float) -> float:
-    text = (env.get(name) or "").strip()
-    if not text:
-        return default
-    try:
-        return float(text)
-    except ValueError:
-        return parse_duration(text)
-
-
 @dataclass
 class WorkerSettings:
     """How a worker process runs its reconciles; each from an environment variable."""
@@ -133,9 +123,9 @@ class WorkerSettings:
         d = cls()
         return cls(
             threads=max(1, int(env.get("HERALD_RECONCILE_THREADS") or d.threads)),
-            lease_duration=max(1.0, _env_seconds(env, "HERALD_LEASE_DURATION", d.lease_duration)),
-            window=max(0.0, _env_seconds(env, "HERALD_COALESCE_WINDOW", d.window)),
-            skew=max(0.0, _env_seconds(env, "HERALD_CLOCK_SKEW", d.skew)),
+            lease_duration=max(1.0, env_seconds(env, "HERALD_LEASE_DURATION", d.lease_duration)),
+            window=max(0.0, env_seconds(env, "HERALD_COALESCE_WINDOW", d.window)),
+            skew=max(0.0, env_seconds(env, "HERALD_CLOCK_SKEW", d.skew)),
             poll=(env.get("HERALD_INTERVAL_POLLING") or "true").strip().lower() not in ("0", "false", "no", "off"),
             jitter=max(0.0, float(env.get("HERALD_POLL_JITTER") or d.jitter)),
         )
