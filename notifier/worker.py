@@ -85,7 +85,7 @@ class Notifier:
         self.memory = memory or NotifierMemory.for_bus(bus, self.settings.dedupe_window)
         # Two copies of one notification handled at once by this process's delivery threads
         # take turns, so the second sees the first's record (replicas can still race; rare).
-        self._sending: dict[str, threading.Lock] = {}
+        self._sending: dict[str, tuple[threading.Lock, int]] = {}  # key → (its lock, copies using it)
         self._sending_lock = threading.Lock()
 
     def _labels(self, kind: str, namespace: str, name: str) -> dict[str, str]:
@@ -147,14 +147,18 @@ class Notifier:
             raise Reject(f"Provider {provider_key}: type {provider.type!r} is not supported")
         key = dedupe_key(alert_key, provider_key, event)
         with self._sending_lock:
-            turn = self._sending.setdefault(key, threading.Lock())
+            turn, users = self._sending.get(key, (threading.Lock(), 0))
+            self._sending[key] = (turn, users + 1)
         try:
             with turn:
                 self._deliver(send, provider, event, alert_key, provider_key, key, where)
         finally:
-            with self._sending_lock:
-                if not turn.locked():
-                    self._sending.pop(key, None)
+            with self._sending_lock:  # the last of the copies takes the lock away
+                turn, users = self._sending[key]
+                if users == 1:
+                    del self._sending[key]
+                else:
+                    self._sending[key] = (turn, users - 1)
 
     def _deliver(self, send: SendFn, provider: Provider, event: Event, alert_key: str, provider_key: str,
                  key: str, where: str) -> None:

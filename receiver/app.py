@@ -195,13 +195,13 @@ def create_app(
 
     @app.post("/hook/<digest>")
     def hook(digest: str) -> Response:
+        set_correlation("")  # threads are reused: no line may carry the last request's id
         point = hooks.get(f"/hook/{digest}")
         if point is None:
             return _answer(404, error="no receiver at this path")
         g.point = point
         r, rtype, where = point.receiver, point.rtype, point.where
         started = time.monotonic()
-        set_correlation("")
 
         body = _read_body(settings.max_body)
         if body is None:
