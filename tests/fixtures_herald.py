@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 TOKEN = "s3cr3t-webhook-token"
@@ -219,3 +222,42 @@ def stop_herald(proc: subprocess.Popen) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_ready(url: str, timeout: float = 30.0) -> None:
+    """Until a Herald process at `url` answers /readyz with 200."""
+    def up() -> bool:
+        try:
+            return requests.get(url + "/readyz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(up, timeout, f"{url}/readyz")
+
+
+@pytest.fixture
+def vhost_url(rabbitmq_url: str):
+    """A fresh RabbitMQ vhost for one test's Herald processes, deleted afterwards."""
+    vhost = f"herald-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True)
+    yield rabbitmq_url.rsplit("/", 1)[0] + "/" + vhost
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,30 +25,17 @@ from tests.fixtures_herald import (
     FIXTURES,
     TOKEN,
     Repo,
+    free_port,
     github_headers,
     github_push,
     start_herald,
     stop_herald,
+    wait_ready,
+    wait_until,
     write_config,
 )
 
 SLACK_TOKEN = "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @contextmanager
@@ -64,16 +48,6 @@ def herald(command: str, cfg: Path, tmp: Path, env: dict[str, str], *extra: str)
     finally:
         stop_herald(proc)
     assert proc.returncode == 0, f"herald {command} did not exit cleanly on SIGTERM ({proc.returncode}) {proc.returncode}:\n{log.read_text()}"
-
-
-def wait_ready(url: str) -> None:
-    def up() -> bool:
-        try:
-            return requests.get(url + "/readyz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    wait_until(up, 30, f"{url}/readyz")
 
 
 @pytest.fixture
@@ -126,47 +100,40 @@ def push_and_follow_it(hook_url: str, repo: Repo, kube_api, slack_api, delivery:
     assert "Deployment/shop/web created" in str(message.body["attachments"])
 
 
-def test_push_travels_end_to_end_on_rabbitmq(scenario, repo: Repo, kube_api, slack_api, rabbitmq_url: str,
+def test_push_travels_end_to_end_on_rabbitmq(scenario, repo: Repo, kube_api, slack_api, vhost_url: str,
                                              tmp_path: Path) -> None:
     cfg, env, base_url, hook_url = scenario
     env = dict(env, HERALD_LOG_FORMAT="json")
     delivery = str(uuid.uuid4())
-    vhost = f"herald-e2e-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)
-    broker = rabbitmq_url.rsplit("/", 1)[0] + "/" + vhost
-    try:
-        with herald("receiver", cfg, tmp_path, env, "--broker", broker) as receiver_log:
-            wait_ready(base_url)
-            send_bad_signature_and_ping(hook_url, repo)
-            assert queue_depth(broker, "herald.reconcile") == 0, "401 and ping must publish nothing"
-            worker_ops, notifier_ops = free_port(), free_port()
-            with herald("worker", cfg, tmp_path, env, "--broker", broker,
-                        "--metrics-listen", f"127.0.0.1:{worker_ops}") as worker_log, \
-                    herald("notifier", cfg, tmp_path, env, "--broker", broker,
-                           "--metrics-listen", f"127.0.0.1:{notifier_ops}") as notifier_log:
-                wait_ready(f"http://127.0.0.1:{worker_ops}")
-                wait_ready(f"http://127.0.0.1:{notifier_ops}")
-                push_and_follow_it(hook_url, repo, kube_api, slack_api, delivery=delivery)
-                wait_until(lambda: "delivered" in notifier_log.read_text(), 10, "the notifier's log line")
-                worker_metrics = requests.get(f"http://127.0.0.1:{worker_ops}/metrics", timeout=5).text
-                notifier_metrics = requests.get(f"http://127.0.0.1:{notifier_ops}/metrics", timeout=5).text
-        logs = "".join(p.read_text() for p in (receiver_log, worker_log, notifier_log))
-        assert TOKEN not in logs and SLACK_TOKEN not in logs
-        # One grep for the delivery id follows the push through all three processes' JSON logs.
-        for log_file, says in ((receiver_log, "published"), (worker_log, "fetched"), (notifier_log, "delivered")):
-            lines = [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
-            assert any(line.get("correlation_id") == delivery and says in line["message"] for line in lines), \
-                (log_file.name, says)
-        assert ('herald_reconciles_total{name="app",namespace="flux-system",reason="ReconciliationSucceeded"} 1.0'
-                in worker_metrics)
-        assert 'herald_queue_lag_seconds_count{queue="herald.reconcile"}' in worker_metrics
-        assert 'herald_notifications_total{provider="flux-system/slack",result="delivered",type="slack"}' \
-            in notifier_metrics
-        assert queue_depth(broker, "herald.reconcile") == 0 and queue_depth(broker, "herald.events") == 0
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+    broker = vhost_url
+    with herald("receiver", cfg, tmp_path, env, "--broker", broker) as receiver_log:
+        wait_ready(base_url)
+        send_bad_signature_and_ping(hook_url, repo)
+        assert queue_depth(broker, "herald.reconcile") == 0, "401 and ping must publish nothing"
+        worker_ops, notifier_ops = free_port(), free_port()
+        with herald("worker", cfg, tmp_path, env, "--broker", broker,
+                    "--metrics-listen", f"127.0.0.1:{worker_ops}") as worker_log, \
+                herald("notifier", cfg, tmp_path, env, "--broker", broker,
+                       "--metrics-listen", f"127.0.0.1:{notifier_ops}") as notifier_log:
+            wait_ready(f"http://127.0.0.1:{worker_ops}")
+            wait_ready(f"http://127.0.0.1:{notifier_ops}")
+            push_and_follow_it(hook_url, repo, kube_api, slack_api, delivery=delivery)
+            wait_until(lambda: "delivered" in notifier_log.read_text(), 10, "the notifier's log line")
+            worker_metrics = requests.get(f"http://127.0.0.1:{worker_ops}/metrics", timeout=5).text
+            notifier_metrics = requests.get(f"http://127.0.0.1:{notifier_ops}/metrics", timeout=5).text
+    logs = "".join(p.read_text() for p in (receiver_log, worker_log, notifier_log))
+    assert TOKEN not in logs and SLACK_TOKEN not in logs
+    # One grep for the delivery id follows the push through all three processes' JSON logs.
+    for log_file, says in ((receiver_log, "published"), (worker_log, "fetched"), (notifier_log, "delivered")):
+        lines = [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
+        assert any(line.get("correlation_id") == delivery and says in line["message"] for line in lines), \
+            (log_file.name, says)
+    assert ('herald_reconciles_total{name="app",namespace="flux-system",reason="ReconciliationSucceeded"} 1.0'
+            in worker_metrics)
+    assert 'herald_queue_lag_seconds_count{queue="herald.reconcile"}' in worker_metrics
+    assert 'herald_notifications_total{provider="flux-system/slack",result="delivered",type="slack"}' \
+        in notifier_metrics
+    assert queue_depth(broker, "herald.reconcile") == 0 and queue_depth(broker, "herald.events") == 0
 
 
 def queue_depth(broker: str, queue: str) -> int:

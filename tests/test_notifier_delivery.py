@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import textwrap
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -29,20 +27,21 @@ from herald.bus import open_bus
 from herald.messages import EVENTS_QUEUE, NOTIFY_QUEUE, Event
 from notifier.worker import Notifier, NotifierSettings
 from tests.chatapis import GenericReceiver, Reply, Request, text_reply
-from tests.fixtures_herald import TOKEN, Repo, github_headers, github_push, start_herald, stop_herald, write_config
+from tests.fixtures_herald import (
+    TOKEN,
+    Repo,
+    free_port,
+    github_headers,
+    github_push,
+    start_herald,
+    stop_herald,
+    wait_ready,
+    wait_until,
+    write_config,
+)
 from tests.gitforges import GitForges
 
 HMAC_KEY = "generic-hmac-key-for-tests"
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class FlakyReceiver(GenericReceiver):
@@ -95,16 +94,6 @@ def event(i: int, namespace: str = "apps") -> Event:
     return Event.for_object("Kustomization", f"app-{i % 7}", namespace, severity="info",
                             reason="ReconciliationSucceeded", message=f"Deployment/{namespace}/web-{i} configured",
                             metadata={"revision": f"main@sha1:{i:040x}", "commit_status": "update"})
-
-
-@pytest.fixture
-def vhost_url(rabbitmq_url: str):
-    vhost = f"herald-notify-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)
-    yield rabbitmq_url.rsplit("/", 1)[0] + "/" + vhost
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
 
 
 @pytest.fixture
@@ -265,14 +254,14 @@ def test_a_push_gets_its_commit_status_on_the_pushed_sha(tmp_path: Path, repo: R
               eventSources: [{{kind: Kustomization, name: app}}]
             """)
         loaded = config.load([cfg])
-        port = _free_port()
+        port = free_port()
         env = dict(os.environ, KUBECONFIG=str(kubeconfig), HERALD_STATE_DIR=str(tmp_path / "state"),
                    HERALD_LISTEN=f"127.0.0.1:{port}", HERALD_LOG_LEVEL="INFO")
         env.pop("HERALD_BROKER_URL", None)
         proc = start_herald("serve", cfg, tmp_path / "serve.log", env)
         try:
             base = f"http://127.0.0.1:{port}"
-            wait_until(lambda: _ready(base), 30, "herald serve to be ready")
+            wait_ready(base)
             hook = base + loaded.hook_path(loaded.receivers[("flux-system", "github-app")])
             body = github_push(repo.head)
             assert requests.post(hook, data=body, headers=github_headers(body), timeout=10).status_code == 202
@@ -284,18 +273,3 @@ def test_a_push_gets_its_commit_status_on_the_pushed_sha(tmp_path: Path, repo: R
         assert [s["state"] for s in every] == ["pending", "success"]
         assert statuses[0]["context"] == "kustomization/app"
         assert TOKEN not in (tmp_path / "serve.log").read_text()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ready(base: str) -> bool:
-    try:
-        return requests.get(base + "/readyz", timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
