@@ -257,3 +257,28 @@ def test_an_invalid_semver_range_is_a_config_error_with_its_line(tmp_path: Path)
     _, diagnostics = config.check([cfg])
     assert any(d.severity == "error" and d.line == 1 and "spec.ref.semver" in d.message for d in diagnostics), \
         [str(d) for d in diagnostics]
+
+
+def test_yaml_errors_keep_the_documents_before_them_and_name_what_was_found() -> None:
+    """The fast (libyaml) reader must not cost the error messages their detail."""
+    from herald.yamlsrc import YAMLSyntaxError, load_documents
+
+    text = "a: 1\n---\nmetadata:\n  labels: {x: y}\n---\nref: *nowhere\n"
+    seen = []
+    with pytest.raises(YAMLSyntaxError) as err:
+        for doc in load_documents(text, "conf.yaml"):
+            seen.append((doc.line, dict(doc.data)))
+    assert seen == [(1, {"a": 1}), (3, {"metadata": {"labels": {"x": "y"}}})]
+    assert str(err.value) == "conf.yaml:6: invalid YAML: found undefined alias 'nowhere'"
+
+
+def test_every_key_and_item_knows_its_line() -> None:
+    from herald.yamlsrc import load_documents
+
+    text = "kind: A\nspec:\n  items:\n  - one\n  - {name: two}\n---\n\n# c\nkind: B\n"
+    first, second = load_documents(text, "f.yaml")
+    assert (first.line, second.line) == (1, 9)
+    spec = first.data["spec"]
+    assert first.data.line_of("spec") == 2 and spec.line_of("items") == 3
+    assert spec["items"].line_of(0) == 4 and spec["items"].line_of(1) == 5
+    assert spec["items"][1].line == 5
