@@ -12,7 +12,10 @@
    discoverable and the Namespaces active; then the `*Class` kinds; then the rest in Flux's
    kind order.
 4. created / configured / unchanged is decided per object from the dry run (as fluxcd/pkg's
-   ssa does): no live object → created; the dry-run result differs from the live object in
+   ssa does), with one shortcut (`unchanged_since_last_apply`): an object whose manifest is
+   the one Herald applied last time (same digest in the inventory) and whose live copy holds
+   every field of it with the same value is unchanged without a dry-run, because applying it
+   could neither set nor remove anything. Otherwise: no live object → created; the dry-run result differs from the live object in
    labels, annotations or anything outside metadata and status → configured (and applied);
    otherwise unchanged (and not written at all, so nothing moves). A controller's status
    write racing the apply is therefore never reported as a change. When the manifest is
@@ -135,6 +138,37 @@ def drifted(live: dict[str, Any], dry: dict[str, Any]) -> bool:
     return body(live) != body(dry)
 
 
+def covers(want: Any, live: Any) -> bool:
+    """Every field of `want` is in `live` with the same value (and type: True is not 1).
+
+    Lists compare item by item, so a reordered or longer live list does not cover: only a
+    certain "nothing to do" is True, and anything the server may have normalised (a quantity
+    written "0.5" and stored "500m", a null, a date) is False, which only costs a dry-run."""
+    if isinstance(want, dict):
+        return isinstance(live, dict) and all(k in live and covers(v, live[k]) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(live, list) and len(want) == len(live) and all(map(covers, want, live))
+    if want is None:
+        return False
+    return type(want) is type(live) and want == live
+
+
+def unchanged_since_last_apply(obj: dict[str, Any], live: dict[str, Any] | None, before: Entry | None) -> bool:
+    """Whether a server-side apply of `obj` would be a no-op, known without asking the server.
+
+    Herald's field manager owns exactly the fields of the manifest it applied last; when that
+    manifest is `obj` (same digest), an apply of `obj` removes nothing, and when `live` holds
+    each of its fields already, it sets nothing either. Fields that others added are not
+    Herald's to remove (the dry-run would keep them too), so they do not matter. What this
+    skips is the dry-run's admission check of an object that is not going to be written:
+    `HERALD_DRY_RUN_UNCHANGED=true` restores it, as Flux does it."""
+    if live is None or before is None or before.digest != digest(obj):
+        return False
+    if (live.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return covers(obj, live)
+
+
 def dry_run_error(ref: str, refusal: ApiRefusal) -> str:
     """Flux's DryRunErr wording."""
     if refusal.code == 404:
@@ -159,8 +193,11 @@ class ApplyEngine:
     """Applies one Kustomization's set; `previous` is its inventory from the last reconcile."""
 
     def __init__(self, cluster: Cluster, owner: dict[str, str], previous: Inventory, timeout: float,
-                 poll: float = 0.5, concurrency: int = CONCURRENCY) -> None:
+                 poll: float = 0.5, concurrency: int = CONCURRENCY, dry_run_unchanged: bool = False) -> None:
+        """`dry_run_unchanged`: dry-run every object, even one that provably would not change
+        (see `unchanged_since_last_apply`)."""
         self.cluster = cluster
+        self.dry_run_unchanged = dry_run_unchanged
         self.owner = owner
         self.previous = previous
         self.timeout = timeout
@@ -236,6 +273,9 @@ class ApplyEngine:
         live = None
         try:
             live = self._live(m)
+            before = self.previous.get(ObjectId.of(m.obj))
+            if not self.dry_run_unchanged and unchanged_since_last_apply(m.obj, live, before):
+                return _Plan(m, live, UNCHANGED)
             dry = self.cluster.dry_run(m)
         except KindNotServed as exc:
             return f"{ref} dry-run failed: {exc}"

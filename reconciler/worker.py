@@ -116,6 +116,9 @@ class WorkerSettings:
     skew: float = 0.5  # HERALD_CLOCK_SKEW: clock difference tolerated between machines
     poll: bool = True  # HERALD_INTERVAL_POLLING=false turns the spec.interval timer off
     jitter: float = 0.1  # HERALD_POLL_JITTER: a poll comes up to this fraction of the interval late
+    # HERALD_DRY_RUN_UNCHANGED=true: dry-run even the objects that provably would not change
+    # (reconciler.apply.unchanged_since_last_apply), so admission policies see them each time
+    dry_run_unchanged: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> WorkerSettings:
@@ -126,9 +129,20 @@ class WorkerSettings:
             lease_duration=max(1.0, env_seconds(env, "HERALD_LEASE_DURATION", d.lease_duration)),
             window=max(0.0, env_seconds(env, "HERALD_COALESCE_WINDOW", d.window)),
             skew=max(0.0, env_seconds(env, "HERALD_CLOCK_SKEW", d.skew)),
-            poll=(env.get("HERALD_INTERVAL_POLLING") or "true").strip().lower() not in ("0", "false", "no", "off"),
+            poll=_flag(env.get("HERALD_INTERVAL_POLLING"), d.poll),
             jitter=max(0.0, float(env.get("HERALD_POLL_JITTER") or d.jitter)),
+            dry_run_unchanged=_flag(env.get("HERALD_DRY_RUN_UNCHANGED"), d.dry_run_unchanged),
         )
+
+
+def _flag(text: str | None, default: bool) -> bool:
+    """An on/off environment variable; unset or unrecognised keeps the default."""
+    word = (text or "").strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    return default
 
 
 def _event_headers(req: ReconcileRequest) -> dict[str, str]:
@@ -389,7 +403,8 @@ class Reconciler:
                manifests: list[Manifest], revision: Revision, name: str, event: Callable[..., Event]) -> _Result:
         timeout = ks.timeout or ks.interval
         owner = owner_labels(ks.meta.name, ks.meta.namespace)
-        engine = ApplyEngine(cluster, owner, record.inventory, timeout, poll=self.poll_interval)
+        engine = ApplyEngine(cluster, owner, record.inventory, timeout, poll=self.poll_interval,
+                             dry_run_unchanged=self.settings.dry_run_unchanged)
         try:
             applied = engine.apply(manifests)
         except ApplyFailed as exc:

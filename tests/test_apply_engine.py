@@ -20,7 +20,7 @@ from herald import config
 from herald.bus import Delivery, open_bus
 from herald.messages import RECONCILE_QUEUE, ReconcileRequest
 from reconciler.worker import Reconciler, RetryLater
-from tests.fixtures_herald import Repo
+from tests.fixtures_herald import WEB_MANIFESTS, Repo
 
 FINISHED = re.compile(r"Reconciliation finished in \d+(\.\d+)?m?s, next run in 10m0s")
 FAILED = re.compile(r"Reconciliation failed after \d+(\.\d+)?m?s, next try in (10m0s|\d+s)")
@@ -522,6 +522,80 @@ def test_an_unchanged_reapply_writes_nothing_even_after_status_writes(make_recon
                                     "Deployment/shop/web unchanged"]
     # Only the inventory's own record was written.
     assert writes(kube_api) == ["/api/v1/namespaces/flux-system/configmaps/herald-inventory-app"]
+
+
+def dry_runs(kube_api) -> list[str]:
+    return [r.path for r in kube_api.requests if r.query.get("dryRun") == "All"]
+
+
+def test_an_object_unchanged_in_git_and_in_the_cluster_is_not_dry_run_again(make_reconciler, kube_api) -> None:
+    """Applying it could neither set nor remove a field: the dry-run could only say so."""
+    reconciler = make_reconciler()
+    only_event(reconciler)
+    # Someone adds a label of their own: not Herald's to remove, as a dry-run would also say.
+    kube_api.apply_object({"apiVersion": "v1", "kind": "Service",
+                           "metadata": {"name": "web", "namespace": "shop", "labels": {"team": "shop"}}},
+                          field_manager="kubectl-label")
+    kube_api.requests.clear()
+    event, _ = only_event(reconciler)
+    assert lines(event.message) == ["Namespace/shop unchanged", "Service/shop/web unchanged",
+                                    "Deployment/shop/web unchanged"]
+    assert dry_runs(kube_api) == []
+    assert kube_api.get_object("v1", "Service", "shop", "web")["metadata"]["labels"]["team"] == "shop"
+
+
+def test_a_hand_edit_is_still_found_and_only_that_object_is_dry_run(make_reconciler, kube_api) -> None:
+    reconciler = make_reconciler()
+    only_event(reconciler)
+    kube_api.apply_object({"apiVersion": "apps/v1", "kind": "Deployment",
+                           "metadata": {"name": "web", "namespace": "shop"}, "spec": {"replicas": 1}},
+                          field_manager="kubectl-scale")
+    kube_api.requests.clear()
+    event, _ = only_event(reconciler)
+    assert lines(event.message) == ["Namespace/shop unchanged", "Service/shop/web unchanged",
+                                    "Deployment/shop/web configured (drift corrected)"]
+    assert dry_runs(kube_api) == ["/apis/apps/v1/namespaces/shop/deployments/web"]
+    assert kube_api.get_object("apps/v1", "Deployment", "shop", "web")["spec"]["replicas"] == 2
+
+
+def test_a_field_removed_from_git_is_removed_from_the_cluster(make_reconciler, repo: Repo, kube_api) -> None:
+    """Every live field is still "covered" by the smaller manifest: only the digest in the
+    inventory tells that Herald's last apply set more, so the dry-run must run."""
+    reconciler = make_reconciler()
+    only_event(reconciler)
+    repo.commit({"deploy/web.yaml": re.sub(r"\n *labels: \{app: web\}", "", WEB_MANIFESTS["deploy/web.yaml"], count=1)},
+                "drop the Deployment's label")
+    event, _ = only_event(reconciler)
+    assert "Deployment/shop/web configured" in lines(event.message)
+    labels = kube_api.get_object("apps/v1", "Deployment", "shop", "web")["metadata"]["labels"]
+    assert "app" not in labels and labels["kustomize.toolkit.fluxcd.io/name"] == "app"
+
+
+def test_dry_run_unchanged_dry_runs_every_object_as_flux_does(make_reconciler, kube_api,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_DRY_RUN_UNCHANGED", "true")
+    reconciler = make_reconciler()
+    only_event(reconciler)
+    kube_api.requests.clear()
+    event, _ = only_event(reconciler)
+    assert all(line.endswith(" unchanged") for line in lines(event.message))
+    assert len(dry_runs(kube_api)) == 3
+
+
+@pytest.mark.parametrize(("want", "live", "covered"), [
+    ({"a": 1}, {"a": 1, "b": 2}, True),
+    ({"a": {"b": [1, {"c": "x"}]}}, {"a": {"b": [1, {"c": "x", "d": 0}]}}, True),
+    ({"a": True}, {"a": 1}, False),  # True == 1 in Python, not in Kubernetes
+    ({"a": 1}, {"a": 1.0}, False),
+    ({"cpu": "0.5"}, {"cpu": "500m"}, False),  # the server normalised it: let the dry-run judge
+    ({"a": [1]}, {"a": [1, 2]}, False),
+    ({"a": None}, {}, False),
+    ({"a": {}}, {}, False),
+])
+def test_what_counts_as_already_in_the_cluster(want, live, covered) -> None:
+    from reconciler.apply import covers
+
+    assert covers(want, live) is covered
 
 
 # --------------------------------------------------------------------------- #
