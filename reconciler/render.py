@@ -8,10 +8,12 @@ CI config) is skipped rather than applied or failed on.
 
 from __future__ import annotations
 
+import posixpath
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -70,15 +72,32 @@ def _is_object(doc: Any) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get("apiVersion"), str) and isinstance(doc.get("kind"), str)
 
 
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
 def _read_plain(root: Path, folder: Path) -> Rendered:
-    out = Rendered()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml", ".json"))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in MANIFEST_SUFFIXES)
+    texts: list[tuple[str, bytes | Exception]] = []
     for f in files:
-        rel = str(f.relative_to(root))
         if any(part.startswith(".") for part in f.relative_to(folder).parts):
             continue
         try:
-            text = f.read_text(encoding="utf-8")
+            texts.append((str(f.relative_to(root)), f.read_bytes()))
+        except OSError as exc:
+            texts.append((str(f.relative_to(root)), exc))
+    return render_files(texts)
+
+
+def render_files(files: Iterable[tuple[str, bytes | Exception]], target_namespace: str = "") -> Rendered:
+    """Plain YAML from (path in the repository, content) pairs, in the order given: what a
+    folder without a kustomization.yaml renders to. The content may be the error that
+    reading it raised."""
+    out = Rendered()
+    for rel, content in files:
+        try:
+            if isinstance(content, Exception):
+                raise content
+            text = content.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise RenderError(f"{rel}: cannot read: {exc}") from None
         try:
@@ -98,7 +117,30 @@ def _read_plain(root: Path, folder: Path) -> Rendered:
             if not name:
                 raise RenderError(f"{rel}:{doc.line}: {doc.data['kind']} has no metadata.name")
             out.manifests.append(Manifest(_plain(doc.data), f"{rel}:{doc.line}"))
+    _set_namespace(out, target_namespace)
     return out
+
+
+def tree_folder(path: str) -> str:
+    """`spec.path` as a folder of the repository's tree ("" for its root), or RenderError
+    when it points outside the repository."""
+    norm = posixpath.normpath(path or ".")
+    if norm == ".." or norm.startswith(("/", "../")):
+        raise RenderError(f"spec.path {path!r} points outside the repository")
+    return "" if norm == "." else norm
+
+
+def plain_files(folder: str, files: Iterable[str]) -> list[str] | None:
+    """Which of the tree's files (paths from its root) a plain render of `folder` reads, in
+    the order `_read_plain` reads them; None when `folder` has a kustomization.yaml (kustomize
+    needs the checkout on disk)."""
+    prefix = f"{folder}/" if folder else ""
+    inside = [f for f in files if f.startswith(prefix)]
+    if any(f"{prefix}{name}" in inside for name in KUSTOMIZATION_FILES):
+        return None
+    wanted = [f for f in inside if posixpath.splitext(f)[1] in MANIFEST_SUFFIXES
+              and not any(part.startswith(".") for part in f[len(prefix):].split("/"))]
+    return sorted(wanted, key=lambda f: PurePosixPath(f).parts)
 
 
 def _kustomize(root: Path, folder: Path, timeout: float) -> Rendered:
@@ -110,7 +152,7 @@ def _kustomize(root: Path, folder: Path, timeout: float) -> Rendered:
     else:
         raise RenderError(f"{rel}: has a kustomization.yaml but neither kustomize nor kubectl is on PATH")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise RenderError(f"{rel}: kustomize build timed out after {timeout:.0f}s") from None
     if proc.returncode != 0:
@@ -136,9 +178,13 @@ def render(root: Path, path: str, target_namespace: str = "", timeout: float = 1
         out = _kustomize(root.resolve(), folder, timeout)
     else:
         out = _read_plain(root.resolve(), folder)
+    _set_namespace(out, target_namespace)
+    return out
+
+
+def _set_namespace(out: Rendered, target_namespace: str) -> None:
     if target_namespace:
         for m in out.manifests:
             # Cluster-scoped kinds drop the namespace again at apply time, once the API
             # server's discovery has said which kinds are namespaced.
             m.obj.setdefault("metadata", {})["namespace"] = target_namespace
-    return out

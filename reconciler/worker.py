@@ -93,7 +93,7 @@ from reconciler.locks import (
 )
 from reconciler.poller import Poller
 from reconciler.prune import PruneResult, prune
-from reconciler.render import Manifest, RenderError, render
+from reconciler.render import Manifest, Rendered, RenderError, plain_files, render, render_files, tree_folder
 
 log = logging.getLogger("herald.reconciler")
 
@@ -204,6 +204,14 @@ class Reconciler:
         self.coordinator = Coordinator(Options(lease_duration=s.lease_duration, window=s.window, skew=s.skew,
                                                poll=min(0.5, s.lease_duration / 4)))
         self._stop = threading.Event()  # set by run()'s caller: stop waiting, hand work back
+        self._poller: Poller | None = None
+
+    def update(self, cfg: Config) -> None:
+        """A new configuration (`--from-cluster`): requests handled from now on, and the interval
+        timer, use it."""
+        self.cfg = cfg
+        if self._poller is not None:
+            self._poller.update(cfg)
 
     # ---- bus handler -------------------------------------------------------------------
 
@@ -366,18 +374,13 @@ class Reconciler:
             if progress is not None and record is not None and record.result.last_attempted_revision != str(revision):
                 progress(event(SEVERITY_INFO, "Progressing", [f"Reconciliation in progress for revision {revision}"]))
 
-            workdir = (self.state_dir / "work" / f"{os.getpid()}-{threading.get_ident()}" / ks.meta.namespace
-                       / ks.meta.name)
             try:
-                self.git.export(repo, revision.sha, workdir)
-                rendered = render(workdir, ks.path, ks.target_namespace)
+                rendered = self._render(ks, repo, revision.sha)
             except (GitError, RenderError) as exc:
                 log.error("%s %s: %s", name, revision, exc)
                 if store is not None and record is not None:
                     self._record(store, record, "False", "BuildFailed", str(exc), revision)
                 return _Result(event(SEVERITY_ERROR, "BuildFailed", [str(exc)], "failed"))
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
 
             manifests = sorted(rendered.manifests, key=sort_key)
             if cluster is None or store is None or record is None:
@@ -398,6 +401,28 @@ class Reconciler:
             text = f"the Kubernetes API server refused a request{reason}: {exc.message}"
             return _Result(event(SEVERITY_ERROR, "ReconciliationFailed", [text], "failed"),
                            text if exc.transient else "", ks.retry_interval)
+
+    def _render(self, ks: Kustomization, repo: GitRepository, sha: str) -> Rendered:
+        """The Kustomization's objects at `sha`. Plain YAML is read straight from the Git
+        cache's objects; only kustomize (which reads a folder, and may reach outside
+        `spec.path`) and trees with symlinks get a checkout on disk."""
+        folder = tree_folder(ks.path)
+        entries = self.git.list_tree(repo, sha, folder)
+        files = [e for e in entries if e.is_file]
+        if folder and not any(e.path.startswith(f"{folder}/") for e in entries):
+            raise RenderError(f"spec.path {ks.path!r} not found in the revision")
+        wanted = None if len(files) < len(entries) else plain_files(folder, [e.path for e in files])
+        if wanted is not None:
+            blob = {e.path: e.blob for e in files}
+            return render_files(zip(wanted, self.git.read_blobs(repo, [blob[p] for p in wanted])),
+                                ks.target_namespace)
+        workdir = (self.state_dir / "work" / f"{os.getpid()}-{threading.get_ident()}" / ks.meta.namespace
+                   / ks.meta.name)
+        try:
+            self.git.export(repo, sha, workdir)
+            return render(workdir, ks.path, ks.target_namespace)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def _apply(self, ks: Kustomization, cluster: Cluster, store: InventoryStore, record: Record,
                manifests: list[Manifest], revision: Revision, name: str, event: Callable[..., Event]) -> _Result:
@@ -501,6 +526,7 @@ class Reconciler:
             threads.append(t)
         if self.settings.poll:
             poller = Poller(self.cfg, self.bus, self.peek, jitter=self.settings.jitter, skew=self.settings.skew)
+            self._poller = poller
             t = threading.Thread(target=poller.run, args=(stop,), name="reconciler-interval", daemon=True)
             t.start()
             threads.append(t)
