@@ -645,3 +645,31 @@ def test_retry_queue_ladder_rounds_up_by_at_most_nine_percent() -> None:
         assert delay * 1000 <= tier <= delay * 1000 * 1.091, delay
     # however many delays are asked for, a day's worth fits in ~150 queues
     assert len({ladder_ms(s / 10) for s in range(1, 864000, 13)}) < 150
+
+
+def _open_and_publish(state_dir: str, results: object) -> None:
+    try:
+        bus = open_bus(None, state_dir)
+        bus.publish("herald.test", b"hello")
+        bus.close()
+        results.put("ok")  # type: ignore[attr-defined]
+    except Exception as exc:  # reported to the test, which names it
+        results.put(repr(exc))  # type: ignore[attr-defined]
+
+
+def test_processes_starting_together_on_a_fresh_state_directory_all_open_the_bus(tmp_path: Path) -> None:
+    """`herald worker` and `herald notifier` started at once (honcho, a pod's containers):
+    SQLite refused one of them "database is locked" about 2 % of the time."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    failures = []
+    for i in range(150):
+        results = ctx.Queue()
+        procs = [ctx.Process(target=_open_and_publish, args=(str(tmp_path / str(i)), results)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        failures += [r for r in (results.get(timeout=5) for _ in procs) if r != "ok"]
+    assert failures == []

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from herald.bus.sqlite import open_db
+
 DEFAULT_WINDOW = 24 * 3600.0
 FILENAME = "deliveries.sqlite3"
 
@@ -84,9 +86,7 @@ class SQLiteDeliveryLog:
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db = open_db(self.path, synchronous="NORMAL")
             self._local.db = db
         return db
 

@@ -38,6 +38,7 @@ from herald.bus.base import (
     caller_headers,
     requested_delay,
 )
+from herald.bus.sqlite import open_db
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +118,9 @@ class EmbeddedBus:
             raise BusError("the bus is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                check_same_thread=False,  # only so that close() may close it; used by one thread
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
+            # FULL: a commit is on disk when it returns. check_same_thread=False only so that
+            # close() may close it; it is used by one thread.
+            conn = open_db(self.path, timeout=self.busy_timeout, synchronous="FULL", check_same_thread=False)
             self._local.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)
