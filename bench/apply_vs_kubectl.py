@@ -17,7 +17,7 @@ server's own request log (`KubeAPIServer.requests`), classed by verb and path.
 Herald is driven exactly as `herald worker` drives it for a Kustomization: a long-running
 child process holds a `reconciler.worker.Reconciler` whose GitRepository (a local bare repo
 holding the manifests) was fetched once, and each phase is one call of
-`Reconciler._reconcile_kustomization` -- git export, render, inventory load, dry-run, staged
+`Reconciler._reconcile_kustomization` -- reading the manifests from Git, inventory load, dry-run, staged
 apply, prune, inventory write -- timed inside the child. (The bus, the Lease and the event
 publish around it are not part of this benchmark; `bench/webhook_to_applied.py` has them.)
 kubectl is one `kubectl apply --server-side --force-conflicts --field-manager=bench-kubectl
@@ -27,7 +27,7 @@ discovery cache is warm, as Herald's is).
     python bench/apply_vs_kubectl.py               # 1,000 objects, 5 rounds
     python bench/apply_vs_kubectl.py --quick       # 100 objects, 1 round: a smoke run
     python bench/apply_vs_kubectl.py --engine-from HEAD    # Herald's engine as committed (before/after)
-    python bench/apply_vs_kubectl.py --what-if-libyaml     # herald/yamlsrc.py on libyaml (what-if)
+    python bench/apply_vs_kubectl.py --steps       # where Herald's time goes, step by step
     python bench/apply_vs_kubectl.py --profile /tmp/prof   # py-spy the Herald child too
 
 The table goes to stdout (Markdown, ready to paste); progress, per-round numbers and the load
@@ -214,21 +214,9 @@ def herald_child(cfg_path: str, state_dir: str) -> None:
     overlay = os.environ.get("HERALD_BENCH_ENGINE_OVERLAY")
     if overlay:
         sys.path.insert(0, overlay)
-    if os.environ.get("HERALD_BENCH_LIBYAML"):
-        # What-if only: herald/yamlsrc.py's loader on libyaml (same constructors, same line numbers).
-        import yaml
-
-        from herald import yamlsrc
-
-        class CLoader(yaml.CSafeLoader):  # type: ignore[misc]
-            pass
-
-        CLoader.add_constructor("tag:yaml.org,2002:map", yamlsrc._construct_mapping)
-        CLoader.add_constructor("tag:yaml.org,2002:seq", yamlsrc._construct_sequence)
-        yamlsrc._Loader = CLoader  # type: ignore[misc]
+    steps = _time_steps() if os.environ.get("HERALD_BENCH_STEPS") else None
     from herald import config
     from reconciler.git import resolve_url
-    from reconciler.render import render
     from reconciler.worker import Reconciler
 
     cfg = config.load([cfg_path])
@@ -237,17 +225,15 @@ def herald_child(cfg_path: str, state_dir: str) -> None:
     rec = Reconciler(cfg, None, Path(state_dir))  # type: ignore[arg-type]  # the bus is not used here
     revision = rec.git.fetch(repo, resolve_url(repo.url, repo.meta.source))
     rec._cluster_or_none()  # connect and read discovery once, as a running worker has
-    probe = Path(state_dir) / "export-probe"
     t0 = time.perf_counter()
-    rec.git.export(repo, revision.sha, probe)
-    export_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    render(probe, ks.path, ks.target_namespace)
+    rec._render(ks, repo, revision.sha)
     render_s = time.perf_counter() - t0
-    print(json.dumps({"ready": True, "export_s": export_s, "render_s": render_s}), flush=True)
+    print(json.dumps({"ready": True, "render_s": render_s}), flush=True)
     for line in sys.stdin:
         if line.strip() != "apply":
             break
+        if steps is not None:
+            steps.clear()
         t0 = time.perf_counter()
         result = rec._reconcile_kustomization(ks, repo, revision, "")
         seconds = time.perf_counter() - t0
@@ -257,8 +243,38 @@ def herald_child(cfg_path: str, state_dir: str) -> None:
             if m:
                 actions[m.group(1) + (" (drift)" if m.group(2) else "")] += 1
         print(json.dumps({"seconds": seconds, "reason": result.event.reason, "actions": actions,
+                          "steps": dict(steps or {}),
                           "message": "" if result.event.reason == "ReconciliationSucceeded"
                           else result.event.message[:2000]}), flush=True)
+
+
+def _time_steps() -> dict[str, float]:
+    """Wall seconds spent in the reconcile's main steps (--steps): where Herald's time goes."""
+    from reconciler import apply, inventory, worker
+
+    spent: dict[str, float] = {}
+
+    def timed(cls: type, name: str, label: str) -> None:
+        fn = getattr(cls, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - t0
+
+        setattr(cls, name, wrapper)
+
+    timed(worker.Reconciler, "_render", "git + render")
+    timed(inventory.InventoryStore, "load", "inventory load")
+    timed(inventory.InventoryStore, "save", "inventory save")
+    timed(apply.ApplyEngine, "_absent_namespaces", "plan: namespace gets")
+    timed(apply.ApplyEngine, "_prefetch", "plan: LISTs")
+    timed(apply.ApplyEngine, "_apply_stage", "apply (writes by kind)")
+    timed(apply.ApplyEngine, "_settle", "wait: definitions settle")
+    timed(apply.ApplyEngine, "_plan_late", "plan after a stage (LISTs + dry-runs)")
+    return spent
 
 
 class HeraldChild:
@@ -270,7 +286,7 @@ class HeraldChild:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
                                      cwd=ROOT)
         ready = self._read()
-        self.export_s, self.render_s = ready["export_s"], ready["render_s"]
+        self.render_s = ready["render_s"]
 
     def _read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -375,9 +391,8 @@ def main() -> None:
     ap.add_argument("--engine-from", metavar="REV",
                     help="run Herald with reconciler/{apply,kube,inventory}.py as of this git revision "
                          "(e.g. HEAD, to compare with the working tree)")
-    ap.add_argument("--what-if-libyaml", action="store_true",
-                    help="what if herald/yamlsrc.py read YAML with libyaml (yaml.CSafeLoader)? Patches the "
-                         "Herald child only, for this run")
+    ap.add_argument("--steps", action="store_true",
+                    help="print the wall seconds of Herald's main steps per phase (stderr)")
     ap.add_argument("--herald-child", nargs=2, metavar=("CONFIG", "STATE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.herald_child:
@@ -404,8 +419,8 @@ def main() -> None:
     kubeconfig = kube.write_kubeconfig(tmp / "kubeconfig")
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), HERALD_LOG_LEVEL="WARNING")
     env.pop("HERALD_BROKER_URL", None)
-    if args.what_if_libyaml:
-        env["HERALD_BENCH_LIBYAML"] = "1"
+    if args.steps:
+        env["HERALD_BENCH_STEPS"] = "1"
     if args.engine_from:
         env["HERALD_BENCH_ENGINE_OVERLAY"] = str(engine_overlay(args.engine_from, tmp / "engine"))
     tools = [t for t in ("herald", "kubectl") if args.only in (None, t)]
@@ -432,6 +447,8 @@ def main() -> None:
             client0 = herald.cpu()
             out = herald.apply()
             seconds, acts = out["seconds"], Counter(out["actions"])
+            if out.get("steps"):
+                print("#     steps: " + ", ".join(f"{k} {v:.3f}" for k, v in out["steps"].items()), file=sys.stderr)
             client = herald.cpu() - client0
         else:
             client0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -479,13 +496,11 @@ def main() -> None:
 
     n = len(objs)
     engine = f"Herald's engine files as of {args.engine_from}" if args.engine_from else "Herald's working tree"
-    if args.what_if_libyaml:
-        engine += " with YAML read by libyaml (what-if)"
     print(f"\n{n} objects, {engine}, median of {args.rounds} round(s) (min–max); requests per object from the API "
           f"server's log; {platform.python_implementation()} {platform.python_version()}, "
           f"{os.cpu_count()} cores, load average after: {load_average()}, {elapsed:.0f} s in all"
-          + (f"; of Herald's time, its git export takes {herald.export_s * 1000:.0f} ms and rendering "
-             f"(reading the YAML) {herald.render_s * 1000:.0f} ms in every phase" if herald else "") + "\n")
+          + (f"; of Herald's time, reading the manifests from Git and parsing them takes "
+             f"{herald.render_s * 1000:.0f} ms in every phase" if herald else "") + "\n")
     print("| phase | tool | wall s | Herald / kubectl | requests per object | requests by class | "
           "CPU s: API server / client | result |")
     print("| --- | --- | ---: | ---: | ---: | --- | ---: | --- |")

@@ -119,6 +119,9 @@ class WorkerSettings:
     # HERALD_DRY_RUN_UNCHANGED=true: dry-run even the objects that provably would not change
     # (reconciler.apply.unchanged_since_last_apply), so admission policies see them each time
     dry_run_unchanged: bool = False
+    # HERALD_APPLY_CONCURRENCY: API requests in flight at once per reconcile (reads, dry-runs,
+    # the writes of one kind); more helps against a distant API server, and costs its capacity
+    apply_concurrency: int = 4
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> WorkerSettings:
@@ -132,6 +135,7 @@ class WorkerSettings:
             poll=_flag(env.get("HERALD_INTERVAL_POLLING"), d.poll),
             jitter=max(0.0, float(env.get("HERALD_POLL_JITTER") or d.jitter)),
             dry_run_unchanged=_flag(env.get("HERALD_DRY_RUN_UNCHANGED"), d.dry_run_unchanged),
+            apply_concurrency=max(1, int(env.get("HERALD_APPLY_CONCURRENCY") or d.apply_concurrency)),
         )
 
 
@@ -429,6 +433,7 @@ class Reconciler:
         timeout = ks.timeout or ks.interval
         owner = owner_labels(ks.meta.name, ks.meta.namespace)
         engine = ApplyEngine(cluster, owner, record.inventory, timeout, poll=self.poll_interval,
+                             concurrency=self.settings.apply_concurrency,
                              dry_run_unchanged=self.settings.dry_run_unchanged)
         try:
             applied = engine.apply(manifests)
