@@ -7,12 +7,16 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from herald import config as config_mod
 from herald import logs
 from herald.settings import Settings
+
+if TYPE_CHECKING:
+    from herald.cluster_config import ClusterConfig
 
 log = logging.getLogger("herald")
 
@@ -35,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="env HERALD_LOG_FORMAT (default text)")
     common.add_argument("--metrics-listen", default=env.metrics_listen, metavar="HOST:PORT",
                         help="worker/notifier: serve /healthz, /readyz, /metrics here (env HERALD_METRICS_LISTEN)")
+    common.add_argument("--from-cluster", action="store_true", default=env.from_cluster,
+                        help="also read herald.dev/v1 objects and their Secrets from the cluster, and watch "
+                             "them for changes (env HERALD_FROM_CLUSTER=true)")
+    common.add_argument("--watch-namespace", default=env.watch_namespace, metavar="NS",
+                        help="with --from-cluster: only this namespace (env HERALD_WATCH_NAMESPACE; "
+                             "default all namespaces)")
 
     p = argparse.ArgumentParser(prog="herald", description="Webhook-driven GitOps companion.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -63,6 +73,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         metrics_listen=args.metrics_listen,
         max_body=env.max_body,
         dedupe_window=env.dedupe_window,  # was dropped here, so HERALD_DEDUPE_WINDOW had no effect
+        from_cluster=args.from_cluster,
+        watch_namespace=args.watch_namespace,
     )
 
 
@@ -80,13 +92,43 @@ def _load(settings: Settings) -> config_mod.Config:
     return cfg
 
 
+def _from_cluster(settings: Settings, command: str) -> ClusterConfig:
+    """The configuration read from the cluster (and the -c files); exit 1 when it cannot be."""
+    from herald.cluster_config import (
+        ClusterConfig,
+        FromClusterError,
+        describe,
+        start_errors,
+    )
+
+    try:
+        source = ClusterConfig.from_settings(settings, command, report=command not in ("validate", "hooks"))
+    except FromClusterError as exc:
+        print(f"herald {command} --from-cluster: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if command == "hooks":
+        for d in source.diagnostics:
+            print(describe(d), file=sys.stderr)
+    elif command != "validate" and start_errors(source):
+        print("\n".join(start_errors(source)), file=sys.stderr)
+        raise SystemExit(1)
+    return source
+
+
 def cmd_validate(settings: Settings) -> int:
-    if not settings.config:
-        print("herald validate: pass -c PATH or set HERALD_CONFIG", file=sys.stderr)
+    if not settings.config and not settings.from_cluster:
+        print("herald validate: pass -c PATH or --from-cluster, or set HERALD_CONFIG", file=sys.stderr)
         return 2
-    cfg, diagnostics = config_mod.check(settings.config, settings.secrets_dir or None)
+    if settings.from_cluster:
+        from herald.cluster_config import describe
+
+        source = _from_cluster(settings, "validate")
+        cfg, diagnostics = source.config, source.diagnostics
+    else:
+        describe = str
+        cfg, diagnostics = config_mod.check(settings.config, settings.secrets_dir or None)
     for d in sorted(diagnostics, key=lambda d: (d.path, d.line)):
-        print(d)
+        print(describe(d))
     errors = sum(d.severity == "error" for d in diagnostics)
     warnings = len(diagnostics) - errors
     objects = sum(len(cfg.by_kind(k)) for k in config_mod.API_VERSIONS)
@@ -98,7 +140,8 @@ def cmd_validate(settings: Settings) -> int:
 
 
 def cmd_hooks(settings: Settings) -> int:
-    cfg = _load(settings)
+    # From the cluster, invalid Receivers are reported on stderr and left out, as at run time.
+    cfg = _from_cluster(settings, "hooks").config if settings.from_cluster else _load(settings)
     for r in sorted(cfg.receivers.values(), key=lambda r: r.meta.key):
         print(f"{r.meta.namespace}/{r.meta.name}\t{r.type}\t{cfg.hook_path(r)}")
     return 0
@@ -132,10 +175,20 @@ def _start(target: Callable[[threading.Event], None], stop: threading.Event, nam
     return t
 
 
+def _watch(source: ClusterConfig | None, updates: list[Callable[[config_mod.Config], None]]) -> None:
+    """With --from-cluster: hand every new configuration to each component, from now on."""
+    if source is None:
+        return
+    for update in updates:
+        source.subscribe(update)
+    source.start()
+
+
 def cmd_run(command: str, settings: Settings) -> int:
     from herald.bus import open_bus
 
-    cfg = _load(settings)
+    source = _from_cluster(settings, command) if settings.from_cluster else None
+    cfg = source.config if source is not None else _load(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     bus = open_bus(settings.broker_url or None, settings.state_dir)
     log.info("herald %s: bus=%s state-dir=%s", command,
@@ -143,6 +196,7 @@ def cmd_run(command: str, settings: Settings) -> int:
              settings.state_dir)
     stop = threading.Event()
     threads: list[threading.Thread] = []
+    updates: list[Callable[[config_mod.Config], None]] = []  # each component's, for --from-cluster
     ops = None
     if settings.metrics_listen and command != "receiver":
         from herald.ops import OpsServer
@@ -152,16 +206,24 @@ def cmd_run(command: str, settings: Settings) -> int:
         if command in ("serve", "worker"):
             from reconciler.worker import Reconciler
 
-            threads.append(_start(Reconciler(cfg, bus, settings.state_dir).run, stop, "reconciler"))
+            reconciler = Reconciler(cfg, bus, settings.state_dir)
+            updates.append(reconciler.update)
+            threads.append(_start(reconciler.run, stop, "reconciler"))
         if command in ("serve", "notifier"):
             from notifier.worker import Notifier
 
-            threads.append(_start(Notifier(cfg, bus).run, stop, "notifier"))
+            notifier = Notifier(cfg, bus)
+            updates.append(notifier.update)
+            threads.append(_start(notifier.run, stop, "notifier"))
         if command in ("serve", "receiver"):
             from receiver.app import create_app
 
-            _serve_http(create_app(cfg, bus, settings), settings, stop)
+            app = create_app(cfg, bus, settings)
+            updates.append(app.extensions["herald"]["update"])
+            _watch(source, updates)
+            _serve_http(app, settings, stop)
         else:
+            _watch(source, updates)
             _stop_on_signals(stop)
             stop.wait()
     finally:
@@ -170,6 +232,8 @@ def cmd_run(command: str, settings: Settings) -> int:
             t.join(timeout=30)
         if ops is not None:
             ops.stop()
+        if source is not None:
+            source.stop()
         bus.close()
     return 0
 

@@ -161,6 +161,8 @@ class Config:
     kustomizations: dict[tuple[str, str], m.Kustomization] = field(default_factory=dict)
     secrets: dict[tuple[str, str], m.Secret] = field(default_factory=dict)
     secrets_dir: Path | None = None
+    # Secrets read from the Kubernetes API (`--from-cluster`): consulted after the two above.
+    cluster_secrets: Mapping[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     warnings: list[Diagnostic] = field(default_factory=list)
 
     def by_kind(self, kind: str) -> dict[tuple[str, str], Any]:
@@ -171,7 +173,8 @@ class Config:
         }.get(kind, {})
 
     def secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        """A Secret's decoded data: from the configuration, else from the secrets directory.
+        """A Secret's decoded data: from the configuration, else from the secrets directory,
+        else (with `--from-cluster`) from the cluster.
 
         The directory layout is `<dir>/<namespace>/<name>/<key>`, which is what mounting a
         Kubernetes Secret as a volume under `<dir>/<namespace>/<name>` produces.
@@ -187,7 +190,7 @@ class Config:
                     for p in folder.iterdir()
                     if p.is_file() and not p.name.startswith(".")
                 }
-        return None
+        return self.cluster_secrets.get((namespace, name))
 
     def receiver_token(self, receiver: m.Receiver) -> str | None:
         data = self.secret(receiver.meta.namespace, receiver.secret_ref.name)
@@ -358,7 +361,8 @@ def _check_document(doc: Document, out: list[Diagnostic]) -> tuple[str, Any] | N
                   "metadata.name: must be a lowercase RFC 1123 name (a-z, 0-9, '-', '.')")
         return None
     meta = m.Meta(name=name, namespace=namespace, labels=meta_raw.get("labels") or {},
-                  annotations=meta_raw.get("annotations") or {}, source=f"{doc.path}:{data.line}")
+                  annotations=meta_raw.get("annotations") or {},
+                  source=f"{doc.path}:{data.line}" if data.line else doc.path)
 
     allowed_top = {"apiVersion", "kind", "metadata", "spec"} if kind != "Secret" else \
         {"apiVersion", "kind", "metadata", "data", "stringData", "type", "immutable"}
@@ -397,9 +401,9 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
     receiver_types, provider_types = _registered_types()
 
     def err(obj: Any, msg: str, severity: str = "error") -> None:
-        path, _, line = obj.meta.source.rpartition(":")
+        path, line = source_location(obj.meta.source)
         kind = type(obj).__name__
-        out.append(Diagnostic(path, int(line), f"{kind} {obj.meta.namespace}/{obj.meta.name}: {msg}",
+        out.append(Diagnostic(path, line, f"{kind} {obj.meta.namespace}/{obj.meta.name}: {msg}",
                               severity))
 
     for r in cfg.receivers.values():
@@ -455,10 +459,9 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
                 err(k, f"spec.dependsOn: Kustomization {d.namespace or k.meta.namespace}/{d.name} not found")
 
 
-def check(paths: Iterable[str | Path], secrets_dir: str | Path | None = None) -> tuple[Config, list[Diagnostic]]:
-    """Read and check the configuration; return what could be built and every diagnostic."""
-    out: list[Diagnostic] = []
-    cfg = Config(secrets_dir=Path(secrets_dir) if secrets_dir else None)
+def read_documents(paths: Iterable[str | Path], out: list[Diagnostic]) -> list[Document]:
+    """Every YAML document of the files `paths` name; what cannot be read goes into `out`."""
+    found: list[Document] = []
     for root in paths:
         root = Path(root)
         if not root.exists():
@@ -473,27 +476,47 @@ def check(paths: Iterable[str | Path], secrets_dir: str | Path | None = None) ->
             except (OSError, UnicodeDecodeError) as exc:
                 out.append(Diagnostic(str(f), 0, f"cannot read: {exc}"))
                 continue
-            docs: list[Document] = []
             try:
                 # Documents before a syntax error are still checked: one run, every error.
                 for doc in load_documents(text, str(f)):
-                    docs.append(doc)
+                    found.append(doc)
             except YAMLSyntaxError as exc:
                 out.append(Diagnostic(exc.path, exc.line, exc.message))
-            for doc in docs:
-                built = _check_document(doc, out)
-                if built is None:
-                    continue
-                kind, obj = built
-                table = cfg.by_kind(kind)
-                if obj.meta.key in table:
-                    first = table[obj.meta.key].meta.source
-                    path, _, line = obj.meta.source.rpartition(":")
-                    out.append(Diagnostic(path, int(line),
-                                          f"{kind} {obj.meta.namespace}/{obj.meta.name}: defined twice "
-                                          f"(first at {first})"))
-                    continue
-                table[obj.meta.key] = obj
+    return found
+
+
+def add_documents(cfg: Config, docs: Iterable[Document], out: list[Diagnostic]) -> None:
+    """Check each document and add what it builds to `cfg`; the first of two same-named
+    objects wins, and the second is reported naming both sources. Documents may come from
+    files or from elsewhere (`herald.cluster_config`): only `Document.path` tells them apart."""
+    for doc in docs:
+        built = _check_document(doc, out)
+        if built is None:
+            continue
+        kind, obj = built
+        table = cfg.by_kind(kind)
+        if obj.meta.key in table:
+            first = table[obj.meta.key].meta.source
+            path, line = source_location(obj.meta.source)
+            out.append(Diagnostic(path, line,
+                                  f"{kind} {obj.meta.namespace}/{obj.meta.name}: defined twice "
+                                  f"(first at {first})"))
+            continue
+        table[obj.meta.key] = obj
+
+
+def source_location(source: str) -> tuple[str, int]:
+    """`Meta.source` as (path, line): "file.yaml:12" -> ("file.yaml", 12); a source with no
+    line ("cluster:Receiver/ns/name") -> (source, 0)."""
+    path, _, line = source.rpartition(":")
+    return (path, int(line)) if path and line.isdigit() else (source, 0)
+
+
+def check(paths: Iterable[str | Path], secrets_dir: str | Path | None = None) -> tuple[Config, list[Diagnostic]]:
+    """Read and check the configuration; return what could be built and every diagnostic."""
+    out: list[Diagnostic] = []
+    cfg = Config(secrets_dir=Path(secrets_dir) if secrets_dir else None)
+    add_documents(cfg, read_documents(paths, out), out)
     _cross_check(cfg, out)
     cfg.warnings = [d for d in out if d.severity == "warning"]
     return cfg, out

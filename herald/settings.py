@@ -29,6 +29,9 @@ class Settings:
     metrics_listen: str = ""  # HERALD_METRICS_LISTEN: worker/notifier /healthz, /readyz, /metrics
     max_body: int = DEFAULT_MAX_BODY
     dedupe_window: float = DEFAULT_DEDUPE_WINDOW  # seconds a delivery id is remembered
+    # HERALD_FROM_CLUSTER: also read the herald.dev/v1 objects of the cluster, and watch them.
+    from_cluster: bool = False
+    watch_namespace: str = ""  # HERALD_WATCH_NAMESPACE: only this namespace; "" = all of them
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -48,14 +51,26 @@ class Settings:
             log_format=(env.get("HERALD_LOG_FORMAT") or "text").strip().lower(),
             metrics_listen=env.get("HERALD_METRICS_LISTEN", ""),
             max_body=int(env.get("HERALD_MAX_BODY") or DEFAULT_MAX_BODY),
-            dedupe_window=parse_duration(env["HERALD_DEDUPE_WINDOW"]) if env.get("HERALD_DEDUPE_WINDOW")
-            else DEFAULT_DEDUPE_WINDOW,
+            dedupe_window=env_seconds(env, "HERALD_DEDUPE_WINDOW", DEFAULT_DEDUPE_WINDOW),
+            from_cluster=env_flag(env, "HERALD_FROM_CLUSTER"),
+            watch_namespace=(env.get("HERALD_WATCH_NAMESPACE") or "").strip(),
         )
 
     @property
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return (host or "127.0.0.1").strip("[]"), int(port)
+
+
+def env_flag(env: dict[str, str], name: str, default: bool = False) -> bool:
+    """An on/off setting from the environment: 1/true/yes/on or 0/false/no/off, in any case;
+    unset (or anything else) keeps the default."""
+    word = (env.get(name) or "").strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    return default
 
 
 def env_seconds(env: dict[str, str], name: str, default: float) -> float:

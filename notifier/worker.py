@@ -88,6 +88,10 @@ class Notifier:
         self._sending: dict[str, tuple[threading.Lock, int]] = {}  # key → (its lock, copies using it)
         self._sending_lock = threading.Lock()
 
+    def update(self, cfg: Config) -> None:
+        """A new configuration (`--from-cluster`): events and deliveries handled from now on use it."""
+        self.cfg = cfg
+
     def _labels(self, kind: str, namespace: str, name: str) -> dict[str, str]:
         obj = self.cfg.by_kind(kind).get((namespace, name))
         return dict(obj.meta.labels) if obj is not None else {}

@@ -13,9 +13,15 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.wsgi import get_input_stream
 
@@ -30,6 +36,9 @@ from receiver import metrics
 from receiver.ratelimit import RateLimiter, retry_after_header
 from receiver.selection import select, split_by_ref
 from receiver.types import TYPES, BadDelivery, Keys, ReceiverType
+
+if TYPE_CHECKING:
+    from herald.cluster_config import ClusterConfig
 
 log = logging.getLogger("herald.receiver")
 
@@ -57,6 +66,19 @@ def _hookpoints(cfg: config_mod.Config) -> dict[str, Hookpoint]:
         table[path] = Hookpoint(r, rtype, Keys(tokens, secret, r.insecure_allow_sha1),
                                 f"{r.meta.namespace}/{r.meta.name}")
     return table
+
+
+@dataclass(frozen=True)
+class Routes:
+    """The configuration and the hook table built from it, swapped as one: a request reads
+    both from the same configuration even while `--from-cluster` swaps in a new one."""
+
+    cfg: config_mod.Config
+    hooks: dict[str, Hookpoint]
+
+    @classmethod
+    def of(cls, cfg: config_mod.Config) -> Routes:
+        return cls(cfg, _hookpoints(cfg))
 
 
 def _printable(value: str, limit: int = 100) -> str:
@@ -124,6 +146,7 @@ def create_app(
     """The app factory gunicorn calls (`receiver.app:create_app()`): with no arguments, the
     configuration, broker and limits come from HERALD_* environment variables."""
     settings = settings or Settings.from_env()
+    source = None
     if cfg is None:
         # Called by gunicorn, which sets up only its own loggers: ours would go nowhere (or,
         # without any handler, only warnings would reach stderr).
@@ -131,9 +154,13 @@ def create_app(
             from herald import logs
 
             logs.setup(settings.log_level, settings.log_format)
-        if not settings.config:
+        if settings.from_cluster:
+            source = _from_cluster(settings)
+            cfg = source.config
+        elif not settings.config:
             raise SystemExit("herald receiver: no configuration (set HERALD_CONFIG or pass -c)")
-        cfg = config_mod.load(settings.config, settings.secrets_dir or None)
+        else:
+            cfg = config_mod.load(settings.config, settings.secrets_dir or None)
     if bus is None:
         bus = open_bus(settings.broker_url or None, settings.state_dir)
     if deliveries is None:
@@ -141,8 +168,15 @@ def create_app(
                                        settings.dedupe_window)
 
     app = Flask("herald.receiver")
-    hooks = _hookpoints(cfg)
+    routes = Routes.of(cfg)
     limiter = RateLimiter()
+
+    def update(new: config_mod.Config) -> None:
+        """Serve a new configuration (`--from-cluster`): new hook paths answer at once, removed
+        ones 404; requests already past their lookup finish with the configuration they read."""
+        nonlocal routes
+        routes = Routes.of(new)
+        app.extensions["herald"].update(config=new, hooks=routes.hooks)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -179,7 +213,7 @@ def create_app(
         """The CloudEvents webhook validation handshake (abuse protection, http-webhook.md):
         a sender asks whether it may deliver here before it does. Only a Receiver's secret
         URL answers yes, so knowing the URL is still what grants access."""
-        point = hooks.get(f"/hook/{digest}")
+        point = routes.hooks.get(f"/hook/{digest}")
         if point is None:
             return _answer(404, error="no receiver at this path")
         g.point = point
@@ -196,7 +230,8 @@ def create_app(
     @app.post("/hook/<digest>")
     def hook(digest: str) -> Response:
         set_correlation("")  # threads are reused: no line may carry the last request's id
-        point = hooks.get(f"/hook/{digest}")
+        current = routes  # one configuration for the whole request
+        point = current.hooks.get(f"/hook/{digest}")
         if point is None:
             return _answer(404, error="no receiver at this path")
         g.point = point
@@ -257,7 +292,7 @@ def create_app(
                          time.time() - seen)
                 return _answer(200, message="duplicate delivery; already accepted", delivery=parsed.delivery_id)
 
-        selected, skipped = split_by_ref(cfg, select(cfg, r), parsed)
+        selected, skipped = split_by_ref(current.cfg, select(current.cfg, r), parsed)
         for s in skipped:
             log.info("%s: skipped: %s", ctx, s.why)
         if not selected:
@@ -297,5 +332,23 @@ def create_app(
         return _answer(202, requests=ids,
                        targets=[f"{s.target.kind}/{s.target.namespace}/{s.target.name}" for s in selected])
 
-    app.extensions["herald"] = {"config": cfg, "bus": bus, "hooks": hooks, "deliveries": deliveries}
+    app.extensions["herald"] = {"config": cfg, "bus": bus, "hooks": routes.hooks, "deliveries": deliveries,
+                                "update": update, "source": source}
+    if source is not None:  # started here (gunicorn): this process watches for itself
+        source.subscribe(update)
+        source.start()
     return app
+
+
+def _from_cluster(settings: Settings) -> ClusterConfig:
+    """The configuration from the cluster, for a receiver started by gunicorn; each worker
+    process watches on its own, and only the receiver's kind (Receiver) gets its status written."""
+    from herald.cluster_config import ClusterConfig, FromClusterError, start_errors
+
+    try:
+        source = ClusterConfig.from_settings(settings, "receiver")
+    except FromClusterError as exc:
+        raise SystemExit(f"herald receiver --from-cluster: {exc}") from None
+    if start_errors(source):
+        raise SystemExit("herald receiver: " + "\n".join(start_errors(source)))
+    return source

@@ -64,6 +64,13 @@ class Poller:
         self.rand = rand
         self.retry_after = retry_after  # when the Lease cannot be read or the bus is away
         self.published = 0
+        self._changed = threading.Event()
+
+    def update(self, cfg: Config) -> None:
+        """A new configuration (`--from-cluster`): `run` re-reads the targets within a second;
+        those that stay keep their due time, new ones are first due one interval from now."""
+        self.cfg = cfg
+        self._changed.set()
 
     def targets(self) -> list[_Target]:
         out = []
@@ -81,22 +88,30 @@ class Poller:
     def _later(self, base: float, interval: float) -> float:
         return base + interval * (1 + self.jitter * self.rand())
 
-    def run(self, stop: threading.Event) -> None:
+    def _retarget(self, old: list[_Target], now: float) -> list[_Target]:
+        due = {(t.kind, t.namespace, t.name, t.interval): t.due for t in old}
         targets = self.targets()
-        if not targets:
-            return
-        started = self.clock()
         for t in targets:
-            t.due = self._later(started, t.interval)
-        log.info("interval polling: %s", ", ".join(f"{t.kind}/{t.namespace}/{t.name} every {t.interval:g}s"
-                                                   for t in targets))
+            key = (t.kind, t.namespace, t.name, t.interval)
+            t.due = due[key] if key in due else self._later(now, t.interval)
+        if targets and set(due) != {(t.kind, t.namespace, t.name, t.interval) for t in targets}:
+            log.info("interval polling: %s", ", ".join(f"{t.kind}/{t.namespace}/{t.name} every {t.interval:g}s"
+                                                       for t in targets))
+        return targets
+
+    def run(self, stop: threading.Event) -> None:
+        targets = self._retarget([], self.clock())
         while not stop.is_set():
+            if self._changed.is_set():
+                self._changed.clear()
+                targets = self._retarget(targets, self.clock())
             now = self.clock()
             for t in targets:
                 if t.due <= now and not stop.is_set():
                     t.due = self.check(t, now)
-            next_due = min(t.due for t in targets)
-            stop.wait(max(0.05, next_due - self.clock()))
+            next_due = min((t.due for t in targets), default=now + 1.0)
+            # At most a second: a new configuration (update) is picked up that soon.
+            stop.wait(min(1.0, max(0.05, next_due - self.clock())))
 
     def check(self, t: _Target, now: float) -> float:
         """Publish for `t` if it is due; return when to look again."""

@@ -60,7 +60,7 @@ from herald.messages import (
     ReconcileRequest,
 )
 from herald.model import GitRepository, Kustomization
-from herald.settings import env_seconds
+from herald.settings import env_flag, env_seconds
 from herald.logs import DELIVERY_HEADER, correlated, correlation_id
 from reconciler import metrics
 from reconciler.apply import ApplyEngine, ApplyFailed
@@ -132,21 +132,11 @@ class WorkerSettings:
             lease_duration=max(1.0, env_seconds(env, "HERALD_LEASE_DURATION", d.lease_duration)),
             window=max(0.0, env_seconds(env, "HERALD_COALESCE_WINDOW", d.window)),
             skew=max(0.0, env_seconds(env, "HERALD_CLOCK_SKEW", d.skew)),
-            poll=_flag(env.get("HERALD_INTERVAL_POLLING"), d.poll),
+            poll=env_flag(env, "HERALD_INTERVAL_POLLING", d.poll),
             jitter=max(0.0, float(env.get("HERALD_POLL_JITTER") or d.jitter)),
-            dry_run_unchanged=_flag(env.get("HERALD_DRY_RUN_UNCHANGED"), d.dry_run_unchanged),
+            dry_run_unchanged=env_flag(env, "HERALD_DRY_RUN_UNCHANGED", d.dry_run_unchanged),
             apply_concurrency=max(1, int(env.get("HERALD_APPLY_CONCURRENCY") or d.apply_concurrency)),
         )
-
-
-def _flag(text: str | None, default: bool) -> bool:
-    """An on/off environment variable; unset or unrecognised keeps the default."""
-    word = (text or "").strip().lower()
-    if word in ("1", "true", "yes", "on"):
-        return True
-    if word in ("0", "false", "no", "off"):
-        return False
-    return default
 
 
 def _event_headers(req: ReconcileRequest) -> dict[str, str]:

@@ -56,10 +56,14 @@ KUSTOMIZATIONS = (
     "overlays/knative",
     "overlays/single",
     "overlays/namespaced-rbac",
+    "overlays/from-cluster",
     "crds",
 )
 # The ones that install Herald itself (one of them per cluster).
-HERALD_VARIANTS = ("base", "overlays/keda", "overlays/knative", "overlays/single", "overlays/namespaced-rbac")
+HERALD_VARIANTS = ("base", "overlays/keda", "overlays/knative", "overlays/single", "overlays/namespaced-rbac",
+                   "overlays/from-cluster")
+# The ones whose configuration is the cluster's herald.dev/v1 objects, not a ConfigMap.
+FROM_CLUSTER_VARIANTS = ("overlays/from-cluster",)
 NAMESPACE = "herald"
 IMAGE = "registry.example.com/herald:0.1.0"
 RUN_AS_USER = 65532
@@ -540,7 +544,7 @@ def test_every_container_is_locked_down(rel: str) -> None:
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("rel", KUSTOMIZATIONS)
+@pytest.mark.parametrize("rel", [r for r in KUSTOMIZATIONS if r not in FROM_CLUSTER_VARIANTS])
 def test_receiver_and_notifier_have_no_kubernetes_rights(rel: str) -> None:
     objs = render(rel)
     for binding in by_kind(objs, "RoleBinding") + by_kind(objs, "ClusterRoleBinding"):
@@ -762,14 +766,18 @@ def test_herald_containers_get_what_herald_reads(rel: str) -> None:
         volumes = {v["name"]: v for v in pod.get("volumes") or []}
         mounts = {m["mountPath"]: volumes[m["name"]] for m in c.get("volumeMounts") or []}
         assert c["image"] == IMAGE, f"{where}: image {c['image']} (set the same image everywhere)"
-        # The configuration: a mounted ConfigMap of this render.
-        config_volume = mounts[env["HERALD_CONFIG"]]
-        assert config_volume["configMap"]["name"] in configmaps, where
+        # The configuration: a mounted ConfigMap of this render, or the cluster's objects.
+        if rel in FROM_CLUSTER_VARIANTS:
+            assert env["HERALD_FROM_CLUSTER"] == "true" and "HERALD_CONFIG" not in env, where
+            assert not configmaps and pod["automountServiceAccountToken"] is True, where
+        else:
+            config_volume = mounts[env["HERALD_CONFIG"]]
+            assert config_volume["configMap"]["name"] in configmaps, where
         # A writable state directory, and /tmp.
         state = mounts[env["HERALD_STATE_DIR"]]
         assert "emptyDir" in state or state.get("persistentVolumeClaim", {}).get("claimName") in pvcs, where
-        # Secrets as files <HERALD_SECRETS_DIR>/<namespace>/<name>.
-        secrets_dir = env["HERALD_SECRETS_DIR"]
+        # Secrets as files <HERALD_SECRETS_DIR>/<namespace>/<name> (from the API: none).
+        secrets_dir = env.get("HERALD_SECRETS_DIR")
         for path, v in mounts.items():
             if "secret" in v:
                 assert path == f"{secrets_dir}/{NAMESPACE}/{v['secret']['secretName']}", f"{where}: {path}"
@@ -811,7 +819,7 @@ def test_herald_containers_get_what_herald_reads(rel: str) -> None:
         assert seen_commands == {"gunicorn", "herald worker", "herald notifier"}
 
 
-@pytest.mark.parametrize("rel", HERALD_VARIANTS)
+@pytest.mark.parametrize("rel", [r for r in HERALD_VARIANTS if r not in FROM_CLUSTER_VARIANTS])
 def test_the_configuration_validates_with_the_mounted_secrets(rel: str, tmp_path: Path) -> None:
     """`herald validate` on the generated ConfigMap, with the Secrets laid out as each
     container mounts them: every secretRef resolves in every component."""
@@ -954,6 +962,45 @@ def test_single_overlay() -> None:
     assert not [o for o in objs if o["apiVersion"].startswith(("keda.sh", "rabbitmq.com", "serving.knative.dev"))]
     assert {s["metadata"]["name"] for s in by_kind(objs, "ServiceAccount")} == {"herald-reconciler"}
     assert not by_kind(objs, "PodDisruptionBudget")
+
+
+def _allowed(objs: list[dict[str, Any]], account: str, group: str, resource: str, verb: str) -> bool:
+    """Whether the ClusterRoles bound to the ServiceAccount `account` allow `verb` on `resource`."""
+    roles = {r["metadata"]["name"]: r for r in by_kind(objs, "ClusterRole")}
+    for b in by_kind(objs, "ClusterRoleBinding"):
+        if not any(s["kind"] == "ServiceAccount" and s["name"] == account and s["namespace"] == NAMESPACE
+                   for s in b["subjects"]):
+            continue
+        for rule in roles[b["roleRef"]["name"]].get("rules") or []:
+            if ({group, "*"} & set(rule.get("apiGroups") or []) and {resource, "*"} & set(rule.get("resources") or [])
+                    and {verb, "*"} & set(rule["verbs"])):
+                return True
+    return False
+
+
+def test_from_cluster_overlay() -> None:
+    """Each component reads Herald's kinds and Secrets and writes the status of its own kinds
+    only; the ConfigMap and the mounted Secrets are gone; tokens are mounted."""
+    objs = render("overlays/from-cluster")
+    kinds = ("receivers", "providers", "alerts", "gitrepositories", "kustomizations")
+    owned = {"herald-receiver": {"receivers"}, "herald-notifier": {"providers", "alerts"},
+             "herald-reconciler": {"gitrepositories", "kustomizations"}}
+    for account, mine in owned.items():
+        for verb in ("get", "list", "watch"):
+            assert all(_allowed(objs, account, "herald.dev", k, verb) for k in kinds), (account, verb)
+            assert _allowed(objs, account, "", "secrets", verb), (account, verb)
+        for k in kinds:
+            if account != "herald-reconciler":  # the reconciler may do anything (the base's ClusterRole)
+                assert _allowed(objs, account, "herald.dev", f"{k}/status", "patch") == (k in mine), (account, k)
+                assert not _allowed(objs, account, "herald.dev", k, "update"), account
+        assert one(objs, "ServiceAccount", account)["automountServiceAccountToken"] is True
+    for _, pod, c in herald_containers(objs):
+        assert not [v for v in pod["volumes"] if "secret" in v or "configMap" in v], pod["serviceAccountName"]
+        assert "HERALD_SECRETS_DIR" not in env_of(c)
+    # Only the narrow status rights: the base's reconciler rights are unchanged, nothing more.
+    added = {r["metadata"]["name"] for r in by_kind(objs, "ClusterRole")} - {"herald-reconciler"}
+    assert added == {"herald-config-reader", "herald-receiver-status", "herald-notifier-status",
+                          "herald-reconciler-status"}
 
 
 def test_rabbitmq_variants() -> None:

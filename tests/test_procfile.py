@@ -55,3 +55,17 @@ def test_web_process_serves_signed_pushes_under_gunicorn(tmp_path: Path, repo) -
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, log.read_text()
+
+
+def test_durations_in_the_environment_take_seconds_or_flux_s_form() -> None:
+    """A 12-factor platform's settings page takes plain numbers: HERALD_DEDUPE_WINDOW=30 used to
+    crash every command with a traceback."""
+    from herald.settings import Settings
+    from reconciler.worker import WorkerSettings
+
+    assert Settings.from_env({"HERALD_DEDUPE_WINDOW": "30"}).dedupe_window == 30.0
+    assert Settings.from_env({"HERALD_DEDUPE_WINDOW": "1h30m"}).dedupe_window == 5400.0
+    assert Settings.from_env({"HERALD_FROM_CLUSTER": "TRUE"}).from_cluster is True
+    assert WorkerSettings.from_env({"HERALD_INTERVAL_POLLING": "off"}).poll is False
+    assert WorkerSettings.from_env({"HERALD_INTERVAL_POLLING": ""}).poll is True
+    assert WorkerSettings.from_env({"HERALD_DRY_RUN_UNCHANGED": "yes"}).dry_run_unchanged is True
