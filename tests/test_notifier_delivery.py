@@ -4,6 +4,8 @@ RabbitMQ, the notifier in its own process, and local servers in each provider's 
 - a provider answering 503 for a whole minute gets every notification, once, after it recovers;
 - a notifier SIGKILLed with deliveries pending delivers them all after a restart, and sends
   nothing twice but what was on the wire at the moment of the kill;
+- a notifier SIGTERMed mid-delivery finishes what is on the wire, starts nothing new, exits 0,
+  and the next one sends the rest, each once;
 - the same event announced twice within the dedupe window, even across a restart, is sent once;
 - a template shapes the message; a push's commit status lands on the pushed sha.
 """
@@ -53,8 +55,10 @@ class FlakyReceiver(GenericReceiver):
         self.gate = threading.Event()
         self.gate.set()
         self.held: list[str] = []  # messages of requests held at the gate
+        self.entered = 0  # requests that reached the handler, answered or not yet
 
     def handle(self, request: Request) -> Reply:
+        self.entered += 1
         if time.monotonic() < self.down_until:
             return text_reply(503, "upstream connect error or disconnect/reset before headers")
         if not self.gate.is_set():
@@ -165,6 +169,52 @@ def test_a_sigkilled_notifier_delivers_everything_after_restart_and_nothing_twic
     # At-least-once: only a request the provider had received when the process died may repeat.
     assert twice <= in_flight, (twice, in_flight)
     assert all(n <= 2 for n in receiver.messages().values())
+
+
+def test_a_sigterm_mid_delivery_finishes_what_is_in_flight_takes_nothing_new_and_exits_0(
+        tmp_path: Path, receiver: FlakyReceiver, vhost_url: str) -> None:
+    """What a rolling update or a scale-down does: the deliveries on the wire complete (the
+    provider answers after the signal), nothing more is started, the process exits 0 well
+    within Kubernetes' 30 s grace period, and the next notifier sends the rest: each once."""
+    cfg = notifier_config(tmp_path / "n.yaml", receiver)
+    env = dict(os.environ, HERALD_LOG_LEVEL="INFO", HERALD_STATE_DIR=str(tmp_path / "state"),
+               HERALD_NOTIFY_THREADS="2")
+    bus = open_bus(vhost_url, tmp_path)
+    for i in range(30):
+        bus.publish(EVENTS_QUEUE, event(i).to_json())
+    first = start_herald("notifier", cfg, tmp_path / "first.log", env, "--broker", vhost_url)
+    try:
+        wait_until(lambda: len(receiver.delivered) >= 10, 30, "ten deliveries")
+        receiver.gate.clear()
+        wait_until(lambda: receiver.held, 10, "a request held mid-flight")
+        time.sleep(0.3)  # every delivery thread is now waiting on the provider
+        first.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        started_before_answers = receiver.entered
+        signalled = time.monotonic()
+        receiver.gate.set()  # the provider answers the requests it was holding
+        code = first.wait(20)
+        took = time.monotonic() - signalled
+    finally:
+        if first.poll() is None:
+            first.kill()
+    log = (tmp_path / "first.log").read_text()
+    assert code == 0, log
+    assert took < 10, f"exited {took:.1f}s after its last delivery was answered"
+    assert receiver.entered == started_before_answers, "no delivery may start after SIGTERM"
+    sent_before = set(receiver.messages())
+    assert len(sent_before) < 30, "the signal came with deliveries still pending"
+    assert set(receiver.held) <= sent_before, "the deliveries in flight were completed"
+
+    second = start_herald("notifier", cfg, tmp_path / "second.log", env, "--broker", vhost_url)
+    try:
+        wait_until(lambda: set(receiver.messages()) == {f"Deployment/apps/web-{i} configured" for i in range(30)},
+                   60, "all 30 events delivered")
+        time.sleep(2)
+    finally:
+        assert stop_herald(second) == 0
+        bus.close()
+    assert receiver.messages() == Counter({f"Deployment/apps/web-{i} configured": 1 for i in range(30)})
 
 
 def test_the_same_event_twice_within_the_window_is_sent_once_even_across_a_restart(
