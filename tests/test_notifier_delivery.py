@@ -133,38 +133,55 @@ def test_a_provider_down_for_a_minute_gets_every_notification_once_after_it_reco
     assert bus.dead_letters(NOTIFY_QUEUE) == []
 
 
+ALL_30 = {f"Deployment/apps/web-{i} configured" for i in range(30)}
+
+
+class Interrupted:
+    """Thirty events for a notifier process, stopped by `signal` while the provider holds its
+    requests on the wire; then a second notifier is started to deliver the rest."""
+
+    def __init__(self, tmp_path: Path, receiver: FlakyReceiver, vhost_url: str) -> None:
+        self.tmp, self.receiver, self.url = tmp_path, receiver, vhost_url
+        self.cfg = notifier_config(tmp_path / "n.yaml", receiver)
+        self.env = dict(os.environ, HERALD_LOG_LEVEL="INFO", HERALD_STATE_DIR=str(tmp_path / "state"),
+                        HERALD_NOTIFY_THREADS="2")
+        self.bus = open_bus(vhost_url, tmp_path)
+        for i in range(30):
+            self.bus.publish(EVENTS_QUEUE, event(i).to_json())
+        self.first = start_herald("notifier", self.cfg, tmp_path / "first.log", self.env, "--broker", vhost_url)
+
+    def hold_and_signal(self, signum: int) -> None:
+        """After ten deliveries, hold what arrives at the provider, then signal the notifier."""
+        try:
+            wait_until(lambda: len(self.receiver.delivered) >= 10, 30, "ten deliveries")
+            self.receiver.gate.clear()
+            wait_until(lambda: self.receiver.held, 10, "a request held mid-flight")
+            time.sleep(0.3)  # every delivery thread is now waiting on the provider
+            self.first.send_signal(signum)
+        except BaseException:
+            self.first.kill()
+            raise
+
+    def deliver_the_rest(self) -> None:
+        second = start_herald("notifier", self.cfg, self.tmp / "second.log", self.env, "--broker", self.url)
+        try:
+            wait_until(lambda: set(self.receiver.messages()) == ALL_30, 60, "all 30 events delivered")
+            time.sleep(2)
+        finally:
+            assert stop_herald(second) == 0
+            self.bus.close()
+
+
 def test_a_sigkilled_notifier_delivers_everything_after_restart_and_nothing_twice(
         tmp_path: Path, receiver: FlakyReceiver, vhost_url: str) -> None:
-    cfg = notifier_config(tmp_path / "n.yaml", receiver)
-    env = dict(os.environ, HERALD_LOG_LEVEL="INFO", HERALD_STATE_DIR=str(tmp_path / "state"),
-               HERALD_NOTIFY_THREADS="2")
-    bus = open_bus(vhost_url, tmp_path)
-    for i in range(30):
-        bus.publish(EVENTS_QUEUE, event(i).to_json())
-    first = start_herald("notifier", cfg, tmp_path / "first.log", env, "--broker", vhost_url)
-    try:
-        wait_until(lambda: len(receiver.delivered) >= 10, 30, "ten deliveries")
-        receiver.gate.clear()  # what arrives now stays on the wire: the kill catches it mid-request
-        wait_until(lambda: receiver.held, 10, "a request held mid-flight")
-        time.sleep(0.3)
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
-    finally:
-        if first.poll() is None:
-            first.kill()
+    run = Interrupted(tmp_path, receiver, vhost_url)
+    run.hold_and_signal(signal.SIGKILL)  # what is on the wire now is caught mid-request
+    run.first.wait(10)
     in_flight = set(receiver.held)
     receiver.gate.set()
-    before = len(receiver.delivered)
-    assert before < 30, "the kill came with deliveries still pending"
+    assert len(receiver.delivered) < 30, "the kill came with deliveries still pending"
 
-    second = start_herald("notifier", cfg, tmp_path / "second.log", env, "--broker", vhost_url)
-    try:
-        wait_until(lambda: set(receiver.messages()) == {f"Deployment/apps/web-{i} configured" for i in range(30)},
-                   60, "all 30 events delivered")
-        time.sleep(2)
-    finally:
-        assert stop_herald(second) == 0
-        bus.close()
+    run.deliver_the_rest()
     twice = {message for message, n in receiver.messages().items() if n > 1}
     # At-least-once: only a request the provider had received when the process died may repeat.
     assert twice <= in_flight, (twice, in_flight)
@@ -176,45 +193,27 @@ def test_a_sigterm_mid_delivery_finishes_what_is_in_flight_takes_nothing_new_and
     """What a rolling update or a scale-down does: the deliveries on the wire complete (the
     provider answers after the signal), nothing more is started, the process exits 0 well
     within Kubernetes' 30 s grace period, and the next notifier sends the rest: each once."""
-    cfg = notifier_config(tmp_path / "n.yaml", receiver)
-    env = dict(os.environ, HERALD_LOG_LEVEL="INFO", HERALD_STATE_DIR=str(tmp_path / "state"),
-               HERALD_NOTIFY_THREADS="2")
-    bus = open_bus(vhost_url, tmp_path)
-    for i in range(30):
-        bus.publish(EVENTS_QUEUE, event(i).to_json())
-    first = start_herald("notifier", cfg, tmp_path / "first.log", env, "--broker", vhost_url)
+    run = Interrupted(tmp_path, receiver, vhost_url)
+    run.hold_and_signal(signal.SIGTERM)
     try:
-        wait_until(lambda: len(receiver.delivered) >= 10, 30, "ten deliveries")
-        receiver.gate.clear()
-        wait_until(lambda: receiver.held, 10, "a request held mid-flight")
-        time.sleep(0.3)  # every delivery thread is now waiting on the provider
-        first.send_signal(signal.SIGTERM)
         time.sleep(1.0)
         started_before_answers = receiver.entered
         signalled = time.monotonic()
         receiver.gate.set()  # the provider answers the requests it was holding
-        code = first.wait(20)
+        code = run.first.wait(20)
         took = time.monotonic() - signalled
     finally:
-        if first.poll() is None:
-            first.kill()
-    log = (tmp_path / "first.log").read_text()
-    assert code == 0, log
+        if run.first.poll() is None:
+            run.first.kill()
+    assert code == 0, (tmp_path / "first.log").read_text()
     assert took < 10, f"exited {took:.1f}s after its last delivery was answered"
     assert receiver.entered == started_before_answers, "no delivery may start after SIGTERM"
     sent_before = set(receiver.messages())
     assert len(sent_before) < 30, "the signal came with deliveries still pending"
     assert set(receiver.held) <= sent_before, "the deliveries in flight were completed"
 
-    second = start_herald("notifier", cfg, tmp_path / "second.log", env, "--broker", vhost_url)
-    try:
-        wait_until(lambda: set(receiver.messages()) == {f"Deployment/apps/web-{i} configured" for i in range(30)},
-                   60, "all 30 events delivered")
-        time.sleep(2)
-    finally:
-        assert stop_herald(second) == 0
-        bus.close()
-    assert receiver.messages() == Counter({f"Deployment/apps/web-{i} configured": 1 for i in range(30)})
+    run.deliver_the_rest()
+    assert receiver.messages() == Counter(dict.fromkeys(ALL_30, 1))
 
 
 def test_the_same_event_twice_within_the_window_is_sent_once_even_across_a_restart(
