@@ -604,7 +604,10 @@ class GitCache:
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:  # type: ignore[arg-type]
-            tar.extractall(dest, filter="data")  # refuses absolute paths and links outside dest
+            try:
+                tar.extractall(dest, filter="data")  # refuses absolute paths and links outside dest
+            except tarfile.FilterError as exc:
+                raise GitError(f"revision {sha[:12]} cannot be checked out safely: {exc}") from None
         return dest
 
     def list_tree(self, repo: GitRepository, sha: str, path: str) -> list[TreeEntry]:

@@ -403,9 +403,11 @@ class Reconciler:
         folder = tree_folder(ks.path)
         entries = self.git.list_tree(repo, sha, folder)
         files = [e for e in entries if e.is_file]
-        if folder and not any(e.path.startswith(f"{folder}/") for e in entries):
-            raise RenderError(f"spec.path {ks.path!r} not found in the revision")
-        wanted = None if len(files) < len(entries) else plain_files(folder, [e.path for e in files])
+        wanted = None
+        if len(files) == len(entries):  # no symlink (spec.path itself may be one), no submodule
+            if folder and not any(e.path.startswith(f"{folder}/") for e in entries):
+                raise RenderError(f"spec.path {ks.path!r} not found in the revision")
+            wanted = plain_files(folder, [e.path for e in files])
         if wanted is not None:
             blob = {e.path: e.blob for e in files}
             return render_files(zip(wanted, self.git.read_blobs(repo, [blob[p] for p in wanted])),

@@ -159,3 +159,24 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path: Path, repo: Repo, monkeypatc
     repo.commit({})
     rec = reconciler_for(tmp_path, repo, monkeypatch)
     assert build_failure(rec).startswith("deploy/latin1.yaml: cannot read: 'utf-8' codec can't decode byte 0xe9")
+
+
+def test_a_spec_path_that_is_a_symlinked_folder_renders_its_target(tmp_path: Path, repo: Repo,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    os.symlink("deploy", repo.work / "current")
+    git("add", "-A", cwd=repo.work)
+    git("commit", "-q", "-m", "current -> deploy", cwd=repo.work)
+    git("push", "-q", "origin", "HEAD:main", cwd=repo.work)
+    rec = reconciler_for(tmp_path, repo, monkeypatch, path="./current")
+    assert would_apply(rec) == ["Namespace/shop", "Service/shop/web", "Deployment/shop/web"]
+
+
+def test_a_symlink_out_of_the_repository_fails_the_build_instead_of_reading_the_host(
+        tmp_path: Path, repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    os.symlink("/etc/hostname", repo.work / "deploy" / "host.yaml")
+    git("add", "-A", cwd=repo.work)
+    git("commit", "-q", "-m", "a link out", cwd=repo.work)
+    git("push", "-q", "origin", "HEAD:main", cwd=repo.work)
+    rec = reconciler_for(tmp_path, repo, monkeypatch)
+    message = build_failure(rec)
+    assert message.startswith("revision ") and "cannot be checked out safely" in message, message
