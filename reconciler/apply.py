@@ -15,9 +15,10 @@
    ssa does), with one shortcut (`unchanged_since_last_apply`): an object whose manifest is
    the one Herald applied last time (same digest in the inventory) and whose live copy holds
    every field of it with the same value is unchanged without a dry-run, because applying it
-   could neither set nor remove anything. Otherwise: no live object → created; the dry-run result differs from the live object in
-   labels, annotations or anything outside metadata and status → configured (and applied);
-   otherwise unchanged (and not written at all, so nothing moves). A controller's status
+   could neither set nor remove anything. Otherwise: no live object → created; the dry-run
+   result differs from the live object in labels, annotations or anything outside metadata
+   and status → configured (and applied); otherwise unchanged (and not written at all, so
+   nothing moves). A controller's status
    write racing the apply is therefore never reported as a change. When the manifest is
    the same one Herald applied last time (same digest in the inventory), a difference can
    only have been made in the cluster, and the line says ``(drift corrected)``.
