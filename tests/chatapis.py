@@ -29,7 +29,6 @@ can be tested against a self-signed certificate.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import http.client
@@ -49,6 +48,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.localserver import ServedOnAThread
 from tests.smtpserver import Certificate
 
 
@@ -100,10 +100,14 @@ def text_reply(status: int, text: str, content_type: str = "text/plain; charset=
     return Reply(status, {"Content-Type": content_type, **headers}, text.encode())
 
 
-class LocalAPI:
+class LocalAPI(ServedOnAThread):
     """The common part: a threaded HTTP(S) server, a log of requests, injected failures."""
 
     name = "local-api"
+
+    @property
+    def thread_name(self) -> str:  # type: ignore[override]
+        return self.name
 
     def __init__(self, *, certificate: Certificate | None = None) -> None:
         self.certificate = certificate
@@ -113,7 +117,6 @@ class LocalAPI:
         self._http = _Server(("127.0.0.1", 0), _handler_for(self))
         if certificate:
             self._http.socket = certificate.server_context().wrap_socket(self._http.socket, server_side=True)
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -124,25 +127,6 @@ class LocalAPI:
     def delivered(self) -> list[Received]:
         """The requests the service accepted (2xx)."""
         return [r for r in self.requests if 200 <= r.status < 300]
-
-    def start(self) -> LocalAPI:
-        serve = functools.partial(self._http.serve_forever, poll_interval=0.02)
-        self._thread = threading.Thread(target=serve, name=self.name, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread:
-            self._http.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._http.server_close()
-
-    def __enter__(self) -> Any:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def fail_next(self, reply: Reply, *, delay: float = 0.0) -> None:
         """Answer the next request with `reply`, after `delay` seconds, instead of handling it."""

@@ -33,7 +33,6 @@ limits; the shapes are the documented ones.
 from __future__ import annotations
 
 import base64
-import functools
 import itertools
 import json
 import re
@@ -51,6 +50,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.localserver import ServedOnAThread
 
 FORGES = ("github", "gitlab", "gitea", "bitbucket", "bitbucketserver")
 
@@ -97,8 +98,10 @@ class _Failure:
     method: str | None
 
 
-class GitForges:
+class GitForges(ServedOnAThread):
     """Start it, point providers at `url` + a repository path, read `requests` and `statuses`."""
+
+    thread_name = "git-forges"
 
     def __init__(self) -> None:
         self.repos: dict[str, set[str]] = {
@@ -122,7 +125,6 @@ class GitForges:
         self._failures: deque[_Failure] = deque()
         self._lock = threading.Lock()
         self._http = _Server(("127.0.0.1", 0), _handler_for(self))
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -130,25 +132,6 @@ class GitForges:
     def url(self) -> str:
         host, port = self._http.server_address[:2]
         return f"http://{host}:{port}"
-
-    def start(self) -> GitForges:
-        serve = functools.partial(self._http.serve_forever, poll_interval=0.02)
-        self._thread = threading.Thread(target=serve, name="git-forges", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread:
-            self._http.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._http.server_close()
-
-    def __enter__(self) -> GitForges:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # -- what tests set and read ---------------------------------------------------------
 

@@ -27,7 +27,6 @@ It also checks the Block Kit limits Slack enforces (3000 characters a section, 1
 
 from __future__ import annotations
 
-import functools
 import json
 import secrets
 import socket
@@ -41,6 +40,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from tests.localserver import ServedOnAThread
 
 WEBHOOK_TEAM = "T0HERALD01"
 WEBHOOK_BOT = "B0HERALD01"
@@ -92,8 +93,10 @@ class _Failure:
     path: str | None  # only a request to this path fails; None: any
 
 
-class SlackAPIServer:
+class SlackAPIServer(ServedOnAThread):
     """Start it, point a provider at `post_message_url` or `webhook_url`, read `messages`."""
+
+    thread_name = "slack-api"
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.tokens: set[str] = {"xoxb-test"}
@@ -113,7 +116,6 @@ class SlackAPIServer:
         self._ts = 0
         self._tls = tls
         self._http = _Server(("127.0.0.1", 0), _handler_for(self), tls)
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -131,26 +133,6 @@ class SlackAPIServer:
     @property
     def webhook_url(self) -> str:
         return self.url + self.webhook_path
-
-    def start(self) -> SlackAPIServer:
-        # A short poll keeps stop(), and so each test's teardown, from waiting out the default 0.5s.
-        serve = functools.partial(self._http.serve_forever, poll_interval=0.02)
-        self._thread = threading.Thread(target=serve, name="slack-api", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread:
-            self._http.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._http.server_close()
-
-    def __enter__(self) -> SlackAPIServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def fail_next(
         self,
