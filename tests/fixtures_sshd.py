@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures_herald import free_port
+
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 
 
@@ -54,12 +56,6 @@ def keygen(path: Path, comment: str = "herald-test", passphrase: str = "") -> tu
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", comment, "-f", str(path)],
                    check=True, capture_output=True)
     return path.read_text(), Path(f"{path}.pub").read_text().strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

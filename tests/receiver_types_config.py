@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import textwrap
 import time
 import uuid
@@ -30,7 +29,7 @@ import requests
 
 from herald import config as config_mod
 from receiver.types import TYPES
-from tests.fixtures_herald import FIXTURES, start_herald, stop_herald
+from tests.fixtures_herald import FIXTURES, free_port, start_herald, stop_herald
 
 NAMESPACE = "flux-system"
 # Long, distinctive values: a hit when grepping logs and bodies cannot be a coincidence.
@@ -292,12 +291,6 @@ def valid_delivery(name: str, key: str = TOKEN, index: int = 0, algorithm: str =
 
 
 # ---- `herald receiver` as a real process -------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @contextmanager
 def receiver_process(config: Path, tmp: Path, *extra: str, log_level: str = "INFO",

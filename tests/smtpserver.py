@@ -18,7 +18,6 @@ import email
 import email.policy
 import ipaddress
 import os
-import socket
 import ssl
 import tempfile
 import threading
@@ -30,6 +29,8 @@ from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from tests.fixtures_herald import free_port
 
 TLSMode = Literal["starttls", "smtps", "none"]
 
@@ -135,7 +136,7 @@ class SMTPServer:
         self.commands: list[str] = []  # every command verb the server received, in order
         self._rules = _Rules()
         self._lock = threading.Lock()
-        self.port = _free_port()
+        self.port = free_port()
         context = self.certificate.server_context() if tls != "none" else None
         kwargs: dict[str, Any] = {}
         if self.users:
@@ -277,9 +278,3 @@ class _Controller(Controller):
             # aiosmtpd warns that AUTH is allowed without STARTTLS; with smtps it is TLS throughout.
             warnings.simplefilter("ignore", UserWarning)
             return RecordingSMTP(self.handler, **self.SMTP_kwargs)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -43,23 +43,12 @@ from herald.messages import RECONCILE_QUEUE, ReconcileRequest
 from reconciler.coalesce import Coordinator, Options, RetryLater, State
 from reconciler.locks import MemoryLeaseStore
 from reconciler.worker import Reconciler, WorkerSettings
-from tests.fixtures_herald import Repo, start_herald, stop_herald
+from tests.fixtures_herald import Repo, start_herald, stop_herald, wait_until
 
 LEASE = ("coordination.k8s.io/v1", "Lease", "flux-system", "herald-gitrepository-app")
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
-               interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def write_config(path: Path, repo: Repo, *, interval: str = "10m", wait: bool = False, url: str = "") -> Path:

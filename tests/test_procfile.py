@@ -10,8 +10,13 @@ from pathlib import Path
 
 import requests
 
-from tests.fixtures_herald import github_headers, github_push, write_config
-from tests.test_end_to_end import free_port, wait_ready
+from tests.fixtures_herald import (
+    free_port,
+    github_headers,
+    github_push,
+    wait_ready,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
