@@ -41,7 +41,13 @@ from herald.config import Config
 from herald.schema import Diagnostic
 from herald.settings import Settings
 from herald.yamlsrc import Document, LocDict, LocList
-from reconciler.kube import ApiRefusal, ClusterUnreachable
+from reconciler.kube import (
+    ApiRefusal,
+    ClusterUnreachable,
+    api_client_from_environment,
+    refusal,
+    request_json,
+)
 
 log = logging.getLogger("herald.config")
 
@@ -94,16 +100,14 @@ class ClusterApi:
 
     @classmethod
     def from_environment(cls) -> ClusterApi:
-        from reconciler.kube import Cluster
-
         try:
-            cluster = Cluster.from_environment()
+            api_client = api_client_from_environment()
         except ClusterUnreachable as exc:
             raise FromClusterError(str(exc)) from None
-        if cluster is None:
+        if api_client is None:
             raise FromClusterError("no Kubernetes cluster configured: set KUBECONFIG (or ~/.kube/config), "
                                    "or run in a cluster")
-        return cls(cluster.api_client)
+        return cls(api_client)
 
     def _call(self, method: str, path: str, query: Sequence[tuple[str, str]], body: Any, content_type: str,
               timeout: Any) -> Any:
@@ -118,27 +122,9 @@ class ClusterApi:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ClusterUnreachable(f"Kubernetes API server unreachable: {exc}") from None
 
-    @staticmethod
-    def _refusal(status: int, reason: str, data: bytes) -> ApiRefusal:
-        message = ""
-        try:
-            body = json.loads(data) if data else {}
-            reason = str(body.get("reason") or reason)
-            message = str(body.get("message") or "")
-        except (ValueError, AttributeError):
-            pass
-        return ApiRefusal(status, reason, message or f"{status} {reason}".strip())
-
     def request(self, method: str, path: str, query: Sequence[tuple[str, str]] = (), body: Any = None,
                 content_type: str = "application/json") -> dict[str, Any]:
-        resp = self._call(method, path, query, body, content_type, REQUEST_TIMEOUT)
-        try:
-            data = resp.read()
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ClusterUnreachable(f"Kubernetes API server unreachable: {exc}") from None
-        if not 200 <= resp.status <= 299:
-            raise self._refusal(resp.status, resp.reason or "", data)
-        return json.loads(data) if data else {}
+        return request_json(self.client, method, path, query, body, content_type)
 
     def list(self, path: str) -> tuple[list[dict[str, Any]], str]:
         """Every item (all pages) and the list's resourceVersion, to watch from."""
@@ -160,7 +146,7 @@ class ClusterApi:
         resp = self._call("GET", path, query, None, "application/json", (10, WATCH_SECONDS + 30))
         raw = resp.response
         if not 200 <= resp.status <= 299:
-            raise self._refusal(resp.status, resp.reason or "", raw.data)
+            raise refusal(resp.status, resp.reason or "", raw.data)
         with self._lock:
             self._streams.add(raw)
         buffer = b""
