@@ -22,6 +22,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.wsgi import get_input_stream
 
@@ -110,6 +111,11 @@ def _read_body(limit: int) -> bytes | None:
             size += len(chunk)
         else:
             return None
+    except ParseException as exc:
+        # gunicorn reads a chunked body as the app asks for it, so broken chunk framing (a bad
+        # size, a missing CRLF, a bad extension) surfaces here, not before the app runs. The
+        # body's end is unknown: gunicorn closes the connection after this answer.
+        raise BadRequest(f"malformed chunked body: {_printable(str(exc), 120)}") from exc
     except (OSError, ValueError) as exc:  # the client went away or was too slow
         raise BadRequest("the request body could not be read completely") from exc
     if declared is not None and size < declared:
@@ -238,7 +244,11 @@ def create_app(
         r, rtype, where = point.receiver, point.rtype, point.where
         started = time.monotonic()
 
-        body = _read_body(settings.max_body)
+        try:
+            body = _read_body(settings.max_body)
+        except BadRequest as exc:
+            log.warning("receiver=%s type=%s: body not read (400): %s", where, r.type, exc.description)
+            raise
         if body is None:
             log.warning("receiver=%s type=%s: body over the %d-byte limit (413)", where, r.type,
                         settings.max_body)
