@@ -147,26 +147,13 @@ def cmd_hooks(settings: Settings) -> int:
     return 0
 
 
-def _stop_on_signals(stop: threading.Event, also: Callable[[], None] | None = None) -> None:
+def _stop_on_signals(stop: threading.Event) -> None:
     def handler(signum: int, _frame: object) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         stop.set()
-        if also:
-            # Shutting down a server must not run in its own serving thread.
-            threading.Thread(target=also, daemon=True).start()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-
-
-def _serve_http(app: object, settings: Settings, stop: threading.Event) -> None:
-    from werkzeug.serving import make_server
-
-    host, port = settings.host_port
-    server = make_server(host, port, app, threaded=True)  # type: ignore[arg-type]
-    _stop_on_signals(stop, server.shutdown)
-    log.info("receiver listening on http://%s:%d", host, server.server_port)
-    server.serve_forever()
 
 
 def _start(target: Callable[[threading.Event], None], stop: threading.Event, name: str) -> threading.Thread:
@@ -184,6 +171,18 @@ def _watch(source: ClusterConfig | None, updates: list[Callable[[config_mod.Conf
     source.start()
 
 
+def cmd_receiver(settings: Settings) -> int:
+    """`herald receiver`: gunicorn with its arbiter and worker processes, as `web` runs it.
+    Each worker builds the app, its bus connection and its --from-cluster watch after the
+    fork; this process only checks the configuration first, to fail with file:line errors."""
+    from receiver.server import run_arbiter
+
+    if not settings.from_cluster:
+        _load(settings)
+    run_arbiter(settings)
+    return 0
+
+
 def cmd_run(command: str, settings: Settings) -> int:
     from herald.bus import open_bus
 
@@ -198,7 +197,7 @@ def cmd_run(command: str, settings: Settings) -> int:
     threads: list[threading.Thread] = []
     updates: list[Callable[[config_mod.Config], None]] = []  # each component's, for --from-cluster
     ops = None
-    if settings.metrics_listen and command != "receiver":
+    if settings.metrics_listen:
         from herald.ops import OpsServer
 
         ops = OpsServer(settings.metrics_listen, bus.ping).start()
@@ -215,13 +214,14 @@ def cmd_run(command: str, settings: Settings) -> int:
             notifier = Notifier(cfg, bus)
             updates.append(notifier.update)
             threads.append(_start(notifier.run, stop, "notifier"))
-        if command in ("serve", "receiver"):
+        if command == "serve":
             from receiver.app import create_app
+            from receiver.server import serve_in_process
 
             app = create_app(cfg, bus, settings)
             updates.append(app.extensions["herald"]["update"])
             _watch(source, updates)
-            _serve_http(app, settings, stop)
+            serve_in_process(app, settings, stop)  # until SIGTERM or SIGINT
         else:
             _watch(source, updates)
             _stop_on_signals(stop)
@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_hooks(settings)
     # Only the long-running commands take over the process' logging; validate and hooks print.
     logs.setup(settings.log_level, settings.log_format)
+    if args.command == "receiver":
+        return cmd_receiver(settings)
     return cmd_run(args.command, settings)
 
 

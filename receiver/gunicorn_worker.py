@@ -1,46 +1,76 @@
-"""gunicorn's threaded worker with the time limits a public webhook endpoint needs.
+"""gunicorn's threaded worker, made fit for a public webhook endpoint: a waiting client holds
+no thread.
 
-gunicorn's `gthread` worker reads a request with blocking socket calls and no time limit once
-its first byte arrived: a client that sends its headers (or body) a byte every few seconds
-holds a worker thread for as long as it likes, and a few dozen such clients (slowloris) hold
-them all. This worker adds three things, and is otherwise `gthread`:
+gunicorn's `gthread` hands a connection to a request thread as soon as its first byte is
+there, and the thread then reads the request with blocking calls. A client that sends its
+headers or body a byte now and then (slowloris) holds that thread until it is done or cut
+off, and a few dozen such clients hold every thread of every worker: real deliveries queue
+behind them. A read deadline alone does not fix that: with 96 slow clients and 32 threads,
+a delivery still waits for the slow ones' deadlines to pass, longer than the 10 s GitHub
+waits for an answer.
 
-- a read deadline: from the moment a thread takes up a request, the request line, headers and
-  body must all arrive within `HERALD_READ_TIMEOUT` seconds (default 10). A client that is
-  too slow is disconnected, abruptly (no response: it would not read one either), and a
-  warning is logged;
-- no thread waits for a new connection's first byte: gthread lets a thread wait up to 5 s
-  for it, so connections that send nothing would tie up every thread. Here a connection
-  with nothing to read yet goes to the worker's poller at once, and is closed if nothing
-  comes within the keep-alive timeout;
-- closing a connection after its response ("Connection: close", or not kept alive) does not
-  wait on the worker's main loop: gthread lingers there (up to 2 s) for the client to
-  close its side, during which the worker accepts and dispatches nothing. Here the socket is
-  half-closed and left to the poller, which closes it when the client is done or after 2 s.
+So this worker reads each request in its event loop (the one that accepts connections),
+into a buffer, and gives it to a thread only when it is complete, or when gunicorn's parser
+can answer it without the rest (receiver.framing decides which). The thread then parses
+and serves bytes already in memory. A slow client costs a buffer and a poller entry; the
+threads only ever serve requests that are all there. Along with that:
 
-With TLS terminated by gunicorn itself (`certfile`), the read deadline is not applied (the
-TLS socket must own the raw one); terminate TLS at the proxy or load balancer instead.
+- a read deadline counted from the connection's accept (or, on a kept-alive connection,
+  from the first byte of the next request): the request line, headers and body must all
+  arrive within `HERALD_READ_TIMEOUT` seconds (default 10), or the client is disconnected,
+  abruptly (it would not read an answer either), and a warning is logged. It bounds the
+  memory slow clients hold, and the rare request handed over before its body (see
+  receiver.framing) is read by its thread within what is left of it;
+- `Expect: 100-continue` is answered by the event loop when the headers are in, so such a
+  client sends its body without holding a thread either (gunicorn's own "100 Continue",
+  written later by the thread, is then not sent twice);
+- requests gunicorn refuses before the app runs (two Content-Length headers, an invalid
+  one, Content-Length with Transfer-Encoding, oversize headers, ...) are answered with the
+  receiver's JSON error body naming the problem, and the connection is closed;
+- closing a connection after its response does not wait in the event loop: gthread lingers
+  there (up to 2 s) for the client to close its side, during which the worker accepts
+  nothing. Here the socket is half-closed and left to the poller.
 
-Use: `worker_class = "receiver.gunicorn_worker.HeraldThreadWorker"` (gunicorn.conf.py does).
+Why not gevent, the usual answer for an I/O-bound Flask app: it monkeypatches the whole
+process, and `herald serve` runs the reconciler and notifier (threads, subprocesses, pika,
+the Kubernetes client) in the same process as this worker. Reading requests in the event
+loop gives the property that matters here, a waiting client holds no thread, to the worker
+gunicorn already runs.
+
+With TLS terminated by gunicorn itself (`certfile`), the TLS socket must own the raw one, so
+this worker behaves as plain gthread; terminate TLS at the proxy or load balancer instead.
+
+Use: `worker_class = "receiver.gunicorn_worker.HeraldThreadWorker"` (receiver.gunicorn_config).
 """
 
 from __future__ import annotations
 
 import errno
+import json
+import math
 import os
 import selectors
 import socket
 import time
+from functools import partial
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http import errors as http_errors
 from gunicorn.workers import gthread
+
+from herald.logs import set_correlation
+from herald.settings import DEFAULT_MAX_BODY
+from receiver.framing import READY, RequestScanner
 
 DEFAULT_READ_TIMEOUT = 10.0
 # How long a closing connection may take to say goodbye (as gunicorn's close_graceful).
 LINGER_SECONDS = 2.0
 _LINGER_MAX_BYTES = 64 * 1024
-_DEFER = getattr(gthread, "_DEFER", None)  # gunicorn >= 24: "no data yet, back to the poller"
+# Bytes read from one connection per readiness event, so one fast sender cannot hold the
+# event loop while others wait.
+_READ_PER_EVENT = 256 * 1024
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def read_timeout_from_env() -> float:
@@ -48,31 +78,70 @@ def read_timeout_from_env() -> float:
     return float(value) if value.strip() else DEFAULT_READ_TIMEOUT
 
 
-class DeadlineSocket:
-    """A client socket whose reads fail once the current request's deadline has passed.
+def body_limit_from_env() -> int:
+    value = os.environ.get("HERALD_MAX_BODY", "")
+    return int(value) if value.strip() else DEFAULT_MAX_BODY
+
+
+class PrereadSocket:
+    """A client socket as the request thread sees it: first the bytes the event loop read
+    ahead, then the socket itself, within the request's deadline.
 
     Between `arm()` and the first write of the response, every `recv` is given only the time
     left. When there is none: while gunicorn reads the request line and headers, it reports
     end of stream (gunicorn drops such a client quietly); once the application reads the body,
-    it raises TimeoutError, so that a body cut short is an error (werkzeug answers 400), never
+    it raises TimeoutError, so that a body cut short is an error (the app answers 400), never
     a shorter body to verify and act on. `expired` tells the worker it was a timeout.
     Everything else is the socket's own.
     """
 
-    __slots__ = ("_deadline", "_sock", "expired", "in_body")
+    __slots__ = ("_deadline", "_off", "_pending", "_sock", "continue_sent", "expired", "in_body")
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        self._pending = b""  # read ahead by the event loop, not yet taken by the parser
+        self._off = 0
         self._deadline: float | None = None
         self.expired = False
         self.in_body = False  # the application is reading: a timeout must raise
+        self.continue_sent = False  # the event loop answered "Expect: 100-continue"
 
     @property
     def raw(self) -> socket.socket:
         return self._sock
 
+    @property
+    def buffered(self) -> int:
+        return len(self._pending) - self._off
+
+    def pending(self) -> bytearray | bytes:
+        """What was read ahead and not yet taken (for the event loop's scanner)."""
+        if self._off:
+            self._pending, self._off = self._pending[self._off:], 0
+        return self._pending
+
+    def fill(self, limit: int = _READ_PER_EVENT) -> bool:
+        """Read what the (non-blocking) socket has, up to `limit` bytes; True at end of stream."""
+        if not isinstance(self._pending, bytearray):
+            self._pending = bytearray(self.pending())
+        got = 0
+        while got < limit:
+            try:
+                data = self._sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:  # reset: nothing more will come
+                return True
+            if not data:
+                return True
+            self._pending += data
+            got += len(data)
+        return False
+
     def arm(self, deadline: float) -> None:
-        self._deadline = deadline
+        """The request goes to a thread: what was read is frozen, the deadline applies."""
+        self._pending = bytes(self.pending())
+        self._deadline = None if math.isinf(deadline) else deadline
         self.expired = False
         self.in_body = False
 
@@ -83,6 +152,12 @@ class DeadlineSocket:
         return self._sock.fileno()
 
     def recv(self, size: int, *flags: int) -> bytes:
+        if self._off < len(self._pending):
+            data = bytes(self._pending[self._off:self._off + size])
+            self._off += len(data)
+            if self._off >= len(self._pending):
+                self._pending, self._off = b"", 0
+            return data
         deadline = self._deadline
         if deadline is None:
             return self._sock.recv(size, *flags)
@@ -109,6 +184,9 @@ class DeadlineSocket:
         self._sock.sendall(data, *flags)
 
     def send(self, data: bytes, *flags: int) -> int:
+        if self.continue_sent and data == CONTINUE:
+            self.continue_sent = False  # gunicorn's own: the client has had it already
+            return len(data)
         self._deadline = None
         return self._sock.send(data, *flags)
 
@@ -116,35 +194,154 @@ class DeadlineSocket:
         return getattr(self._sock, name)
 
 
+def client_error_answer(exc: BaseException) -> tuple[int, str, str] | None:
+    """(status, reason, message) for a request gunicorn's parser refused, or None when the
+    fault is not the client's (gunicorn answers those itself, as a 500)."""
+    if isinstance(exc, (http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName,
+                        http_errors.ConfigurationProblem)) or not isinstance(exc, http_errors.ParseException):
+        return None
+    if isinstance(exc, http_errors.InvalidHeader) and exc.hdr == "CONTENT-LENGTH":
+        return 400, "Bad Request", ("invalid Content-Length: repeated, not a number, or sent with "
+                                    "Transfer-Encoding (RFC 9112 section 6.3)")
+    if isinstance(exc, http_errors.InvalidHeader) and exc.hdr == "TRANSFER-ENCODING":
+        return 400, "Bad Request", ("invalid Transfer-Encoding: a request body must be chunked, once, "
+                                    "over HTTP/1.1 (RFC 9112 section 6.3)")
+    if isinstance(exc, http_errors.UnsupportedTransferCoding):
+        return 501, "Not Implemented", "unsupported transfer coding (only chunked is accepted)"
+    if isinstance(exc, http_errors.LimitRequestLine):
+        return 414, "URI Too Long", "request line too long"
+    if isinstance(exc, http_errors.LimitRequestHeaders):
+        return 431, "Request Header Fields Too Large", f"request headers too large: {exc}"
+    if isinstance(exc, http_errors.ExpectationFailed):
+        return 417, "Expectation Failed", "unsupported Expect header (only 100-continue)"
+    if isinstance(exc, http_errors.ForbiddenProxyRequest):
+        return 403, "Forbidden", "PROXY protocol line from an address not allowed to send one"
+    return 400, "Bad Request", f"malformed request: {_printable(str(exc))}"
+
+
 class HeraldThreadWorker(gthread.ThreadWorker):
-    """gthread with a request read deadline and non-blocking connection closes (see above)."""
+    """gthread that reads requests in its event loop before a thread serves them (see above)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.read_timeout = read_timeout_from_env()
+        self.body_limit = body_limit_from_env()
+        # Connections whose request the event loop is reading → (deadline, scanner).
+        self._reading: dict[Any, tuple[float, RequestScanner]] = {}
         self._lingering: dict[socket.socket, float] = {}  # closing sockets → when to give up
+
+    @property
+    def prereads(self) -> bool:
+        return not self.cfg.is_ssl
 
     def init_process(self) -> None:
         if self.cfg.is_ssl:
-            self.log.warning("HERALD_READ_TIMEOUT is not applied to TLS connections terminated by "
-                             "gunicorn; terminate TLS in front of it to protect against slow clients")
+            self.log.warning("TLS terminated by gunicorn: requests are read by request threads, so slow "
+                             "clients can hold them; terminate TLS in front of Herald instead")
         super().init_process()
 
-    # -- reading a request within the deadline ----------------------------------------------
+    # -- reading requests in the event loop ------------------------------------------------
 
-    def enqueue_req(self, conn: Any) -> None:
-        if not self.cfg.is_ssl and self.read_timeout > 0 and not isinstance(conn.sock, DeadlineSocket):
-            conn.sock = DeadlineSocket(conn.sock)
-        super().enqueue_req(conn)
+    def accept(self, listener: socket.socket) -> None:
+        if not self.prereads:
+            super().accept(listener)
+            return
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        conn = gthread.TConn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
+        conn.sock = PrereadSocket(conn.sock)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
+        self._start_reading(conn)
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        """A kept-alive connection sends its next request: read it here, not in a thread."""
+        if not isinstance(conn.sock, PrereadSocket):
+            super().on_client_socket_readable(conn, client)
+            return
+        self.keepalived_conns.remove(conn)
+        self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
+        self._start_reading(conn)
+
+    def _start_reading(self, conn: Any) -> None:
+        deadline = time.monotonic() + self.read_timeout if self.read_timeout > 0 else math.inf
+        scanner = RequestScanner(self.body_limit, head_limit=self._head_limit())
+        self._reading[conn] = (deadline, scanner)
+        self._read_some(conn)
+
+    def _head_limit(self) -> int:
+        # What gunicorn's parser reads of a header section before it refuses it (431).
+        cfg = self.cfg
+        return cfg.limit_request_line + 4 + cfg.limit_request_fields * (cfg.limit_request_field_size + 2)
+
+    def _on_request_bytes(self, conn: Any, _sock: Any) -> None:
+        if conn in self._reading:
+            self._read_some(conn)
+
+    def _read_some(self, conn: Any) -> None:
+        sock: PrereadSocket = conn.sock
+        deadline, scanner = self._reading[conn]
+        eof = sock.fill()
+        decision = scanner.feed(sock.pending()) if sock.buffered else None
+        if decision == READY or (eof and scanner.head_complete):
+            # Complete, or the client is done sending (a body shorter than announced is then
+            # the parser's and the app's to answer, 400).
+            self._stop_reading(conn)
+            conn.data_ready = True
+            sock.arm(deadline)
+            self.enqueue_req(conn)
+        elif eof:
+            # Gone before its request's headers were all sent: nothing to answer.
+            self._stop_reading(conn)
+            self._drop(conn)
+        elif scanner.expect_continue and scanner.head_complete and not sock.continue_sent:
+            try:
+                sock.raw.send(CONTINUE)  # 25 bytes into an empty send buffer
+                sock.continue_sent = True
+            except OSError:
+                pass  # it will send its body anyway, after its own timeout
+
+    def _stop_reading(self, conn: Any) -> None:
+        self._reading.pop(conn, None)
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def _drop(self, conn: Any) -> None:
+        self.nr_conns -= 1
+        try:
+            conn.sock.raw.close()  # abruptly: a graceful close would wait on this client again
+        except OSError:
+            pass
+
+    def murder_keepalived(self, force: bool = False) -> None:
+        super().murder_keepalived(force)
+        now = time.monotonic()
+        if self._reading:
+            for conn, (deadline, _scanner) in list(self._reading.items()):
+                if force or deadline <= now:
+                    if not force:
+                        self.log.warning("client %s did not send its request within %gs; disconnected",
+                                         _peer(conn.client), self.read_timeout)
+                    self._stop_reading(conn)
+                    self._drop(conn)
+        if self._lingering:
+            for sock, deadline in list(self._lingering.items()):
+                if force or deadline <= now:
+                    self._end_linger(sock)
+
+    # -- serving a request in a thread -----------------------------------------------------
 
     def handle(self, conn: Any) -> Any:
-        if (_DEFER is not None and not conn.initialized and not getattr(conn, "data_ready", True)
-                and not conn.wait_for_data(0)):
-            return _DEFER  # nothing to read yet: the poller waits for it, not a thread
+        set_correlation("")  # threads are reused: gunicorn's lines must not carry the last delivery's id
         sock = conn.sock
-        if not isinstance(sock, DeadlineSocket):
+        if not isinstance(sock, PrereadSocket):
             return super().handle(conn)
-        sock.arm(time.monotonic() + self.read_timeout)
         try:
             result = super().handle(conn)
         finally:
@@ -160,11 +357,27 @@ class HeraldThreadWorker(gthread.ThreadWorker):
         return result
 
     def handle_request(self, req: Any, conn: Any) -> Any:
-        if isinstance(conn.sock, DeadlineSocket):
+        if isinstance(conn.sock, PrereadSocket):
             conn.sock.in_body = True  # headers are in; the application reads the body
         return super().handle_request(req, conn)
 
-    # -- closing without blocking the main loop ---------------------------------------------
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """Requests gunicorn refuses get the receiver's JSON error body, naming the problem."""
+        answer = client_error_answer(exc)
+        if answer is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        status, reason, message = answer
+        self.log.warning("client %s: %s (%d)", _peer(addr), message, status)
+        body = json.dumps({"error": message}).encode()
+        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        try:
+            client.sendall(head + body)
+        except OSError:
+            pass  # the client is gone
+
+    # -- closing without blocking the event loop -------------------------------------------
 
     def finish_request(self, conn: Any, fs: Any) -> None:
         if self.cfg.is_ssl:  # a TLS socket closes through its own protocol: gthread's way
@@ -176,9 +389,14 @@ class HeraldThreadWorker(gthread.ThreadWorker):
             closing = False
         if not closing:
             super().finish_request(conn, fs)
+            sock = conn.sock
+            if isinstance(sock, PrereadSocket) and sock.buffered and conn in self.keepalived_conns:
+                # A pipelined request is already in our buffer: the socket may never be
+                # readable again for it.
+                self.on_client_socket_readable(conn, sock)
             return
         self.nr_conns -= 1
-        self._linger_close(conn.sock.raw if isinstance(conn.sock, DeadlineSocket) else conn.sock)
+        self._linger_close(conn.sock.raw if isinstance(conn.sock, PrereadSocket) else conn.sock)
 
     def _linger_close(self, sock: socket.socket) -> None:
         """Half-close, then let the poller wait for the client's end (RFC 9112 §9.6)."""
@@ -212,16 +430,13 @@ class HeraldThreadWorker(gthread.ThreadWorker):
             pass
         util.close(sock)
 
-    def murder_keepalived(self, force: bool = False) -> None:
-        super().murder_keepalived(force)
-        if self._lingering:
-            now = time.monotonic()
-            for sock, deadline in list(self._lingering.items()):
-                if force or deadline <= now:
-                    self._end_linger(sock)
-
 
 def _peer(client: Any) -> str:
     if isinstance(client, tuple) and client:
         return str(client[0])
     return str(client or "-")
+
+
+def _printable(value: str, limit: int = 200) -> str:
+    value = value[:limit]
+    return value if value.isprintable() else "".join(c if c.isprintable() else "?" for c in value)
