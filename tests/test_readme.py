@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures_herald import free_port, start_herald, stop_herald, wait_ready
+from tests.fixtures_herald import (
+    free_port,
+    github_headers,
+    github_push,
+    start_herald,
+    stop_herald,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -70,12 +77,32 @@ def served(tmp_path_factory) -> dict[str, dict[str, str]]:
                 wait_ready(base, timeout=20)
             except AssertionError:
                 raise AssertionError((tmp / f"{name}.log").read_text()) from None
+            if name == "receiver":
+                deliver_each_kind(base, cfg)
             text = requests.get(base + "/metrics", timeout=5).text
             out[name] = dict(re.findall(r"^# TYPE (herald_\w+) (\w+)$", text, re.M))
         return out
     finally:
         for proc in procs.values():
             stop_herald(proc)
+
+
+def deliver_each_kind(base: str, cfg: Path) -> None:
+    """One accepted push, its duplicate and a forged one. The receiver runs under gunicorn,
+    whose metrics (summed over its worker processes) show a labelled counter only once it has
+    counted something, as any Prometheus multiprocess exporter does."""
+    from herald import config
+
+    loaded = config.load([cfg])
+    receiver = next(iter(loaded.receivers.values()))
+    token = loaded.receiver_keys(receiver)[0][0]
+    url = base + loaded.hook_path(receiver)
+    body = github_push("0" * 40)
+    headers = github_headers(body, token=token)
+    assert requests.post(url, data=body, headers=headers, timeout=10).status_code == 202
+    assert requests.post(url, data=body, headers=headers, timeout=10).status_code == 200  # duplicate
+    forged = {**headers, "X-Hub-Signature-256": "sha256=" + "0" * 64, "X-GitHub-Delivery": "forged"}
+    assert requests.post(url, data=body, headers=forged, timeout=10).status_code == 401
 
 
 def test_every_listed_metric_is_served_with_its_type(served) -> None:
