@@ -71,6 +71,13 @@ _LINGER_MAX_BYTES = 64 * 1024
 # event loop while others wait.
 _READ_PER_EVENT = 256 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Header sections are read ahead up to this size; a longer one goes to a thread, whose parser
+# refuses it or reads on (webhook senders send a few KB).
+_HEAD_LIMIT = 64 * 1024
+# Bytes a worker holds for requests it is still reading. Past it, requests go to threads as
+# soon as their headers are in, as plain gthread does: many clients each sending a large body
+# slowly then cost threads, not unbounded memory.
+PREREAD_BUDGET = 64 * 1024 * 1024
 
 
 def read_timeout_from_env() -> float:
@@ -228,6 +235,7 @@ class HeraldThreadWorker(gthread.ThreadWorker):
         self.body_limit = body_limit_from_env()
         # Connections whose request the event loop is reading → (deadline, scanner).
         self._reading: dict[Any, tuple[float, RequestScanner]] = {}
+        self._preread_bytes = 0  # buffered in `_reading`, against PREREAD_BUDGET
         self._lingering: dict[socket.socket, float] = {}  # closing sockets → when to give up
 
     @property
@@ -274,9 +282,10 @@ class HeraldThreadWorker(gthread.ThreadWorker):
         self._read_some(conn)
 
     def _head_limit(self) -> int:
-        # What gunicorn's parser reads of a header section before it refuses it (431).
+        # Never more than gunicorn's parser reads of a header section before it refuses it (431).
         cfg = self.cfg
-        return cfg.limit_request_line + 4 + cfg.limit_request_fields * (cfg.limit_request_field_size + 2)
+        return min(_HEAD_LIMIT, cfg.limit_request_line + 4
+                   + cfg.limit_request_fields * (cfg.limit_request_field_size + 2))
 
     def _on_request_bytes(self, conn: Any, _sock: Any) -> None:
         if conn in self._reading:
@@ -285,9 +294,12 @@ class HeraldThreadWorker(gthread.ThreadWorker):
     def _read_some(self, conn: Any) -> None:
         sock: PrereadSocket = conn.sock
         deadline, scanner = self._reading[conn]
+        before = sock.buffered
         eof = sock.fill()
+        self._preread_bytes += sock.buffered - before
         decision = scanner.feed(sock.pending()) if sock.buffered else None
-        if decision == READY or (eof and scanner.head_complete):
+        if (decision == READY or (eof and scanner.head_complete)
+                or (self._preread_bytes > PREREAD_BUDGET and scanner.head_complete)):
             # Complete, or the client is done sending (a body shorter than announced is then
             # the parser's and the app's to answer, 400).
             self._stop_reading(conn)
@@ -306,7 +318,8 @@ class HeraldThreadWorker(gthread.ThreadWorker):
                 pass  # it will send its body anyway, after its own timeout
 
     def _stop_reading(self, conn: Any) -> None:
-        self._reading.pop(conn, None)
+        if self._reading.pop(conn, None) is not None:
+            self._preread_bytes -= conn.sock.buffered
         try:
             self.poller.unregister(conn.sock)
         except (KeyError, ValueError, OSError):

@@ -246,7 +246,9 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
     def up() -> bool:
         try:
             return requests.get(url + "/readyz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # Timeout: the port is bound (gunicorn's arbiter binds it) before a worker has
+            # built the app and accepts; on a loaded machine that takes over a second.
             return False
 
     wait_until(up, timeout, f"{url}/readyz")
