@@ -1,5 +1,6 @@
 # Herald's image: `herald serve` by default; the Deployments in deploy/ run `herald worker`,
-# `herald notifier`, or gunicorn with /app/gunicorn.conf.py for the receiver.
+# `herald notifier`, or gunicorn with /app/gunicorn.conf.py for the receiver. Every one of them
+# serves HTTP through gunicorn with the same settings (receiver/gunicorn_config.py).
 #   docker build -t REGISTRY/herald:TAG .
 ARG PYTHON_IMAGE=python:3.11-slim
 

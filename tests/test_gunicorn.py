@@ -9,6 +9,7 @@ with two threads so that two slow clients would be enough to starve it.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -241,3 +242,73 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     assert changed["workers"] == "3" and changed["threads"] == "5" and changed["keepalive"] == "75"
     assert changed["bind"] == "['0.0.0.0:8000']"
     assert changed["timeout"] == "60"  # GUNICORN_CMD_ARGS wins over the file
+
+
+def _signed_request(server: Server, *, extra: str = "", close: bool = False) -> bytes:
+    body = server.body
+    headers = github_headers(body, delivery=str(uuid.uuid4()))
+    lines = [f"POST {server.hook} HTTP/1.1", f"Host: {server.host}", f"Content-Length: {len(body)}",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode(), body
+
+
+def _read_answers(sock: socket.socket, count: int, timeout: float = 10.0) -> list[bytes]:
+    """The status lines of the next `count` final answers (1xx included in the list)."""
+    sock.settimeout(timeout)
+    data, lines = b"", []
+    while sum(not line.startswith(b"HTTP/1.1 1") for line in lines) < count:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {lines}"
+            data += chunk
+            continue
+        status = head.split(b"\r\n", 1)[0]
+        lines.append(status)
+        length = next((int(h.split(b":", 1)[1]) for h in head.split(b"\r\n")[1:]
+                       if h.lower().startswith(b"content-length:")), 0)
+        while len(rest) < length:
+            rest += sock.recv(65536)
+        data = rest[length:]
+    return lines
+
+
+def test_expect_continue_is_answered_once_and_the_body_then_accepted(server: Server) -> None:
+    """curl and .NET send `Expect: 100-continue` and hold the body until told to go on; the
+    event loop says so when the headers are in (no thread waits for that body)."""
+    head, body = _signed_request(server, extra="Expect: 100-continue\r\n")
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(head)
+        assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert _read_answers(sock, 1) == [b"HTTP/1.1 202 ACCEPTED"]  # and no second 100
+
+
+def test_pipelined_and_kept_alive_requests_are_each_answered_in_order(server: Server) -> None:
+    first, body1 = _signed_request(server)
+    second, body2 = _signed_request(server)
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(first + body1 + second + body2)  # two requests in one write
+        assert _read_answers(sock, 2) == [b"HTTP/1.1 202 ACCEPTED"] * 2
+        third, body3 = _signed_request(server)
+        sock.sendall(third + body3)  # then another, on the same kept-alive connection
+        assert _read_answers(sock, 1) == [b"HTTP/1.1 202 ACCEPTED"]
+
+
+@pytest.mark.parametrize("framing", [
+    "Content-Length: 10\r\nContent-Length: 12\r\n",
+    "Content-Length: +5\r\n",
+    "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+])
+def test_refused_framing_is_a_json_400_that_closes_the_connection(server: Server, framing: str) -> None:
+    request = (f"POST {server.hook} HTTP/1.1\r\nHost: x\r\n{framing}\r\n").encode() + b"x" * 12
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in head, head
+    assert "Content-Length" in json.loads(body)["error"]

@@ -23,7 +23,9 @@ values of tens of KB. After each example the bus must still be empty, and no res
 contain a key or the MAC that would have been valid.
 
 A few cases need a real HTTP server (header and body limits are the server's business): they
-run against werkzeug's server in a thread, as `herald receiver` serves.
+run against werkzeug's server in a thread, sharing this module's bus. Herald itself never
+serves on werkzeug: the same hostile input against the real entry points (gunicorn under
+`web`, `herald receiver` and `herald serve`) is tests/test_front_door.py's.
 
 Two tests here fail against today's code, each showing a bug outside this file (see their
 docstrings): a chunked body over the limit is silently truncated instead of refused with 413,

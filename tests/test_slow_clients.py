@@ -29,7 +29,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures_herald import free_port, github_headers, github_push, wait_ready, write_config
+from tests.fixtures_herald import (
+    free_port,
+    github_headers,
+    github_push,
+    wait_ready,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOW_CLIENTS = 96
