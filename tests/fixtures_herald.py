@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+# Third-party webhook payloads and signature vectors, copied into the repository with their
+# origin and licences (webhooks/SOURCES.md): the tests read nothing outside the repository.
+FIXTURES = Path(__file__).resolve().parent / "webhooks"
 TOKEN = "s3cr3t-webhook-token"
 
 WEB_MANIFESTS = {

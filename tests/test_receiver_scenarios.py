@@ -1,6 +1,6 @@
 """Every receiver type end to end through the HTTP app: a real delivery in, a request on the bus.
 
-Each scenario posts a third-party payload from shared/fixtures with the headers its sender
+Each scenario posts a third-party payload from tests/webhooks with the headers its sender
 puts on it, signed with the Receiver's token where the type signs, and checks what was
 published — the revision a push names, the image a registry names — and what was not.
 """

@@ -1,6 +1,6 @@
 """Published HMAC vectors verify, and their published negatives are rejected.
 
-The vectors come from GitHub's docs, octokit and drone/go-scm (../shared/fixtures); they only
+The vectors come from GitHub's docs, octokit and drone/go-scm (tests/webhooks); they only
 hold on the exact bytes, so the payload files are read, never re-serialised.
 """
 

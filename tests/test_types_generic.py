@@ -2,7 +2,7 @@
 
 Each test is one delivery a sender could make (or an attacker could forge), checked on bytes
 and headers alone: `verify` on the raw body, then `parse` into a Hook or a BadDelivery (400).
-CloudEvents bodies are the published examples in ../shared/fixtures/cloudevents (SOURCES.md).
+CloudEvents bodies are the published examples in tests/webhooks/cloudevents (SOURCES.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from werkzeug.datastructures import Headers
 from receiver.types import cloudevents, generic, generic_hmac
 from receiver.types.base import BadDelivery, Keys
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "webhooks"
 CE = FIXTURES / "cloudevents"
 TOKEN = "s3cr3t-token"
 STRUCTURED = {"Content-Type": "application/cloudevents+json; charset=utf-8"}

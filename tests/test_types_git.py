@@ -1,7 +1,7 @@
 """The Git host receiver types, as their senders really deliver.
 
 Every payload file of GitHub, GitLab, Bitbucket Cloud, Bitbucket Server, Gitea (also as
-Forgejo) and Gogs in ../shared/fixtures is sent with the headers that host puts on a
+Forgejo) and Gogs in tests/webhooks is sent with the headers that host puts on a
 delivery (SOURCES.md), signed with a test secret wherever the host signs, and the Hook read
 from it is checked against the fixture's own branch/tag names and commits. The published
 signature vectors and token values verify through each type's `verify`, and fail with a

@@ -1,6 +1,6 @@
 """Container registry receiver types: Docker Hub, Quay, Harbor, GHCR, ACR and Nexus.
 
-Each scenario reads a published delivery from ../shared/fixtures with the headers its sender
+Each scenario reads a published delivery from tests/webhooks with the headers its sender
 really puts on it (SOURCES.md), or, for Nexus (no payload file), a body in the shape of
 Sonatype's documented examples, and checks what the receiver makes of it: the event compared
 with spec.events, the image and digest it names, the delivery id, and whether verification
