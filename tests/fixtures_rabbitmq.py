@@ -1,12 +1,14 @@
-"""pytest plugin: a real RabbitMQ for the bus tests, and a switch to take it away.
+"""pytest plugin: a real RabbitMQ node of the tests' own, and a switch to take it away.
 
 The AMQP bus's promises (confirms, quorum queues, redelivery after a crash, fast failure when
-the broker is gone) only mean something against a real broker, so the tests use one: this
-plugin starts the local `rabbitmq-server` if it is not running, installing the Debian package
-first if needed, and waits until it accepts AMQP connections.
+the broker is gone) only mean something against a real broker, so the tests use one. They
+start it themselves: a node with its own name, ports and data directory, installing the
+Debian package first if needed, and stop it at the end of the session. The outage tests stop
+and freeze that node, and only that one: a RabbitMQ that the machine runs for anything else
+(Debian starts one when the package is installed) is never touched.
 
-Set HERALD_TEST_AMQP_URL to use another broker (the outage fixture still drives the local
-node through rabbitmqctl).
+Every `rabbitmqctl` the session runs (here, in the tests, in the processes they start) talks
+to the tests' node: the session sets RABBITMQ_NODENAME, which rabbitmqctl reads.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pika
 import pytest
@@ -27,7 +32,7 @@ import pytest
 from herald.bus import RetryPolicy
 from herald.bus.amqp import AmqpBus
 
-DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"  # the machine's own node (bench --broker shared)
 READY_TIMEOUT = 90.0
 # Small enough that a message dies in well under a second of retries.
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.1, factor=2.0, max_delay=1.0)
@@ -76,19 +81,69 @@ def _install() -> None:
             raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr[-2000:]}")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TestNode:
+    """A RabbitMQ node of this test session: own node name, AMQP and distribution ports, data
+    and log directories. Started detached; `stop()` ends it."""
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
+    def __init__(self) -> None:
+        if shutil.which("rabbitmq-server") is None:
+            _install()
+        self.dir = Path(tempfile.mkdtemp(prefix="herald-test-rabbitmq-"))
+        self.port, self.dist_port = _free_port(), _free_port()
+        self.node = f"herald-test-{uuid.uuid4().hex[:8]}@localhost"
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        if os.geteuid() == 0:  # the Debian wrapper runs the node as the `rabbitmq` user
+            for path in [self.dir, *self.dir.iterdir()]:
+                shutil.chown(path, "rabbitmq", "rabbitmq")
+        self.env = {
+            "RABBITMQ_NODENAME": self.node, "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port), "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"), "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
+        }
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    def start(self) -> None:
+        done = subprocess.run(["rabbitmq-server", "-detached"], env={**os.environ, **self.env},
+                              capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmq-server -detached failed: {done.stderr[-2000:]}")
+        waited = _run("rabbitmqctl", "-n", self.node, "wait", str(self.dir / "pid"), "--timeout", "90",
+                      timeout=120)
+        if waited.returncode != 0:
+            raise RuntimeError(f"the tests' RabbitMQ node did not start: {waited.stderr[-2000:]}")
+        _wait_ready(self.url)
+
+    def stop(self) -> None:
+        _run("rabbitmqctl", "-n", self.node, "stop", str(self.dir / "pid"), timeout=120)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def _dead_letter_supervisor_down() -> bool:
     """Whether RabbitMQ's at-least-once dead-letter supervisor has given up.
 
     A broker bug (see herald.bus.amqp) can leave it dead until the app restarts, after which
-    retry queues cannot be declared; tests sharing a broker can trigger it by deleting queues
-    while it restarts, so the session heals it instead of failing for unrelated reasons.
+    retry queues cannot be declared; tests that delete queues while the app restarts can
+    trigger it, so the session heals it instead of failing for unrelated reasons.
     """
     out = _run("rabbitmqctl", "eval", "whereis(rabbit_fifo_dlx_sup).", timeout=30).stdout
     return out.strip() == "undefined"
 
 
 def ensure_rabbitmq(url: str = DEFAULT_URL) -> None:
-    """Make sure a local broker is running and accepting AMQP connections."""
+    """Make sure the node `rabbitmqctl` talks to is running and accepts AMQP connections at
+    `url`: the tests' own node during a test session (RABBITMQ_NODENAME), the machine's
+    default node for `bench/ --broker shared`."""
     if _amqp_ready(url):
         if shutil.which("rabbitmqctl") and _dead_letter_supervisor_down():
             _run("rabbitmqctl", "-q", "stop_app")
@@ -112,23 +167,41 @@ SESSION_PREFIX = f"test.{uuid.uuid4().hex[:8]}."
 
 
 @pytest.fixture(scope="session")
-def rabbitmq_url() -> Iterator[str]:
-    """URL of a running RabbitMQ (started, and installed, if necessary)."""
-    url = os.environ.get("HERALD_TEST_AMQP_URL", DEFAULT_URL)
+def rabbitmq_node() -> Iterator[TestNode]:
+    """The session's own RabbitMQ node (installed first if needed), stopped at the end."""
+    node = TestNode()
+    saved = os.environ.get("RABBITMQ_NODENAME")
     try:
-        ensure_rabbitmq(url)
+        node.start()
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        node.stop()
         pytest.fail(f"no RabbitMQ for the AMQP tests: {exc}")
-    yield url
-    if _amqp_ready(url):
-        sweep_queues(url, SESSION_PREFIX)  # whatever a test left behind
+    os.environ["RABBITMQ_NODENAME"] = node.node  # every rabbitmqctl of the session: this node
+    try:
+        yield node
+    finally:
+        if saved is None:
+            os.environ.pop("RABBITMQ_NODENAME", None)
+        else:
+            os.environ["RABBITMQ_NODENAME"] = saved
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url(rabbitmq_node: TestNode) -> Iterator[str]:
+    """URL of the session's RabbitMQ node, default vhost."""
+    yield rabbitmq_node.url
+    if _amqp_ready(rabbitmq_node.url):
+        sweep_queues(rabbitmq_node.url, SESSION_PREFIX)  # whatever a test left behind
 
 
 @dataclass
 class RabbitControl:
-    """Takes the local broker away and brings it back, for outage tests."""
+    """Takes the tests' own node away and brings it back, for outage tests (`rabbitmqctl`
+    reaches that node through RABBITMQ_NODENAME, set for the session)."""
 
     url: str
+    node: TestNode | None = None
     _frozen: int | None = None
 
     def stop(self) -> None:
@@ -161,13 +234,18 @@ class RabbitControl:
 
     def ensure_running(self) -> None:
         self.thaw()
-        if not _amqp_ready(self.url):
-            ensure_rabbitmq(self.url)
+        if _amqp_ready(self.url):
+            return
+        if _node_up():
+            _run("rabbitmqctl", "-q", "start_app")
+            _wait_ready(self.url)
+        elif self.node is not None:
+            self.node.start()
 
 
 @pytest.fixture
-def rabbitmq_control(rabbitmq_url: str) -> Iterator[RabbitControl]:
-    control = RabbitControl(rabbitmq_url)
+def rabbitmq_control(rabbitmq_node: TestNode, rabbitmq_url: str) -> Iterator[RabbitControl]:
+    control = RabbitControl(rabbitmq_url, rabbitmq_node)
     yield control
     control.ensure_running()  # never leave the broker down for the next test
 
