@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from herald import config as config_mod
-from herald import logs
-from herald.settings import Settings
+from herald import envcheck, logs
+from herald.settings import Settings, state_dir_problem
 
 if TYPE_CHECKING:
     from herald.cluster_config import ClusterConfig
@@ -21,9 +22,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("herald")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line naming the flag, the value and what is accepted; exit 2."""
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def _address(text: str) -> str:
+    problem = envcheck.address_problem(text) if text else ""  # "": not set
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     env = Settings.from_env()
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-c", "--config", action="append", metavar="PATH",
                         help="YAML file or directory; repeatable (env HERALD_CONFIG)")
     common.add_argument("--broker", default=env.broker_url, metavar="URL",
@@ -32,12 +46,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="embedded bus, Git cache (env HERALD_STATE_DIR, default .herald)")
     common.add_argument("--secrets-dir", default=env.secrets_dir, metavar="DIR",
                         help="Secrets as files <dir>/<namespace>/<name>/<key> (env HERALD_SECRETS_DIR)")
-    common.add_argument("--listen", default=env.listen, metavar="HOST:PORT",
+    common.add_argument("--listen", default=env.listen, metavar="HOST:PORT", type=_address,
                         help="receiver address (env HERALD_LISTEN or PORT; default 127.0.0.1:9292)")
-    common.add_argument("--log-level", default=env.log_level, help="env HERALD_LOG_LEVEL")
+    common.add_argument("--log-level", default=env.log_level, type=str.upper, choices=envcheck.LOG_LEVELS,
+                        help="env HERALD_LOG_LEVEL")
     common.add_argument("--log-format", default=env.log_format, choices=("text", "json"),
                         help="env HERALD_LOG_FORMAT (default text)")
-    common.add_argument("--metrics-listen", default=env.metrics_listen, metavar="HOST:PORT",
+    common.add_argument("--metrics-listen", default=env.metrics_listen, metavar="HOST:PORT", type=_address,
                         help="worker/notifier: serve /healthz, /readyz, /metrics here (env HERALD_METRICS_LISTEN)")
     common.add_argument("--from-cluster", action="store_true", default=env.from_cluster,
                         help="also read herald.dev/v1 objects and their Secrets from the cluster, and watch "
@@ -46,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --from-cluster: only this namespace (env HERALD_WATCH_NAMESPACE; "
                              "default all namespaces)")
 
-    p = argparse.ArgumentParser(prog="herald", description="Webhook-driven GitOps companion.")
+    p = _Parser(prog="herald", description="Webhook-driven GitOps companion.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in [
         ("serve", "receiver + reconciler + notifier in one process"),
@@ -171,6 +186,15 @@ def _watch(source: ClusterConfig | None, updates: list[Callable[[config_mod.Conf
     source.start()
 
 
+def _usable_state_dir(settings: Settings, command: str) -> None:
+    """Exit 2 with one line when the state directory cannot be used."""
+    problem = state_dir_problem(settings.state_dir)
+    if problem:
+        print(f"herald {command}: --state-dir {settings.state_dir} (HERALD_STATE_DIR): {problem}",
+              file=sys.stderr)
+        raise SystemExit(2)
+
+
 def cmd_receiver(settings: Settings) -> int:
     """`herald receiver`: gunicorn with its arbiter and worker processes, as `web` runs it.
     Each worker builds the app, its bus connection and its --from-cluster watch after the
@@ -179,6 +203,8 @@ def cmd_receiver(settings: Settings) -> int:
 
     if not settings.from_cluster:
         _load(settings)
+    if not settings.broker_url:  # the embedded bus and dedupe log live there
+        _usable_state_dir(settings, "receiver")
     run_arbiter(settings)
     return 0
 
@@ -188,7 +214,8 @@ def cmd_run(command: str, settings: Settings) -> int:
 
     source = _from_cluster(settings, command) if settings.from_cluster else None
     cfg = source.config if source is not None else _load(settings)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if command != "notifier" or not settings.broker_url:  # Git cache, embedded bus, thread memory
+        _usable_state_dir(settings, command)
     bus = open_bus(settings.broker_url or None, settings.state_dir)
     log.info("herald %s: bus=%s state-dir=%s", command,
              "rabbitmq" if settings.broker_url else f"embedded ({settings.state_dir / 'bus.sqlite3'})",
@@ -239,6 +266,11 @@ def cmd_run(command: str, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    bad = envcheck.problems(os.environ)
+    if bad:
+        for line in bad:
+            print(f"herald: {line}", file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv)
     settings = _settings(args)
     if args.command == "validate":

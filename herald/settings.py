@@ -82,3 +82,19 @@ def env_seconds(env: dict[str, str], name: str, default: float) -> float:
         return float(text)
     except ValueError:
         return parse_duration(text)
+
+
+def state_dir_problem(path: Path) -> str:
+    """Why Herald cannot keep its state in `path` ("" when it can): made if missing, and a
+    file written and removed in it, so that a directory Herald cannot use is one clear line
+    at start-up instead of a traceback at the first message."""
+    if path.exists() and not path.is_dir():
+        return "exists and is not a directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".herald-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"cannot be used: {exc.strerror or exc}"
+    return ""

@@ -31,7 +31,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+
+from herald import envcheck
+
+# A bad HERALD_* value is one line naming it, before gunicorn starts anything.
+for _problem in envcheck.problems(os.environ):
+    print(f"herald: {_problem}", file=sys.stderr)
+if envcheck.problems(os.environ):
+    raise SystemExit(2)
 
 
 def _int(name: str, default: int) -> int:

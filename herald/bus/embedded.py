@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at   REAL    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, dead, id);
+-- One row, rewritten by ping(): readiness means a publish could be written now.
+CREATE TABLE IF NOT EXISTS ping (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
 """
 
 
@@ -195,10 +197,14 @@ class EmbeddedBus:
             self._handle(claim, handler, retry or self.retry)
 
     def ping(self) -> bool:
-        """The file can be read (there is no broker to be away)."""
+        """A message could be published now: the file takes a committed write. (A read alone
+        succeeds on a state directory that went read-only or full, where every publish, and
+        so every webhook, fails: /readyz must not say ready then.)"""
         try:
-            self._db().execute("SELECT 1").fetchone()
-        except (sqlite3.Error, BusError):
+            db = self._db()
+            with db:
+                db.execute("INSERT OR REPLACE INTO ping (id, at) VALUES (1, ?)", (time.time(),))
+        except (sqlite3.Error, OSError, BusError):
             return False
         return True
 
