@@ -32,6 +32,7 @@ from herald.schema import (
 from herald.yamlsrc import (
     Document,
     LocDict,
+    LocList,
     YAMLSyntaxError,
     load_documents,
     yaml_files,
@@ -164,6 +165,9 @@ class Config:
     # Secrets read from the Kubernetes API (`--from-cluster`): consulted after the two above.
     cluster_secrets: Mapping[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     warnings: list[Diagnostic] = field(default_factory=list)
+    # (kind, namespace, name) of objects that were defined but refused: references to them
+    # are not reported again as "not found" (their own error says what is wrong).
+    rejected: set[tuple[str, str, str]] = field(default_factory=set)
 
     def by_kind(self, kind: str) -> dict[tuple[str, str], Any]:
         return {
@@ -324,6 +328,35 @@ def _secret_data(doc: LocDict, ctx: Ctx) -> dict[str, str] | None:
     return data if ok else None
 
 
+def _field_lines(spec: Any) -> dict[str, int]:
+    """Where each field of `spec` is, two levels deep: "spec.x", "spec.x.y", "spec.x[i]"."""
+    lines: dict[str, int] = {}
+    if not isinstance(spec, LocDict):
+        return lines
+    for key, value in spec.items():
+        here = f"spec.{key}"
+        lines[here] = spec.line_of(key)
+        if isinstance(value, LocDict):
+            for sub in value:
+                lines[f"{here}.{sub}"] = value.line_of(sub)
+        elif isinstance(value, LocList):
+            for i in range(len(value)):
+                lines[f"{here}[{i}]"] = value.line_of(i)
+    return lines
+
+
+def _identity(doc: Document) -> tuple[str, str, str] | None:
+    """(kind, namespace, name) of a document, read leniently, when it says what it defines."""
+    data = doc.data
+    if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
+        return None
+    meta = data.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        return None
+    namespace = meta.get("namespace")
+    return data["kind"], namespace if isinstance(namespace, str) and namespace else "default", meta["name"]
+
+
 def _check_document(doc: Document, out: list[Diagnostic]) -> tuple[str, Any] | None:
     ctx = Ctx(doc.path, out)
     data = doc.data
@@ -362,7 +395,8 @@ def _check_document(doc: Document, out: list[Diagnostic]) -> tuple[str, Any] | N
         return None
     meta = m.Meta(name=name, namespace=namespace, labels=meta_raw.get("labels") or {},
                   annotations=meta_raw.get("annotations") or {},
-                  source=f"{doc.path}:{data.line}" if data.line else doc.path)
+                  source=f"{doc.path}:{data.line}" if data.line else doc.path,
+                  field_lines=_field_lines(data.get("spec")))
 
     allowed_top = {"apiVersion", "kind", "metadata", "spec"} if kind != "Secret" else \
         {"apiVersion", "kind", "metadata", "data", "stringData", "type", "immutable"}
@@ -400,8 +434,12 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
     """References between objects: the mistakes a single document cannot show."""
     receiver_types, provider_types = _registered_types()
 
-    def err(obj: Any, msg: str, severity: str = "error") -> None:
+    def rejected(kind: str, namespace: str, name: str) -> bool:
+        return (kind, namespace, name) in cfg.rejected
+
+    def err(obj: Any, msg: str, severity: str = "error", at: str = "") -> None:
         path, line = source_location(obj.meta.source)
+        line = obj.meta.line_of(at) or line if at else line
         kind = type(obj).__name__
         out.append(Diagnostic(path, line, f"{kind} {obj.meta.namespace}/{obj.meta.name}: {msg}",
                               severity))
@@ -414,49 +452,66 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
             err(r, f"spec.events: {r.type} deliveries carry no event name, so spec.events is ignored",
                 "warning")
         if cfg.secret(r.meta.namespace, r.secret_ref.name) is None:
-            err(r, f"spec.secretRef: Secret {r.meta.namespace}/{r.secret_ref.name} not found")
+            if not rejected("Secret", r.meta.namespace, r.secret_ref.name):
+                err(r, f"spec.secretRef: Secret {r.meta.namespace}/{r.secret_ref.name} not found",
+                    at="spec.secretRef.name")
         elif cfg.receiver_token(r) is None:
-            err(r, f"spec.secretRef: Secret {r.meta.namespace}/{r.secret_ref.name} has no 'token' key")
-        for res in r.resources:
+            err(r, f"spec.secretRef: Secret {r.meta.namespace}/{r.secret_ref.name} has no 'token' key",
+                at="spec.secretRef.name")
+        for i, res in enumerate(r.resources):
+            item = f"spec.resources[{i}]"
             if res.kind not in RECONCILABLE_KINDS:
                 err(r, f"spec.resources: Herald does not reconcile {res.kind}; requests for it are ignored",
-                    "warning")
-            elif res.name != "*" and (res.namespace or r.meta.namespace, res.name) not in cfg.by_kind(res.kind):
-                err(r, f"spec.resources: {res.kind} {res.namespace or r.meta.namespace}/{res.name} not found")
+                    "warning", at=item)
+            elif (res.name != "*" and (res.namespace or r.meta.namespace, res.name) not in cfg.by_kind(res.kind)
+                  and not rejected(res.kind, res.namespace or r.meta.namespace, res.name)):
+                err(r, f"spec.resources: {res.kind} {res.namespace or r.meta.namespace}/{res.name} not found",
+                    at=item)
             if res.name != "*" and res.match_labels:
-                err(r, "spec.resources: matchLabels is only allowed with name '*'")
+                err(r, "spec.resources: matchLabels is only allowed with name '*'", at=item)
     for p in cfg.providers.values():
         if p.type not in provider_types:
             err(p, f"spec.type: {p.type!r} is not supported; supported: {', '.join(provider_types)}")
-        if p.secret_ref and cfg.secret(p.meta.namespace, p.secret_ref.name) is None:
-            err(p, f"spec.secretRef: Secret {p.meta.namespace}/{p.secret_ref.name} not found")
-        if p.cert_secret_ref and cfg.secret(p.meta.namespace, p.cert_secret_ref.name) is None:
-            err(p, f"spec.certSecretRef: Secret {p.meta.namespace}/{p.cert_secret_ref.name} not found")
+        if (p.secret_ref and cfg.secret(p.meta.namespace, p.secret_ref.name) is None
+                and not rejected("Secret", p.meta.namespace, p.secret_ref.name)):
+            err(p, f"spec.secretRef: Secret {p.meta.namespace}/{p.secret_ref.name} not found",
+                at="spec.secretRef.name")
+        if (p.cert_secret_ref and cfg.secret(p.meta.namespace, p.cert_secret_ref.name) is None
+                and not rejected("Secret", p.meta.namespace, p.cert_secret_ref.name)):
+            err(p, f"spec.certSecretRef: Secret {p.meta.namespace}/{p.cert_secret_ref.name} not found",
+                at="spec.certSecretRef.name")
         if p.type == "email" and not p.to:
             err(p, "spec.to: an email Provider needs at least one recipient")
     for a in cfg.alerts.values():
-        if (a.meta.namespace, a.provider_ref) not in cfg.providers:
-            err(a, f"spec.providerRef: Provider {a.meta.namespace}/{a.provider_ref} not found")
+        if ((a.meta.namespace, a.provider_ref) not in cfg.providers
+                and not rejected("Provider", a.meta.namespace, a.provider_ref)):
+            err(a, f"spec.providerRef: Provider {a.meta.namespace}/{a.provider_ref} not found",
+                at="spec.providerRef.name")
 
     for g in cfg.git_repositories.values():
-        if g.secret_ref and cfg.secret(g.meta.namespace, g.secret_ref.name) is None:
-            err(g, f"spec.secretRef: Secret {g.meta.namespace}/{g.secret_ref.name} not found")
+        if (g.secret_ref and cfg.secret(g.meta.namespace, g.secret_ref.name) is None
+                and not rejected("Secret", g.meta.namespace, g.secret_ref.name)):
+            err(g, f"spec.secretRef: Secret {g.meta.namespace}/{g.secret_ref.name} not found",
+                at="spec.secretRef.name")
         if g.ref.semver:
             from reconciler.git import GitError, parse_semver_range
 
             try:
                 parse_semver_range(g.ref.semver)
             except GitError as exc:
-                err(g, f"spec.ref.semver: {exc}")
+                err(g, f"spec.ref.semver: {exc}", at="spec.ref.semver")
     for k in cfg.kustomizations.values():
         ns = k.source_ref.namespace or k.meta.namespace
         if k.source_ref.kind != "GitRepository":
-            err(k, f"spec.sourceRef.kind: Herald reconciles from a GitRepository, not {k.source_ref.kind}")
-        elif (ns, k.source_ref.name) not in cfg.git_repositories:
-            err(k, f"spec.sourceRef: GitRepository {ns}/{k.source_ref.name} not found")
-        for d in k.depends_on:
-            if (d.namespace or k.meta.namespace, d.name) not in cfg.kustomizations:
-                err(k, f"spec.dependsOn: Kustomization {d.namespace or k.meta.namespace}/{d.name} not found")
+            err(k, f"spec.sourceRef.kind: Herald reconciles from a GitRepository, not {k.source_ref.kind}",
+                at="spec.sourceRef.kind")
+        elif (ns, k.source_ref.name) not in cfg.git_repositories and not rejected("GitRepository", ns,
+                                                                                  k.source_ref.name):
+            err(k, f"spec.sourceRef: GitRepository {ns}/{k.source_ref.name} not found", at="spec.sourceRef.name")
+        for i, d in enumerate(k.depends_on):
+            dns = d.namespace or k.meta.namespace
+            if (dns, d.name) not in cfg.kustomizations and not rejected("Kustomization", dns, d.name):
+                err(k, f"spec.dependsOn: Kustomization {dns}/{d.name} not found", at=f"spec.dependsOn[{i}]")
 
 
 def read_documents(paths: Iterable[str | Path], out: list[Diagnostic]) -> list[Document]:
@@ -476,12 +531,16 @@ def read_documents(paths: Iterable[str | Path], out: list[Diagnostic]) -> list[D
             except (OSError, UnicodeDecodeError) as exc:
                 out.append(Diagnostic(str(f), 0, f"cannot read: {exc}"))
                 continue
+            before = len(found)
             try:
                 # Documents before a syntax error are still checked: one run, every error.
                 for doc in load_documents(text, str(f)):
                     found.append(doc)
             except YAMLSyntaxError as exc:
                 out.append(Diagnostic(exc.path, exc.line, exc.message))
+                continue
+            if len(found) == before:
+                out.append(Diagnostic(str(f), 0, "no objects in this file", "warning"))
     return found
 
 
@@ -492,6 +551,9 @@ def add_documents(cfg: Config, docs: Iterable[Document], out: list[Diagnostic]) 
     for doc in docs:
         built = _check_document(doc, out)
         if built is None:
+            identity = _identity(doc)
+            if identity is not None:
+                cfg.rejected.add(identity)
             continue
         kind, obj = built
         table = cfg.by_kind(kind)
@@ -516,7 +578,11 @@ def check(paths: Iterable[str | Path], secrets_dir: str | Path | None = None) ->
     """Read and check the configuration; return what could be built and every diagnostic."""
     out: list[Diagnostic] = []
     cfg = Config(secrets_dir=Path(secrets_dir) if secrets_dir else None)
-    add_documents(cfg, read_documents(paths, out), out)
+    docs = read_documents(paths, out)
+    add_documents(cfg, docs, out)
+    if not docs and not any(d.severity == "error" for d in out):
+        out.append(Diagnostic(", ".join(str(p) for p in paths) or "-", 0,
+                              "the configuration defines no objects: Herald has nothing to do", "warning"))
     _cross_check(cfg, out)
     cfg.warnings = [d for d in out if d.severity == "warning"]
     return cfg, out

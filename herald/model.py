@@ -16,6 +16,12 @@ class Meta:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     source: str = ""  # "file:line" of the document, for messages that point users at it
+    # Line of each spec field and list item ("spec.sourceRef", "spec.dependsOn[0]"), so that a
+    # message about a reference points at the reference, not at the top of the document.
+    field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def line_of(self, where: str) -> int:
+        return self.field_lines.get(where, 0)
 
     @property
     def key(self) -> tuple[str, str]:

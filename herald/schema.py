@@ -40,7 +40,8 @@ class Diagnostic:
 
     def __str__(self) -> str:
         prefix = "" if self.severity == "error" else "warning: "
-        return f"{self.path}:{self.line}: {prefix}{self.message}"
+        where = f"{self.path}:{self.line}" if self.line else self.path  # 0: about the whole file
+        return f"{where}: {prefix}{self.message}"
 
 
 @dataclass

@@ -125,9 +125,65 @@ def test_references_are_checked_across_documents(tmp_path: Path) -> None:
     assert any(m.startswith(f"{cfg}:1: Receiver default/gh: spec.type: 'gcr' is not supported "
                             "(a Flux type Herald does not support yet); supported: github, gitlab, ")
                for m in messages), messages
-    assert f"{cfg}:1: Receiver default/gh: spec.secretRef: Secret default/missing-secret not found" in messages
-    assert f"{cfg}:1: Receiver default/gh: spec.resources: GitRepository default/nope not found" in messages
-    assert f"{cfg}:9: Kustomization default/app: spec.sourceRef: GitRepository default/missing not found" in messages
+    # A reference is reported at its own line, not at the top of its document.
+    assert f"{cfg}:6: Receiver default/gh: spec.secretRef: Secret default/missing-secret not found" in messages
+    assert f"{cfg}:7: Receiver default/gh: spec.resources: GitRepository default/nope not found" in messages
+    assert f"{cfg}:12: Kustomization default/app: spec.sourceRef: GitRepository default/missing not found" in messages
+
+
+def test_a_reference_in_block_style_points_at_the_name_or_item(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "fleet.yaml", """\
+        apiVersion: kustomize.toolkit.fluxcd.io/v1
+        kind: Kustomization
+        metadata:
+          name: apps
+        spec:
+          interval: 5m
+          prune: true
+          sourceRef:
+            kind: GitRepository
+            name: fleet
+          dependsOn:
+            - name: infra
+            - name: crds
+        """)
+    messages = [str(d) for d in config.check([cfg])[1]]
+    assert f"{cfg}:10: Kustomization default/apps: spec.sourceRef: GitRepository default/fleet not found" in messages
+    assert f"{cfg}:12: Kustomization default/apps: spec.dependsOn: Kustomization default/infra not found" in messages
+    assert f"{cfg}:13: Kustomization default/apps: spec.dependsOn: Kustomization default/crds not found" in messages
+
+
+def test_an_invalid_object_is_reported_once_not_again_as_missing(tmp_path: Path) -> None:
+    """A typo in a GitRepository's interval is one error; the Kustomizations that use it are
+    not "GitRepository not found" on top of it (it is there, just wrong)."""
+    cfg = write(tmp_path / "fleet.yaml", """\
+        apiVersion: source.toolkit.fluxcd.io/v1
+        kind: GitRepository
+        metadata: {name: fleet}
+        spec: {url: "https://example.com/fleet.git", interval: 10 minutes, ref: {branch: main}}
+        ---
+        apiVersion: kustomize.toolkit.fluxcd.io/v1
+        kind: Kustomization
+        metadata: {name: apps}
+        spec: {interval: 5m, prune: true, sourceRef: {kind: GitRepository, name: fleet}}
+        """)
+    messages = [str(d) for d in config.check([cfg])[1]]
+    assert messages == [f"{cfg}:4: GitRepository default/fleet: spec.interval: '10 minutes' is not a duration "
+                        "(examples: 30s, 5m, 1h0m0s)"]
+
+
+def test_an_empty_configuration_is_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = write(tmp_path / "empty.yaml", "# nothing yet\n")
+    assert main(["validate", "-c", str(empty)]) == 0
+    out = capsys.readouterr().out
+    assert f"{empty}: warning: no objects in this file" in out
+    assert "warning: the configuration defines no objects: Herald has nothing to do" in out
+
+
+def test_problems_with_a_whole_file_name_the_file_without_a_line(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "-c", str(tmp_path / "missing.yaml")]) == 1
+    assert f"{tmp_path / 'missing.yaml'}: no such file or directory" in capsys.readouterr().out
 
 
 def test_flux_manifests_load_unchanged_with_warnings_for_fields_herald_ignores(tmp_path: Path) -> None:
@@ -255,7 +311,7 @@ def test_an_invalid_semver_range_is_a_config_error_with_its_line(tmp_path: Path)
         spec: {interval: 5m, url: "https://example.com/app.git", ref: {semver: ">=1.0 <<2"}}
         """)
     _, diagnostics = config.check([cfg])
-    assert any(d.severity == "error" and d.line == 1 and "spec.ref.semver" in d.message for d in diagnostics), \
+    assert any(d.severity == "error" and d.line == 4 and "spec.ref.semver" in d.message for d in diagnostics), \
         [str(d) for d in diagnostics]
 
 
