@@ -23,6 +23,10 @@ against Slack:
 It also checks the Block Kit limits Slack enforces (3000 characters a section, 10 fields of
 2000, 50 blocks), so a message that is too long fails here as it would there. Given an
 `ssl.SSLContext`, it serves https, for tests of a private CA.
+
+`hold()` keeps the requests that arrive waiting, unanswered and not yet handled, until the test
+releases them: an outage that ends at a moment the test chooses, so that races between
+deliveries happen every run instead of now and then.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -84,6 +89,19 @@ class Message:
         return str(attachments[0].get("color", ""))
 
 
+@dataclass
+class Held:
+    """A request kept waiting by `SlackAPIServer.hold`: where it went and what it said."""
+
+    path: str
+    body: dict[str, Any]  # the JSON body or the form, as far as it could be read
+    gate: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def text(self) -> str:
+        return str(self.body.get("text", ""))
+
+
 @dataclass(frozen=True)
 class _Failure:
     status: int
@@ -112,6 +130,8 @@ class SlackAPIServer(ServedOnAThread):
         self.store: dict[tuple[str, str], Message] = {}  # (channel ID, ts) → message
         self.locked: set[tuple[str, str]] = set()  # (channel ID, ts) of threads admins locked
         self._failures: deque[_Failure] = deque()
+        self._holding: set[str | None] = set()  # paths whose requests wait; None: every path
+        self.held: list[Held] = []  # requests waiting for `release`, in arrival order
         self._changed = threading.Condition()
         self._ts = 0
         self._tls = tls
@@ -151,6 +171,34 @@ class SlackAPIServer(ServedOnAThread):
         """
         with self._changed:
             self._failures.append(_Failure(status, retry_after, body, delay, path))
+
+    def hold(self, path: str | None = None) -> None:
+        """From now on, keep each request (to `path`, if given) waiting until `release`."""
+        with self._changed:
+            self._holding.add(path)
+
+    def wait_held(self, count: int, timeout: float = 5.0) -> list[Held]:
+        """Block until `count` requests are being held."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.held) >= count, timeout):
+                raise TimeoutError(f"{len(self.held)} of {count} held Slack requests after {timeout}s")
+            return list(self.held)
+
+    def release(self, which: Callable[[Held], bool] | None = None) -> list[Held]:
+        """Let the held requests `which` picks go on; without `which`, all of them, and stop
+        holding. Returns those released."""
+        with self._changed:
+            if which is None:
+                self._holding.clear()
+            released = [h for h in self.held if which is None or which(h)]
+            self.held = [h for h in self.held if h not in released]
+        for held in released:
+            held.gate.set()
+        return released
+
+    def stop(self) -> None:
+        self.release()
+        super().stop()
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
         """Block until `count` messages were posted; the provider may post from another thread."""
@@ -192,6 +240,7 @@ class SlackAPIServer(ServedOnAThread):
 
     def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], bytes]:
         api = path.startswith("/api/")
+        self._wait_if_held(path, headers, raw)
         failure = self._take_failure(path)
         if failure:
             time.sleep(failure.delay)
@@ -210,6 +259,15 @@ class SlackAPIServer(ServedOnAThread):
                 getattr(self, kind).append(received)
             self._changed.notify_all()
         return status, reply[0], reply[1]
+
+    def _wait_if_held(self, path: str, headers: dict[str, str], raw: bytes) -> None:
+        with self._changed:
+            if not self._holding & {None, path}:
+                return
+            held = Held(path, _readable(headers, raw))
+            self.held.append(held)
+            self._changed.notify_all()
+        held.gate.wait()
 
     def _take_failure(self, path: str) -> _Failure | None:
         with self._changed:
@@ -411,6 +469,17 @@ def _handler_for(server: SlackAPIServer) -> type[BaseHTTPRequestHandler]:
             """Quiet: pytest shows the assertions, not an access log."""
 
     return Handler
+
+
+def _readable(headers: dict[str, str], raw: bytes) -> dict[str, Any]:
+    """A request's JSON body or form, for a test to see which one it is; {} when neither."""
+    try:
+        if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            return {k: v[-1] for k, v in parse_qs(raw.decode("utf-8")).items()}
+        body = json.loads(raw or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def _truthy(value: Any) -> bool:
