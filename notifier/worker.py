@@ -34,6 +34,7 @@ from herald.settings import env_seconds
 from notifier import metrics, templates
 from notifier.memory import DEFAULT_DEDUPE_WINDOW, NotifierMemory, dedupe_key
 from notifier.providers import PROVIDERS, DeliveryError, Notification, SendFn, kind_of
+from notifier.providers.base import KeyLocks
 from notifier.routing import route, wants, with_alert_metadata
 
 log = logging.getLogger("herald.notifier")
@@ -85,8 +86,9 @@ class Notifier:
         self.memory = memory or NotifierMemory.for_bus(bus, self.settings.dedupe_window)
         # Two copies of one notification handled at once by this process's delivery threads
         # take turns, so the second sees the first's record (replicas can still race; rare).
-        self._sending: dict[str, tuple[threading.Lock, int]] = {}  # key → (its lock, copies using it)
-        self._sending_lock = threading.Lock()
+        # Different notifications that share a Slack thread are serialised by the provider,
+        # through the memory's claim (Memory.hold), which also holds across replicas.
+        self._sending = KeyLocks()
 
     def update(self, cfg: Config) -> None:
         """A new configuration (`--from-cluster`): events and deliveries handled from now on use it."""
@@ -150,19 +152,8 @@ class Notifier:
         if send is None:
             raise Reject(f"Provider {provider_key}: type {provider.type!r} is not supported")
         key = dedupe_key(alert_key, provider_key, event)
-        with self._sending_lock:
-            turn, users = self._sending.get(key, (threading.Lock(), 0))
-            self._sending[key] = (turn, users + 1)
-        try:
-            with turn:
-                self._deliver(send, provider, event, alert_key, provider_key, key, where)
-        finally:
-            with self._sending_lock:  # the last of the copies takes the lock away
-                turn, users = self._sending[key]
-                if users == 1:
-                    del self._sending[key]
-                else:
-                    self._sending[key] = (turn, users - 1)
+        with self._sending.hold(key):
+            self._deliver(send, provider, event, alert_key, provider_key, key, where)
 
     def _deliver(self, send: SendFn, provider: Provider, event: Event, alert_key: str, provider_key: str,
                  key: str, where: str) -> None:

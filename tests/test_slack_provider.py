@@ -8,6 +8,7 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -83,28 +84,31 @@ def send_failing(prov: Provider, secret: dict[str, str], n: Notification | None 
     return caught.value
 
 
-class SharedMemory:
+class SharedMemory(DictMemory):
     """A Memory over a store that outlives it, as the notifier's does: a new SharedMemory over
     the same dict is what a restarted notifier (or another replica) sees."""
 
     def __init__(self, store: dict[str, str]) -> None:
-        self.store = store
-
-    def get(self, key: str) -> str | None:
-        return self.store.get(key)
-
-    def put(self, key: str, value: str) -> None:
-        self.store[key] = value
+        super().__init__()
+        self.data = store
 
 
-class BrokenMemory:
-    """A Memory whose store is down."""
+class BrokenMemory(DictMemory):
+    """A Memory whose store cannot be read or written, though its claim can be taken (a state
+    file that fails to read while its lock works)."""
 
     def get(self, key: str) -> str | None:
         raise ConnectionError("state store unavailable")
 
     def put(self, key: str, value: str) -> None:
         raise ConnectionError("state store unavailable")
+
+
+class UnclaimableMemory(DictMemory):
+    """A Memory whose claims cannot be taken: its broker is away."""
+
+    def hold(self, key: str, timeout: float) -> AbstractContextManager[None]:
+        raise ConnectionError("broker unavailable")
 
 
 class ForwardProxy:
@@ -377,6 +381,7 @@ def test_progressing_then_succeeded_updates_one_parent_and_replies_in_its_thread
         "channel": slack_api.channel_id("general"),  # the ID: chat.update takes no names
         "ts": parent_ts,
         "shown": "2026-11-21T10:00:20.300Z",  # the event the parent shows now
+        "reason": "ReconciliationSucceeded",
     }
 
 

@@ -21,14 +21,23 @@ to one thread per (Provider, channel, Alert, object, revision):
 The update comes first on purpose: Slack answers `ok` to a reply whose `thread_ts` names no
 message and then shows that reply nowhere, so the update is how a deleted parent is noticed
 (`message_not_found`) before a reply is lost; a new thread is started then. The update is also
-the step that may safely run twice when a retried delivery repeats it. An event older than the
-one the parent shows (a retry arriving late) is still added to the thread, but does not put the
-parent back in an earlier state. Events without a revision are posted on their own. The cost:
-what the first event said is replaced on the parent by later ones and is not in the thread
-(reading it back would need a history scope the bot does not otherwise need).
+the step that may safely run twice when a retried delivery repeats it. Events without a
+revision are posted on their own. The cost: what the first event said is replaced on the
+parent by later ones and is not in the thread (reading it back would need a history scope the
+bot does not otherwise need).
 
-Two replicas handling the first two events of one thread at the same instant may start two
-threads: Memory has no compare-and-set, and a second thread is a smaller harm than a lost event.
+Deliveries of one thread take turns. After an outage their retries come due together, on two
+delivery threads or two replicas; both found no thread and both posted a parent. So reading
+the thread, the Slack calls and remembering the thread happen under the Memory's claim on the
+thread's key (Memory.hold: a lock in the process, and a claim every replica sharing the store
+sees; notifier/memory.py says how). The second delivery waits, then finds the first one's
+parent. One that cannot get the claim within three Provider timeouts, or whose claim store is
+down, is retried later rather than risk a second parent.
+
+The parent never goes back to an earlier state: the states of a thread are ordered by the
+event's timestamp, and at the same instant Progressing comes before an outcome. An event older
+than the one the parent shows (a retry arriving late) is still added to the thread, but does
+not change the parent.
 
 Secrets: a webhook URL is a credential, so messages and logs name only its host, and slack-sdk's
 own log lines (which print request URLs) are kept back. Every Secret value (the token, a proxy
@@ -43,6 +52,7 @@ import logging
 import re
 import ssl
 from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -65,6 +75,7 @@ THREAD_KEY_PREFIX = "slack:thread"
 """Memory keys of threads: `slack:thread:<provider ns/name>:<channel>:<alert ns/name>:<Kind/ns/name>:<revision>`."""
 
 _METHOD = "chat.postMessage"
+_PROGRESSING = ("Progressing", "ProgressingWithRetry")
 _UPDATE = "chat.update"
 _COLORS = {SEVERITY_ERROR: "danger"}  # anything else is "good", as Flux colours it
 _HIDDEN_METADATA = {"revision", SOURCE_URL_KEY, "commit_status"}  # shown otherwise, or routing hints
@@ -119,7 +130,7 @@ def send(provider: Provider, secret: dict[str, str], note: Notification) -> str 
     text, attachment = render(note)
     if secret.get("token"):
         return _WebAPI(provider, secret).deliver(note, text, attachment)
-    if note.event.reason in ("Progressing", "ProgressingWithRetry"):
+    if note.event.reason in _PROGRESSING:
         # A webhook cannot update what it posted: "starting" would be a second message per
         # push with nothing to add once the outcome follows. Only threads show progress.
         log.debug("slack webhook: %s is Progressing; only the outcome is posted", note.event.object_ref)
@@ -165,14 +176,19 @@ def thread_key(provider: Provider, note: Notification) -> str:
 @dataclass(frozen=True)
 class Thread:
     """A thread's parent as Memory keeps it: its channel ID (chat.update takes no channel names),
-    its `ts`, and the timestamp of the event it shows, so a late event cannot turn it back."""
+    its `ts`, and the timestamp and reason of the event it shows, so a late event cannot turn it
+    back."""
 
     channel: str
     ts: str
     shown: str = ""
+    reason: str = ""
 
     def dump(self) -> str:
-        return json.dumps({"channel": self.channel, "ts": self.ts, "shown": self.shown}, separators=(",", ":"))
+        data = {"channel": self.channel, "ts": self.ts, "shown": self.shown}
+        if self.reason:
+            data["reason"] = self.reason
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def load(cls, value: str | None) -> Thread | None:
@@ -183,10 +199,12 @@ class Thread:
             return None
         if not isinstance(data, dict):
             return None
-        channel, ts, shown = data.get("channel"), data.get("ts"), data.get("shown", "")
-        if not (isinstance(channel, str) and channel and isinstance(ts, str) and ts and isinstance(shown, str)):
+        channel, ts = data.get("channel"), data.get("ts")
+        shown, reason = data.get("shown", ""), data.get("reason", "")
+        if not (isinstance(channel, str) and channel and isinstance(ts, str) and ts and isinstance(shown, str)
+                and isinstance(reason, str)):
             return None
-        return cls(channel, ts, shown)
+        return cls(channel, ts, shown, reason)
 
 
 class _Refused(Exception):
@@ -224,6 +242,22 @@ class _WebAPI:
 
     def deliver(self, note: Notification, text: str, attachment: dict[str, Any]) -> str:
         key = thread_key(self.provider, note)
+        if not key:
+            return self._deliver(note, text, attachment, "")
+        with ExitStack() as claimed:
+            try:
+                claimed.enter_context(note.memory.hold(key, _claim_timeout(self.provider)))
+            except TimeoutError:
+                raise DeliveryError(f"slack: another delivery to the thread of {note.event.object_ref} at "
+                                    f"{note.event.revision} is still in progress; will retry",
+                                    retryable=True) from None
+            except Exception as exc:  # noqa: BLE001 (whatever backs it: a second parent is worse than later)
+                raise DeliveryError(f"slack: the thread memory cannot be claimed ({type(exc).__name__}: {exc}); "
+                                    "will retry", retryable=True) from None
+            return self._deliver(note, text, attachment, key)
+
+    def _deliver(self, note: Notification, text: str, attachment: dict[str, Any], key: str) -> str:
+        """Continue the remembered thread, or post a new parent (and remember it)."""
         thread = _recall(note.memory, key) if key else None
         if thread is not None:
             ts = self._continue(thread, key, note, text, attachment)
@@ -237,7 +271,7 @@ class _WebAPI:
         ts = str(posted.get("ts") or "")
         channel = str(posted.get("channel") or "")
         if key and ts and channel:
-            _remember(note.memory, key, Thread(channel, ts, note.event.timestamp))
+            _remember(note.memory, key, Thread(channel, ts, note.event.timestamp, note.event.reason))
         log.debug("slack %s on %s: posted to %s", _METHOD, self.host, self.provider.channel)
         return ts
 
@@ -245,7 +279,7 @@ class _WebAPI:
                   attachment: dict[str, Any]) -> str | None:
         """Update the parent and reply in its thread; None when a new thread must be started."""
         event = note.event
-        if _is_older(event.timestamp, thread.shown):
+        if _is_older(event, thread):
             log.debug("slack: %s is older than the state thread %s shows; replying only", event.reason, thread.ts)
         else:
             try:
@@ -260,7 +294,7 @@ class _WebAPI:
                 log.info("slack: thread %s in %s cannot be edited (%s); replying only", thread.ts, thread.channel,
                          refused.code)
             else:
-                _remember(note.memory, key, Thread(thread.channel, thread.ts, event.timestamp))
+                _remember(note.memory, key, Thread(thread.channel, thread.ts, event.timestamp, event.reason))
         try:
             reply = self._call(_METHOD, channel=thread.channel, thread_ts=thread.ts, text=text,
                                attachments=[attachment], username=self.provider.username or None,
@@ -333,12 +367,27 @@ def _remember(memory: Memory, key: str, thread: Thread) -> None:
                     thread.ts, type(exc).__name__, exc)
 
 
-def _is_older(timestamp: str, than: str) -> bool:
-    """Whether an event happened before the one a parent shows; unreadable times are not older."""
+def _is_older(event: Event, thread: Thread) -> bool:
+    """Whether an event comes before the one the parent shows: it happened earlier, or at the
+    same instant as an outcome while it is only Progressing. Unreadable times are not older."""
     try:
-        return _instant(timestamp) < _instant(than)
+        happened, shown = _instant(event.timestamp), _instant(thread.shown)
     except ValueError:
         return False
+    if happened != shown:
+        return happened < shown
+    return _stage(event.reason) < _stage(thread.reason)
+
+
+def _stage(reason: str) -> int:
+    """Progressing comes before the outcome it announces."""
+    return 0 if reason in _PROGRESSING else 1
+
+
+def _claim_timeout(provider: Provider) -> float:
+    """How long a delivery waits for another one of its thread: up to three Slack calls (an
+    update, a reply, and a new parent when the thread is gone) at the Provider's timeout."""
+    return 3 * float(provider.timeout or 15.0) + 5.0
 
 
 def _instant(timestamp: str) -> datetime:
