@@ -56,6 +56,7 @@ from functools import partial
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http import body as http_body
 from gunicorn.http import errors as http_errors
 from gunicorn.workers import gthread
 
@@ -372,6 +373,12 @@ class HeraldThreadWorker(gthread.ThreadWorker):
     def handle_request(self, req: Any, conn: Any) -> Any:
         if isinstance(conn.sock, PrereadSocket):
             conn.sock.in_body = True  # headers are in; the application reads the body
+            # A body the app did not read to its end (a 413, a 404 with a body) or could not
+            # read (a malformed chunk) ends the connection, and the answer says so: gthread
+            # would drain the rest in this thread, for as long as the client takes to send it.
+            # The close itself lingers in the event loop (finish_request), not here.
+            asked = req.should_close
+            req.should_close = lambda: asked() or _body_unfinished(req)
         return super().handle_request(req, conn)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
@@ -442,6 +449,21 @@ class HeraldThreadWorker(gthread.ThreadWorker):
         except (KeyError, ValueError, OSError):
             pass
         util.close(sock)
+
+
+def _body_unfinished(req: Any) -> bool:
+    """Whether part of the request's body is still unread, or its framing broke while read."""
+    body = getattr(req, "body", None)
+    if body is None:
+        return False
+    if getattr(body, "failed", False):
+        return True
+    reader = body.reader
+    if isinstance(reader, http_body.LengthReader):
+        return reader.length > 0
+    if isinstance(reader, http_body.ChunkedReader):
+        return reader.parser is not None
+    return False
 
 
 def _peer(client: Any) -> str:

@@ -312,3 +312,48 @@ def test_refused_framing_is_a_json_400_that_closes_the_connection(server: Server
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in head, head
     assert "Content-Length" in json.loads(body)["error"]
+
+
+def test_a_body_left_unread_after_an_answer_holds_no_thread(server: Server) -> None:
+    """A 413 is answered before the body is read. gthread would then drain the rest of the body
+    in the request thread, for as long as the client takes to send it; here the connection is
+    closed (and the answer says so), so as many such clients as threads block nothing."""
+    dribblers = []
+    for _ in range(THREADS):
+        sock = socket.create_connection((server.host, server.port), timeout=10)
+        sock.sendall(f"POST {server.hook} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n".encode())
+        head = sock.recv(4096).partition(b"\r\n\r\n")[0]
+        assert head.startswith(b"HTTP/1.1 413") and b"Connection: close" in head, head
+        dribblers.append(sock)
+    stop = threading.Event()
+
+    def dribble() -> None:
+        while not stop.wait(0.3):
+            for sock in dribblers:
+                try:
+                    sock.sendall(b"x")
+                except OSError:
+                    pass
+
+    threading.Thread(target=dribble, daemon=True).start()
+    try:
+        time.sleep(0.5)
+        status, took = server.deliver()
+        assert status == 202 and took < 1.0, f"a delivery waited {took:.1f}s behind unread bodies"
+    finally:
+        stop.set()
+        for sock in dribblers:
+            sock.close()
+
+
+def test_a_broken_chunked_body_is_answered_with_connection_close(server: Server) -> None:
+    """The body's end is unknown, so the connection cannot be reused: the 400 says so, and a
+    client that pools connections does not send its next request into a closing socket."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(f"POST {server.hook} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"Connection: close" in head, head
+    assert "malformed chunked body" in json.loads(body)["error"]
