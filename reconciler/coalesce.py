@@ -9,11 +9,18 @@ compare-and-swap, so the rules hold across processes and machines:
     what the holder is working on: the id of the bus message it holds (unacknowledged), the
     scope of its run (``*``: the GitRepository and all its Kustomizations; ``<ns>/<name>``: one
     Kustomization) and, once its fetch is about to start, when.
+``herald.dev/running-revision``
+    once the holder's run has fetched: the revision it is applying.
 ``herald.dev/pending``, ``herald.dev/pending-request``
     scopes owed a follow-up run, and the first request that asked for it (for the events).
 ``herald.dev/done``, ``herald.dev/last-start``
     per scope, when the last *successful* run started and the revision it applied; when any
-    run last started.
+    run last started. Only a run in which every Kustomization succeeded marks its scope done;
+    a run that failed (retried or not) removes the done marks it contradicts, so a push after
+    a failure always runs, even one naming the commit that was applied before.
+``herald.dev/failed``
+    per scope, when the last failed run started and the revision it tried: the interval
+    poller tries a failed target again `retryInterval` after it (Flux's schedule).
 
 What a worker does with a request (its message is acknowledged when the handler returns):
 
@@ -25,10 +32,10 @@ What a worker does with a request (its message is acknowledged when the handler 
    moment either makes the release fail (the holder sees it and runs again) or finds the Lease
    free (its worker takes it).
 2. Lease held by a live holder: satisfied by a completed run → acknowledge. If the holder's
-   run covers the scope and has not started yet, or started after the request was made, or a
-   follow-up covering it is already pending → acknowledge (no write at all, so a burst costs
-   one read per request). Otherwise add the scope to ``pending`` and acknowledge: the holder
-   runs once more when it finishes.
+   run covers the scope and has not started yet, or started after the request was made, or is
+   applying the very commit the request names, or a follow-up covering it is already pending
+   → acknowledge (no write at all, so a burst costs one read per request). Otherwise add the
+   scope to ``pending`` and acknowledge: the holder runs once more when it finishes.
 3. Lease held, and the holder's message is this very message: the bus gave it back because the
    holder's connection died (SIGKILL, network). Keep it unacknowledged and wait until the Lease
    is released or expires, then go to 1 — the interrupted run's scope is owed, so it is redone.
@@ -94,11 +101,13 @@ REPO_SCOPE = "*"
 A_REQUEST = "herald.dev/request"
 A_SCOPE = "herald.dev/scope"
 A_RUNNING = "herald.dev/running-since"
+A_REVISION = "herald.dev/running-revision"
 A_PENDING = "herald.dev/pending"
 A_PENDING_BY = "herald.dev/pending-request"
 A_DONE = "herald.dev/done"
 A_LAST = "herald.dev/last-start"
-_OURS = (A_REQUEST, A_SCOPE, A_RUNNING, A_PENDING, A_PENDING_BY, A_DONE, A_LAST)
+A_FAILED = "herald.dev/failed"
+_OURS = (A_REQUEST, A_SCOPE, A_RUNNING, A_REVISION, A_PENDING, A_PENDING_BY, A_DONE, A_LAST, A_FAILED)
 
 
 class ShuttingDown(RetryLater):
@@ -136,10 +145,12 @@ class State:
     request: str = ""
     scope: str = ""
     running: float | None = None
+    revision: str = ""  # what the run in progress fetched and is applying ("" until it has fetched)
     pending: list[str] = field(default_factory=list)
     pending_by: dict[str, str] = field(default_factory=dict)
     done: dict[str, tuple[float, str]] = field(default_factory=dict)  # scope -> (started, revision)
     last_start: float | None = None
+    failed: dict[str, tuple[float, str]] = field(default_factory=dict)  # scope -> (started, revision)
 
     @classmethod
     def load(cls, annotations: dict[str, str]) -> State:
@@ -150,34 +161,44 @@ class State:
                 return default
             return value if isinstance(value, type(default)) else default
 
-        done: dict[str, tuple[float, str]] = {}
-        for scope, entry in js(A_DONE, {}).items():
-            at = parse_time((entry or {}).get("at")) if isinstance(entry, dict) else None
-            if at is not None:
-                done[str(scope)] = (at, str(entry.get("revision") or ""))
+        def runs(key: str) -> dict[str, tuple[float, str]]:
+            out: dict[str, tuple[float, str]] = {}
+            for scope, entry in js(key, {}).items():
+                at = parse_time((entry or {}).get("at")) if isinstance(entry, dict) else None
+                if at is not None:
+                    out[str(scope)] = (at, str(entry.get("revision") or ""))
+            return out
+
         return cls(
             request=annotations.get(A_REQUEST, ""),
             scope=annotations.get(A_SCOPE, ""),
             running=parse_time(annotations.get(A_RUNNING)),
+            revision=annotations.get(A_REVISION, ""),
             pending=[str(p) for p in js(A_PENDING, [])],
             pending_by={str(k): str(v) for k, v in js(A_PENDING_BY, {}).items()},
-            done=done,
+            done=runs(A_DONE),
             last_start=parse_time(annotations.get(A_LAST)),
+            failed=runs(A_FAILED),
         )
 
     def store(self, annotations: dict[str, str]) -> dict[str, str]:
         """Write into `annotations` (other keys kept); empty fields are removed."""
         for key in _OURS:
             annotations.pop(key, None)
+        def runs(entries: dict[str, tuple[float, str]]) -> str:
+            return json.dumps({s: {"at": format_time(at), "revision": rev} for s, (at, rev) in
+                               sorted(entries.items())}) if entries else ""
+
         values = {
             A_REQUEST: self.request,
             A_SCOPE: self.scope,
             A_RUNNING: format_time(self.running) if self.running is not None else "",
+            A_REVISION: self.revision if self.running is not None else "",
             A_PENDING: json.dumps(sorted(set(self.pending))) if self.pending else "",
             A_PENDING_BY: json.dumps(self.pending_by, sort_keys=True) if self.pending_by else "",
-            A_DONE: json.dumps({s: {"at": format_time(at), "revision": rev} for s, (at, rev) in
-                                sorted(self.done.items())}) if self.done else "",
+            A_DONE: runs(self.done),
             A_LAST: format_time(self.last_start) if self.last_start is not None else "",
+            A_FAILED: runs(self.failed),
         }
         annotations.update({k: v for k, v in values.items() if v})
         return annotations
@@ -197,11 +218,38 @@ class State:
         """Scopes a new holder must run: pending ones, and a run whose holder vanished."""
         return [*self.pending, *([self.scope] if self.running is not None and self.scope else [])]
 
+    def applying(self, scope: str, sha: str) -> bool:
+        """Whether the run in progress covers `scope` and has fetched exactly commit `sha`."""
+        return bool(sha) and self.running is not None and covers(self.scope, scope) \
+            and self.revision.endswith(sha)
+
+    def record(self, run_scope: str, started: float, revision: str, result: RunResult) -> None:
+        """What a run that ended (successful or not) leaves behind. Only a run with no failed
+        Kustomization marks its scope done; a failure removes every done mark it contradicts
+        (its scope, the failed Kustomizations', the whole repository's), so no later request
+        is taken as satisfied by an apply that did not hold."""
+        failed = list(getattr(result, "failed", None) or [])
+        if not failed and not result.retry:
+            self.done[run_scope] = (started, revision)
+            if run_scope == REPO_SCOPE:  # covers every Kustomization: older entries add nothing
+                self.done = {s: v for s, v in self.done.items() if s == REPO_SCOPE or v[0] > started}
+            self.failed = {s: v for s, v in self.failed.items() if not covers(run_scope, s) or v[0] > started}
+            return
+        for s in {run_scope, REPO_SCOPE, *failed}:
+            self.done.pop(s, None)
+            self.failed[s] = (started, revision)
+        for s in getattr(result, "succeeded", None) or []:
+            if s not in failed:
+                self.done[s] = (started, revision)
+                self.failed.pop(s, None)
+
 
 class RunResult(Protocol):
     retry: str
     retry_after: float | None
     revision: str
+    # Optional (read with getattr): the Kustomization scopes that failed, and those that
+    # succeeded, in the run. A result without them counts as all-succeeded unless it retries.
 
 
 @dataclass
@@ -218,6 +266,28 @@ class Coordinator:
     def __init__(self, options: Options | None = None, clock: Callable[[], float] = time.time) -> None:
         self.options = options or Options()
         self.clock = clock
+        self._local = threading.local()  # the Lease this thread's run is under, for `announce`
+
+    def announce(self, revision: str) -> None:
+        """Called by a run (in the thread `process` called it from) once it has fetched: record
+        on the Lease which revision it is applying, so that requests naming that very commit
+        are covered by it instead of owed a follow-up. Outside a run, a no-op; a failed write
+        only costs that follow-up."""
+        held: Held | None = getattr(self._local, "held", None)
+        if held is None or not revision:
+            return
+
+        def mark(annotations: dict[str, str]) -> bool:
+            st = State.load(annotations)
+            if st.running is not None:
+                st.revision = revision
+                st.store(annotations)
+            return False
+
+        try:
+            held.update(mark)
+        except (LeaseLost, LockUnavailable) as exc:
+            log.warning("GitRepository %s/%s: cannot record the revision being applied: %s", *held.key, exc)
 
     # ---- reading, for the poller ------------------------------------------------------
 
@@ -272,6 +342,8 @@ class Coordinator:
                     continue
                 if state.satisfied(scope, requested_at, sha, opts.skew):
                     return "satisfied"
+                if state.applying(scope, sha):
+                    return "coalesced"  # the run in progress applies the very commit it names
                 if covers(state.scope, scope) and (state.running is None
                                                    or state.running >= requested_at + opts.skew):
                     return "coalesced"  # the holder's run starts (or started) after this request
@@ -295,6 +367,8 @@ class Coordinator:
         held.start_renewing()
         runs = 0
         current: str | None = None  # scope of the run in progress, if any
+        started = 0.0
+        ended: RunResult | None = None  # a run that ended asking for a retry
         try:
             while True:
                 state = State.load(held.record.annotations)
@@ -327,7 +401,7 @@ class Coordinator:
                     st = State.load(annotations)
                     run_scope = merge(([scope] if own else []) + st.pending)
                     chosen["scope"], chosen["by"] = run_scope, dict(st.pending_by)
-                    st.running, st.scope, st.last_start = started, run_scope, started
+                    st.running, st.scope, st.last_start, st.revision = started, run_scope, started, ""
                     st.pending = [p for p in st.pending if not covers(run_scope, p)]
                     if not st.pending:
                         st.pending_by = {}
@@ -345,19 +419,22 @@ class Coordinator:
                 if runs > 1 or run_req is not req:
                     log.info("GitRepository %s: running %s for requests that came in meanwhile",
                              where, "the repository" if current == REPO_SCOPE else f"Kustomization {current}")
-                outcome = run(run_req)
+                self._local.held = held
+                try:
+                    outcome = run(run_req)
+                finally:
+                    self._local.held = None
                 if held.lost:
                     raise RetryLater(f"lost the Lease of GitRepository {where} during the run; trying again")
                 if outcome.retry:
+                    ended = outcome
                     raise RetryLater(outcome.retry, outcome.retry_after)
 
                 def finished(annotations: dict[str, str], run_scope: str = current, started: float = started,
-                             revision: str = outcome.revision) -> bool:
+                             result: RunResult = outcome) -> bool:
                     st = State.load(annotations)
-                    st.done[run_scope] = (started, revision)
-                    if run_scope == REPO_SCOPE:  # covers every Kustomization: older entries add nothing
-                        st.done = {s: v for s, v in st.done.items() if s == REPO_SCOPE or v[0] > started}
-                    st.running, st.scope = None, ""
+                    st.record(run_scope, started, result.revision, result)
+                    st.running, st.scope, st.revision = None, "", ""
                     if st.pending:
                         st.store(annotations)
                         return False
@@ -375,20 +452,25 @@ class Coordinator:
             self._give_back(held, current)
             raise RetryLater(f"cannot coordinate with other workers: {exc}") from None
         except BaseException:
-            self._give_back(held, current)
+            self._give_back(held, current, None if ended is None or current is None else (current, started, ended))
             raise
         finally:
             held.stop_renewing()
 
     @staticmethod
-    def _give_back(held: Held, interrupted: str | None) -> None:
-        """Release the Lease, keeping what is owed: pending scopes and an unfinished run."""
+    def _give_back(held: Held, interrupted: str | None,
+                   ended: tuple[str, float, RunResult] | None = None) -> None:
+        """Release the Lease, keeping what is owed: pending scopes and an unfinished run (or
+        one that failed and is retried: `ended` is its scope, start and result)."""
 
         def owe(annotations: dict[str, str]) -> None:
             st = State.load(annotations)
             if interrupted is not None and interrupted not in st.pending:
                 st.pending.append(interrupted)
-            st.request, st.scope, st.running = "", "", None
+            if ended is not None:
+                run_scope, at, result = ended
+                st.record(run_scope, at, result.revision, result)
+            st.request, st.scope, st.running, st.revision = "", "", None, ""
             st.store(annotations)
 
         held.release(owe)

@@ -16,6 +16,11 @@ requests are coalesced into one run anyway.
 A never-reconciled target is first polled one interval after the worker started, not at once:
 starting a worker is not a reason to deploy, and a webhook reconciles immediately anyway.
 
+After a failed run (the Lease's ``herald.dev/failed``) that the bus does not retry (a manifest
+the API server refuses, a build error), the target is polled `retryInterval` after that run
+started (the Kustomization's `spec.retryInterval`, else its interval), which is when the
+failure's event says the next try comes, as Flux's kustomize-controller requeues it.
+
 The poller also repairs the one case coalescing cannot: work marked pending on a Lease that
 nobody holds (its request ended in the dead-letter queue). Such a target is polled at once.
 """
@@ -49,6 +54,7 @@ class _Target:
     key: LockKey  # the GitRepository's Lease
     scope: str
     due: float = 0.0
+    retry: float = 0.0  # after a failed run: spec.retryInterval, else the interval
 
 
 class Poller:
@@ -78,11 +84,12 @@ class Poller:
             if repo.suspend or repo.interval <= 0:
                 continue
             key = (repo.meta.namespace, repo.meta.name)
-            out.append(_Target("GitRepository", *key, repo.interval, key, REPO_SCOPE))
+            out.append(_Target("GitRepository", *key, repo.interval, key, REPO_SCOPE, retry=repo.interval))
             for ks in self.cfg.kustomizations_for(repo):
                 if not ks.suspend and ks.interval > 0:
                     out.append(_Target("Kustomization", ks.meta.namespace, ks.meta.name, ks.interval, key,
-                                       kustomization_scope(ks.meta.namespace, ks.meta.name)))
+                                       kustomization_scope(ks.meta.namespace, ks.meta.name),
+                                       retry=ks.retry_interval or ks.interval))
         return out
 
     def _later(self, base: float, interval: float) -> float:
@@ -124,10 +131,15 @@ class Poller:
         held = record is not None and not record.expired(now, self.skew)
         stranded = bool(state.pending) and not held
         last = max((at for scope, (at, _) in state.done.items() if covers(scope, t.scope)), default=None)
-        if held and state.last_start is not None and covers(state.scope, t.scope):
-            last = max(last or 0.0, state.last_start)
-        if not stranded and last is not None and now < last + t.interval:
-            return self._later(last, t.interval)
+        failed = max((at for scope, (at, _) in state.failed.items() if covers(scope, t.scope)), default=None)
+        wait = t.interval
+        if failed is not None and (last is None or failed > last):
+            last, wait = failed, t.retry or t.interval  # the last run failed: Flux's retryInterval
+        if held and state.last_start is not None and covers(state.scope, t.scope) and \
+                state.last_start > (last or 0.0):
+            last, wait = state.last_start, t.interval
+        if not stranded and last is not None and now < last + wait:
+            return self._later(last, wait)
         req = ReconcileRequest(kind=t.kind, name=t.name, namespace=t.namespace, reason="interval",
                                origin={"interval": f"{t.interval:g}s", **({"recovery": True} if stranded else {})})
         try:

@@ -14,8 +14,13 @@ worker, and the dependsOn checks of other Kustomizations, read them.
 
 One event per Kustomization, with Flux's reasons: ReconciliationSucceeded (the change set,
 prune lines, then "Reconciliation finished in 1.2s, next run in 10m0s"), ReconciliationFailed,
-PruneFailed, HealthCheckFailed, BuildFailed (each ending "Reconciliation failed after 1.2s,
-next try in 2m0s") and DependencyNotReady. Every event carries the revision; all but
+PruneFailed, HealthCheckFailed, BuildFailed and DependencyNotReady. A failure's last line says
+when the next try really comes: "next try in 4s" when the bus retries the request (its backoff,
+or the retryInterval asked for, as that bus rounds it), "giving up: attempt 5 of 5, the request
+is dead-lettered" on its last attempt, or "next try in 10m0s" (retryInterval, else interval)
+when the interval timer retries it. Whatever goes wrong inside a run (the fetch, a bug), every
+Kustomization of it still ends with an event, ReconciliationFailed with the error if nothing
+better, before the request is retried or dead-lettered. Every event carries the revision; all but
 DependencyNotReady (a wait, not a result) also `commit_status: update`, as Flux's final
 events do. Unlike Flux, unchanged objects are listed too, so an event always says what the
 revision consists of.
@@ -45,10 +50,10 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from herald.bus import Bus, BusError, Delivery, Reject
+from herald.bus import FAILING_SINCE_HEADER, Bus, BusError, Delivery, Reject, RetryPolicy
 from herald.config import Config
 from herald.messages import (
     EVENTS_QUEUE,
@@ -104,6 +109,24 @@ class Outcome:
     retry: str = ""  # non-empty: publish the events, then have the request retried
     retry_after: float | None = None  # the shortest retryInterval asking for it, if any
     revision: str = ""  # what was fetched ("" when the fetch failed or the source is suspended)
+    failed: list[str] = field(default_factory=list)  # scopes (`ns/name`) of Kustomizations that failed
+    succeeded: list[str] = field(default_factory=list)  # ... and of those that succeeded
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Which delivery of its request a reconcile is, so its events can say what comes next."""
+
+    number: int = 1  # 1 on the first delivery (Delivery.attempt)
+    failing_since: float | None = None  # unix time of the first failed attempt (the bus's header)
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> Attempt:
+        try:
+            since: float | None = float(delivery.headers.get(FAILING_SINCE_HEADER) or "")
+        except ValueError:
+            since = None
+        return cls(max(1, delivery.attempt), since)
 
 
 @dataclass
@@ -152,9 +175,21 @@ retryInterval: kustomize-controller's `--requeue-dependency` default."""
 
 @dataclass
 class _Result:
-    event: Event
+    """How one Kustomization's reconcile ended; its event is written once the whole request's
+    outcome (retried by the bus or not, and when) is known."""
+
+    severity: str
+    reason: str
+    lines: list[str]
+    tail: str = ""  # "finished", "failed" (a line about the next try is added), "waiting" (dependsOn)
     retry: str = ""
     retry_after: float | None = None
+    commit_status: bool = True
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.reason in ("ReconciliationSucceeded", "ClusterNotConfigured")
 
 
 def dependency_order(kustomizations: list[Kustomization]) -> list[Kustomization]:
@@ -199,6 +234,10 @@ class Reconciler:
                                                poll=min(0.5, s.lease_duration / 4)))
         self._stop = threading.Event()  # set by run()'s caller: stop waiting, hand work back
         self._poller: Poller | None = None
+        # The policy run() consumes with, so that a failed reconcile's event can say when the
+        # bus tries again, or that it gives up: the bus's own, which both buses keep as `retry`.
+        policy = getattr(bus, "retry", None)
+        self.retry_policy = policy if isinstance(policy, RetryPolicy) else RetryPolicy()
 
     def update(self, cfg: Config) -> None:
         """A new configuration (`--from-cluster`): requests handled from now on, and the interval
@@ -228,14 +267,16 @@ class Reconciler:
         except ClusterUnreachable as exc:
             self._forget_cluster()
             raise RetryLater(f"cannot coordinate with other workers: {exc}") from None
-        result = self.coordinator.process(store, key, req, scope, self._run_and_publish, self._stop)
+        attempt = Attempt.of(delivery)
+        result = self.coordinator.process(store, key, req, scope, lambda r: self._run_and_publish(r, attempt),
+                                          self._stop)
         if not result.startswith("ran"):
             log.info("request=%s %s/%s/%s (%s): %s", req.id, req.kind, req.namespace, req.name, req.reason,
                      "covered by a reconcile that is queued or running" if result == "coalesced"
                      else "already applied by a reconcile that started after it")
 
-    def _run_and_publish(self, req: ReconcileRequest) -> Outcome:
-        outcome = self.reconcile(req)
+    def _run_and_publish(self, req: ReconcileRequest, attempt: Attempt | None = None) -> Outcome:
+        outcome = self.reconcile(req, attempt)
         for event in outcome.events:
             self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=_event_headers(req))
         return outcome
@@ -283,45 +324,128 @@ class Reconciler:
             return self.cfg.git_repositories[src], [ks]
         raise Reject(f"Herald does not reconcile {req.kind}")
 
-    def reconcile(self, req: ReconcileRequest) -> Outcome:
+    def reconcile(self, req: ReconcileRequest, attempt: Attempt | None = None) -> Outcome:
+        """Fetch and reconcile every Kustomization of `req`. Whatever goes wrong, each one ends
+        with an event (ReconciliationFailed with the error, if nothing better), written once
+        the request's fate is known, so it says when the next try is: the bus's retry of this
+        request (`attempt` is which delivery this is), or the interval timer."""
         repo, kustomizations = self._targets(req)
         where = f"request={req.id} {req.kind}/{req.namespace}/{req.name}"
         if repo.suspend:
             log.info("%s: GitRepository %s/%s is suspended, skipped", where, repo.meta.namespace, repo.meta.name)
             return Outcome([])
-
-        wanted = str(req.origin.get("revision") or "")
-        want_sha = wanted.rpartition(":")[2] if "@sha1:" in wanted or wanted.startswith("sha1:") else ""
-        credentials = None
-        if repo.secret_ref:
-            credentials = self.cfg.secret(repo.meta.namespace, repo.secret_ref.name)
-        try:
-            revision = self.git.fetch(repo, resolve_url(repo.url, repo.meta.source), credentials, want_sha)
-        except GitError as exc:
-            log.error("%s: fetch failed: %s", where, exc)
-            event = Event.for_object("GitRepository", repo.meta.name, repo.meta.namespace,
-                                     severity=SEVERITY_ERROR, reason="GitOperationFailed", message=str(exc))
-            return Outcome([event], retry=str(exc))
-        note = ""
-        if want_sha and revision.sha != want_sha and not self.git.has_commit(repo, want_sha):
-            note = f"\nThe webhook named {wanted}, which the remote does not serve yet; applied {revision}."
-        log.info("%s: fetched %s", where, revision)
-
-        outcome = Outcome([], revision=str(revision))
+        active = []
         for ks in dependency_order(kustomizations):
             if ks.suspend:
                 log.info("%s: Kustomization %s/%s is suspended, skipped", where, ks.meta.namespace, ks.meta.name)
-                continue
+            else:
+                active.append(ks)
+
+        wanted = str(req.origin.get("revision") or "")
+        want_sha = wanted.rpartition(":")[2] if "@sha1:" in wanted or wanted.startswith("sha1:") else ""
+        outcome = Outcome([])
+        results: list[tuple[Kustomization, _Result]] = []
+        note = ""
+        try:
+            credentials = None
+            if repo.secret_ref:
+                credentials = self.cfg.secret(repo.meta.namespace, repo.secret_ref.name)
+            revision = self.git.fetch(repo, resolve_url(repo.url, repo.meta.source), credentials, want_sha)
+        except Exception as exc:  # a fetch failing in any way fails every Kustomization
+            error = str(exc) if isinstance(exc, GitError) else f"{type(exc).__name__}: {exc}"
+            log.error("%s: fetch failed: %s", where, error, exc_info=not isinstance(exc, GitError))
+            outcome.events.append(Event.for_object("GitRepository", repo.meta.name, repo.meta.namespace,
+                                                   severity=SEVERITY_ERROR, reason="GitOperationFailed",
+                                                   message=error))
+            outcome.retry = error
+            source = f"GitRepository/{repo.meta.namespace}/{repo.meta.name}"
+            for ks in active:
+                results.append((ks, _Result(SEVERITY_ERROR, "ReconciliationFailed",
+                                            [f"fetching {source} failed: {error}"], "failed", error,
+                                            ks.retry_interval)))
+            for ks, result in results:
+                outcome.failed.append(kustomization_scope(ks.meta.namespace, ks.meta.name))
+            outcome.events.extend(self._final_event(ks, wanted, "", result, outcome, attempt)
+                                  for ks, result in results)
+            return outcome
+        if want_sha and revision.sha != want_sha and not self.git.has_commit(repo, want_sha):
+            note = f"\nThe webhook named {wanted}, which the remote does not serve yet; applied {revision}."
+        log.info("%s: fetched %s", where, revision)
+        self.coordinator.announce(str(revision))
+
+        outcome.revision = str(revision)
+        for ks in active:
             started = time.monotonic()
-            result = self._reconcile_kustomization(ks, repo, revision, note, lambda e: self._progress(req, e))
-            metrics.RECONCILES.labels(ks.meta.namespace, ks.meta.name, result.event.reason).inc()
-            metrics.RECONCILE_SECONDS.labels(result.event.reason).observe(time.monotonic() - started)
-            outcome.events.append(result.event)
+            try:
+                result = self._reconcile_kustomization(ks, repo, revision, lambda e: self._progress(req, e))
+            except ShuttingDown:
+                raise  # handed back to the bus: the worker that takes it over reports the outcome
+            except Exception as exc:  # whatever went wrong, the Kustomization gets its event
+                log.exception("%s: Kustomization %s/%s %s failed unexpectedly", where, ks.meta.namespace,
+                              ks.meta.name, revision)
+                error = f"{type(exc).__name__}: {exc}"
+                result = _Result(SEVERITY_ERROR, "ReconciliationFailed", [f"reconciliation failed: {error}"],
+                                 "failed", error, ks.retry_interval)
+            result.elapsed = time.monotonic() - started
+            metrics.RECONCILES.labels(ks.meta.namespace, ks.meta.name, result.reason).inc()
+            metrics.RECONCILE_SECONDS.labels(result.reason).observe(result.elapsed)
+            results.append((ks, result))
+            (outcome.succeeded if result.ok else outcome.failed).append(
+                kustomization_scope(ks.meta.namespace, ks.meta.name))
             if result.retry:
                 outcome.retry = outcome.retry or result.retry
                 if result.retry_after is not None:
                     outcome.retry_after = min(filter(None, (outcome.retry_after, result.retry_after)))
+        outcome.events.extend(self._final_event(ks, str(revision), note, result, outcome, attempt)
+                              for ks, result in results)
         return outcome
+
+    def _next_try(self, outcome: Outcome, attempt: Attempt | None) -> tuple[str, str]:
+        """When the request is tried again, in the words of an event: ("in 4s", "") when the bus
+        retries it, or ("", "giving up: attempt 5 of 5, ...") when this was its last attempt.
+
+        The same arithmetic as the buses': RetryPolicy's backoff, or the retryInterval asked
+        for, which the AMQP bus rounds up to its delay-queue ladder; a range when the policy
+        adds jitter."""
+        policy = self.retry_policy
+        n = attempt.number if attempt is not None else 1
+        now = time.time()
+        since = attempt.failing_since if attempt is not None and attempt.failing_since else now
+        if policy.exhausted(n, since, now):
+            spent = (f", and its retry budget of {go_duration(policy.budget)} is spent"
+                     if policy.budget is not None and now - since >= policy.budget else "")
+            return "", (f"giving up: attempt {n} of {policy.max_attempts}{spent}, the request is "
+                        f"dead-lettered")
+        low = policy.next_delay(n, outcome.retry_after, rand=0.0)
+        high = policy.next_delay(n, outcome.retry_after, rand=1.0)
+        if type(self.bus).__module__ == "herald.bus.amqp" and (outcome.retry_after is not None or policy.jitter):
+            # The broker parks such a retry in the delay queue at or above it (herald.bus.amqp).
+            from herald.bus.amqp import ladder_ms
+
+            low, high = ladder_ms(low) / 1000, ladder_ms(high) / 1000
+        when = go_duration(low) if high - low < 0.001 else f"{go_duration(low)} to {go_duration(high)}"
+        return f"in {when}", ""
+
+    def _final_event(self, ks: Kustomization, revision: str, note: str, result: _Result, outcome: Outcome,
+                     attempt: Attempt | None) -> Event:
+        lines = list(result.lines)
+        elapsed = go_duration(result.elapsed)
+        if result.tail == "finished":
+            lines.append(f"Reconciliation finished in {elapsed}, next run in {go_duration(ks.interval)}")
+        elif result.tail in ("failed", "waiting"):
+            if outcome.retry:  # the bus runs the whole request again (or gives up)
+                when, last = self._next_try(outcome, attempt)
+            else:  # the interval timer tries again, after retryInterval (reconciler.poller)
+                when, last = f"in {go_duration(ks.retry_interval or ks.interval)}", ""
+            if result.tail == "failed":
+                lines.append(f"Reconciliation failed after {elapsed}, " + (f"next try {when}" if when else last))
+            else:
+                lines[-1] += f", retrying {when}" if when else f"; {last}"
+        meta = {"revision": revision} if revision else {}
+        if result.commit_status:
+            meta["commit_status"] = "update"
+        return Event.for_object("Kustomization", ks.meta.name, ks.meta.namespace, severity=result.severity,
+                                reason=result.reason, message="\n".join(lines) + note, metadata=meta)
 
     def _progress(self, req: ReconcileRequest, event: Event) -> None:
         """Publish a Progressing event now, not with the outcome: it is what turns a pull
@@ -333,22 +457,8 @@ class Reconciler:
             log.warning("request=%s: cannot announce %s: %s", req.id, event.reason, exc)
 
     def _reconcile_kustomization(self, ks: Kustomization, repo: GitRepository, revision: Revision,
-                                 note: str, progress: Callable[[Event], None] | None = None) -> _Result:
-        started = time.monotonic()
+                                 progress: Callable[[Event], None] | None = None) -> _Result:
         name = f"Kustomization/{ks.meta.namespace}/{ks.meta.name}"
-        retry_interval = ks.retry_interval or ks.interval
-
-        def event(severity: str, reason: str, lines: list[str], outcome: str = "", commit_status: bool = True) -> Event:
-            elapsed = go_duration(time.monotonic() - started)
-            if outcome == "finished":
-                lines = [*lines, f"Reconciliation finished in {elapsed}, next run in {go_duration(ks.interval)}"]
-            elif outcome == "failed":
-                lines = [*lines, f"Reconciliation failed after {elapsed}, next try in {go_duration(retry_interval)}"]
-            meta = {"revision": str(revision)}
-            if commit_status:
-                meta["commit_status"] = "update"
-            return Event.for_object("Kustomization", ks.meta.name, ks.meta.namespace, severity=severity,
-                                    reason=reason, message="\n".join(lines) + note, metadata=meta)
 
         try:
             cluster = self._cluster_or_none()
@@ -361,12 +471,15 @@ class Reconciler:
                     log.info("%s %s: %s", name, revision, problem)
                     self._record(store, record, "False", "DependencyNotReady", problem, revision)
                     wait = ks.retry_interval or DEPENDENCY_REQUEUE
-                    return _Result(event(SEVERITY_INFO, "DependencyNotReady", [
-                        (f"Dependencies do not meet ready condition ({problem}), retrying in "
-                         f"{go_duration(wait)}")], commit_status=False), problem, wait)
+                    return _Result(SEVERITY_INFO, "DependencyNotReady",
+                                   [f"Dependencies do not meet ready condition ({problem})"], "waiting", problem,
+                                   wait, commit_status=False)
 
             if progress is not None and record is not None and record.result.last_attempted_revision != str(revision):
-                progress(event(SEVERITY_INFO, "Progressing", [f"Reconciliation in progress for revision {revision}"]))
+                progress(Event.for_object("Kustomization", ks.meta.name, ks.meta.namespace, severity=SEVERITY_INFO,
+                                          reason="Progressing",
+                                          message=f"Reconciliation in progress for revision {revision}",
+                                          metadata={"revision": str(revision), "commit_status": "update"}))
 
             try:
                 rendered = self._render(ks, repo, revision.sha)
@@ -374,27 +487,26 @@ class Reconciler:
                 log.error("%s %s: %s", name, revision, exc)
                 if store is not None and record is not None:
                     self._record(store, record, "False", "BuildFailed", str(exc), revision)
-                return _Result(event(SEVERITY_ERROR, "BuildFailed", [str(exc)], "failed"))
+                return _Result(SEVERITY_ERROR, "BuildFailed", [str(exc)], "failed")
 
             manifests = sorted(rendered.manifests, key=sort_key)
             if cluster is None or store is None or record is None:
                 listing = [m.ref() for m in manifests] or ["(no objects)"]
                 log.info("%s %s: no cluster configured; would apply %d objects", name, revision, len(manifests))
-                return _Result(event(SEVERITY_INFO, "ClusterNotConfigured", [
+                return _Result(SEVERITY_INFO, "ClusterNotConfigured", [
                     ("No Kubernetes cluster is configured (no kubeconfig, not in a cluster), "
-                     "so nothing was applied. Would apply:"), *listing]))
-            return self._apply(ks, cluster, store, record, manifests, revision, name, event)
+                     "so nothing was applied. Would apply:"), *listing])
+            return self._apply(ks, cluster, store, record, manifests, revision, name)
         except ClusterUnreachable as exc:
             self._forget_cluster()
             log.error("%s %s: %s", name, revision, exc)
-            return _Result(event(SEVERITY_ERROR, "ReconciliationFailed", [str(exc)], "failed"), str(exc),
-                           ks.retry_interval)
+            return _Result(SEVERITY_ERROR, "ReconciliationFailed", [str(exc)], "failed", str(exc), ks.retry_interval)
         except ApiRefusal as exc:  # reading or writing the inventory, reading objects' health
             log.error("%s %s: %s", name, revision, exc.message)
             reason = f" ({exc.reason})" if exc.reason else ""
             text = f"the Kubernetes API server refused a request{reason}: {exc.message}"
-            return _Result(event(SEVERITY_ERROR, "ReconciliationFailed", [text], "failed"),
-                           text if exc.transient else "", ks.retry_interval)
+            return _Result(SEVERITY_ERROR, "ReconciliationFailed", [text], "failed", text if exc.transient else "",
+                         ks.retry_interval)
 
     def _render(self, ks: Kustomization, repo: GitRepository, sha: str) -> Rendered:
         """The Kustomization's objects at `sha`. Plain YAML is read straight from the Git
@@ -421,7 +533,7 @@ class Reconciler:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _apply(self, ks: Kustomization, cluster: Cluster, store: InventoryStore, record: Record,
-               manifests: list[Manifest], revision: Revision, name: str, event: Callable[..., Event]) -> _Result:
+               manifests: list[Manifest], revision: Revision, name: str) -> _Result:
         timeout = ks.timeout or ks.interval
         owner = owner_labels(ks.meta.name, ks.meta.namespace)
         engine = ApplyEngine(cluster, owner, record.inventory, timeout, poll=self.poll_interval,
@@ -434,8 +546,8 @@ class Reconciler:
             self._record(store, record, "False", "ReconciliationFailed", str(exc), revision)
             done = [str(c) for c in exc.result.changes if c.changed]
             log.error("%s %s: apply failed:\n%s", name, revision, exc)
-            return _Result(event(SEVERITY_ERROR, "ReconciliationFailed", [*exc.errors, *done], "failed"),
-                           "apply failed (transient)" if exc.transient else "", ks.retry_interval)
+            return _Result(SEVERITY_ERROR, "ReconciliationFailed", [*exc.errors, *done], "failed",
+                         "apply failed (transient)" if exc.transient else "", ks.retry_interval)
 
         stale = record.inventory.minus(applied.applied)
         pruned = PruneResult()
@@ -446,24 +558,28 @@ class Reconciler:
         log.info("%s %s: %s", name, revision, ", ".join(lines) or "no objects")
         if pruned.errors:
             self._record(store, record, "False", "PruneFailed", "\n".join(pruned.errors), revision)
-            return _Result(event(SEVERITY_ERROR, "PruneFailed", [*lines, *pruned.errors], "failed"),
-                           "prune failed (transient)" if pruned.transient else "", ks.retry_interval)
+            return _Result(SEVERITY_ERROR, "PruneFailed", [*lines, *pruned.errors], "failed",
+                         "prune failed (transient)" if pruned.transient else "", ks.retry_interval)
 
         if ks.wait and len(record.inventory):
             self._record(store, record, "Unknown", "Progressing",
                          f"Running health checks for revision {revision} with a timeout of {go_duration(timeout)}",
                          revision)
             try:
-                took = wait_for(self._health_targets(cluster, record.inventory), timeout, self.poll_interval)
+                # Flux's JobsWithTTL: such a Job, deleted by the TTL controller once finished, is done.
+                ttl_jobs = {m.ref() for m in manifests if m.kind == "Job" and m.api_version.startswith("batch/")
+                            and (m.obj.get("spec") or {}).get("ttlSecondsAfterFinished") is not None}
+                took = wait_for(self._health_targets(cluster, record.inventory), timeout, self.poll_interval,
+                                gone_ok=ttl_jobs)
             except HealthCheckFailed as exc:
                 log.error("%s %s: %s", name, revision, exc)
                 self._record(store, record, "False", "HealthCheckFailed", str(exc), revision)
-                return _Result(event(SEVERITY_ERROR, "HealthCheckFailed", [*lines, str(exc)], "failed"),
-                               "health check failed", ks.retry_interval)
+                return _Result(SEVERITY_ERROR, "HealthCheckFailed", [*lines, str(exc)], "failed",
+                             "health check failed", ks.retry_interval)
             lines.append(f"Health check passed in {go_duration(took)}")
         self._record(store, record, "True", "ReconciliationSucceeded", f"Applied revision: {revision}", revision,
                      applied=True)
-        return _Result(event(SEVERITY_INFO, "ReconciliationSucceeded", lines or ["no objects"], "finished"))
+        return _Result(SEVERITY_INFO, "ReconciliationSucceeded", lines or ["no objects"], "finished")
 
     def _health_targets(self, cluster: Cluster, inventory: Inventory) -> list[tuple[str, Callable[[], dict | None]]]:
         stop = self._stop
@@ -518,7 +634,7 @@ class Reconciler:
         threads = []
         for i in range(1, self.settings.threads):
             t = threading.Thread(target=self.bus.consume, args=(RECONCILE_QUEUE, correlated(self.handle), stop),
-                                 name=f"reconciler-{i}", daemon=True)
+                                 kwargs={"retry": self.retry_policy}, name=f"reconciler-{i}", daemon=True)
             t.start()
             threads.append(t)
         if self.settings.poll:
@@ -528,7 +644,7 @@ class Reconciler:
             t.start()
             threads.append(t)
         try:
-            self.bus.consume(RECONCILE_QUEUE, correlated(self.handle), stop)
+            self.bus.consume(RECONCILE_QUEUE, correlated(self.handle), stop, retry=self.retry_policy)
         finally:
             stop.set()
             for t in threads:

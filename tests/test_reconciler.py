@@ -109,12 +109,16 @@ def test_without_a_cluster_it_renders_and_says_so(tmp_path: Path, repo: Repo, mo
 
 
 def test_an_unreachable_repository_is_an_error_event_and_a_retry(tmp_path: Path, monkeypatch) -> None:
+    """The GitRepository says why, and its Kustomization ends too: a push must never leave a
+    commit status pending because the fetch failed."""
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
     cfg = config.load([write_config(tmp_path / "herald.yaml", f"file://{tmp_path}/missing.git")])
     outcome = Reconciler(cfg, open_bus(None, tmp_path / "s"), tmp_path / "s").reconcile(request())
-    [event] = outcome.events
-    assert (event.severity, event.reason, event.involvedObject["kind"]) == ("error", "GitOperationFailed", "GitRepository")
-    assert "git fetch failed" in event.message
+    source, kustomization = outcome.events
+    assert (source.severity, source.reason, source.involvedObject["kind"]) == ("error", "GitOperationFailed", "GitRepository")
+    assert "git fetch failed" in source.message
+    assert (kustomization.severity, kustomization.reason) == ("error", "ReconciliationFailed")
+    assert kustomization.message.startswith("fetching GitRepository/flux-system/app failed: git fetch failed")
     assert outcome.retry
 
 
