@@ -68,7 +68,17 @@ _LOCAL_TIMEOUT = 120.0
 
 
 class GitError(Exception):
-    """Fetching or reading a revision failed; the message is safe to show (no credentials)."""
+    """Fetching or reading a revision failed; the message is safe to show (no credentials).
+
+    `permanent`: trying again soon cannot help (the repository does not exist, the
+    credentials are refused, the host key is not trusted, the branch is not there): only a
+    change, announced by the next push or found by the next interval, can. Retrying such an
+    error five times in a few seconds only repeats the same failure event five times.
+    """
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True)
@@ -133,11 +143,11 @@ def parse_semver_range(text: str) -> NpmSpec:
     spec = re.sub(r"(<=|>=|<|>|=|~|\^)\s+", r"\1", text.strip())
     spec = re.sub(r"\s*,\s*", " ", spec)
     if not spec:
-        raise GitError("spec.ref.semver is empty")
+        raise GitError("spec.ref.semver is empty", permanent=True)
     try:
         return NpmSpec(spec)
     except ValueError as exc:
-        raise GitError(f"invalid semver range {text!r} in spec.ref.semver: {exc}") from None
+        raise GitError(f"invalid semver range {text!r} in spec.ref.semver: {exc}", permanent=True) from None
 
 
 def tag_version(tag: str) -> Version | None:
@@ -278,10 +288,10 @@ def _ssh_command(session: _Session, creds: dict[str, str], timeout: float) -> st
         # No Secret: the process's own ssh keys and known_hosts, but never trust on first use.
         return shlex.join(["ssh", *opts, "-o", "BatchMode=yes"])
     if not identity.strip():
-        raise GitError("the Secret for an ssh URL needs an 'identity' key (the private key)")
+        raise GitError("the Secret for an ssh URL needs an 'identity' key (the private key)", permanent=True)
     if not known_hosts.strip():
         raise GitError("the Secret for an ssh URL needs a 'known_hosts' key: Herald checks the "
-                       "server's host key strictly and never trusts a key on first use")
+                       "server's host key strictly and never trusts a key on first use", permanent=True)
     opts[:0] = ["-F", os.devnull]  # with a Secret, the operator's ~/.ssh/config has no say
     session.tmp = Path(tempfile.mkdtemp(prefix="herald-git-"))  # 0700
     key, hosts = session.tmp / "identity", session.tmp / "known_hosts"
@@ -322,10 +332,11 @@ def _check_identity(session: _Session, key: Path, has_password: bool) -> None:
         return
     err = done.stderr.lower()
     if "passphrase" in err and not has_password:
-        raise GitError("the Secret's ssh identity is encrypted: the Secret needs its 'password'")
+        raise GitError("the Secret's ssh identity is encrypted: the Secret needs its 'password'", permanent=True)
     if "passphrase" in err:
-        raise GitError("the Secret's ssh identity could not be decrypted with the Secret's 'password'")
-    raise GitError("the Secret's ssh identity is not a private key ssh can load")
+        raise GitError("the Secret's ssh identity could not be decrypted with the Secret's 'password'",
+                       permanent=True)
+    raise GitError("the Secret's ssh identity is not a private key ssh can load", permanent=True)
 
 
 # ---- what a GitRef selects -------------------------------------------------------------
@@ -346,7 +357,7 @@ def _check_ref_name(git: str, kind: str, name: str, full: str) -> None:
     bad = (not name or name.startswith("-") or any(c in name for c in "\n\r\0")
            or subprocess.run([git, "check-ref-format", full], capture_output=True, check=False).returncode != 0)
     if bad:
-        raise GitError(f"invalid {kind} name {name!r} in spec.ref")
+        raise GitError(f"invalid {kind} name {name!r} in spec.ref", permanent=True)
 
 
 # ---- the cache -------------------------------------------------------------------------
@@ -404,7 +415,12 @@ class GitCache:
         """A GitError naming what failed, from a remote git operation's stderr."""
         shown, detail = safe_url(url), _tail(err)
         low = err.lower()
-        if "couldn't find remote ref" in low and target is not None:
+        permanent = True
+        if any(s in low for s in ("does not appear to be a git repository", "repository not found",
+                                  "returned error: 404", "not found: repository", "no such repository")) \
+                or (" not found" in low and "repository '" in low):
+            msg = f"repository {shown} not found ({detail})"
+        elif "couldn't find remote ref" in low and target is not None:
             msg = f"{target.kind} '{target.name}' not found in {shown}"
         elif sha and ("not our ref" in low or "couldn't find remote ref" in low
                       or "no such remote ref" in low or "unadvertised object" in low):
@@ -423,9 +439,10 @@ class GitCache:
             msg = f"authentication to {shown} failed ({detail})"
         else:
             msg = f"git {op} failed for {shown}: {detail}"
+            permanent = False  # the network, the server, a timeout: worth trying again
         if not msg.startswith("git "):
             msg = f"git {op} failed: {msg}"
-        return GitError(_redact(msg, session.secrets))
+        return GitError(_redact(msg, session.secrets), permanent=permanent)
 
     # -- locking --
 
@@ -467,7 +484,7 @@ class GitCache:
         ref, timeout = repo.ref, float(repo.timeout)
         spec = parse_semver_range(ref.semver) if ref.semver and not (ref.commit or ref.name) else None
         if ref.commit and not _SHA.match(ref.commit):
-            raise GitError(f"spec.ref.commit {ref.commit!r} is not a full 40-character SHA-1")
+            raise GitError(f"spec.ref.commit {ref.commit!r} is not a full 40-character SHA-1", permanent=True)
         d = self._repo_dir(repo)
         with self._locked(d, timeout * 2 + wait_for_sha + 10):
             session, git_url = _open_session(url, credentials, timeout)
@@ -500,7 +517,7 @@ class GitCache:
         if ref.name:
             if not ref.name.startswith("refs/"):
                 raise GitError(f"spec.ref.name {ref.name!r} must be a full reference, e.g. "
-                               "refs/heads/main, refs/tags/v1.0.0 or refs/pull/1/head")
+                               "refs/heads/main, refs/tags/v1.0.0 or refs/pull/1/head", permanent=True)
             _check_ref_name(self.git, "reference", ref.name, ref.name)
             return _Target("reference", ref.name, ref.name, ref.name)
         if spec is not None:
@@ -534,7 +551,7 @@ class GitCache:
         if tag is None:
             versions = sorted((v, t) for t in tags if (v := tag_version(t)) is not None)
             seen = f"the highest version tag is {versions[-1][1]}" if versions else "it has no version tags"
-            raise GitError(f"no tag in {safe_url(url)} matches semver {text!r} ({seen})")
+            raise GitError(f"no tag in {safe_url(url)} matches semver {text!r} ({seen})", permanent=True)
         return tag
 
     def _fetch_target(self, target: _Target, d: Path, url: str, session: _Session, timeout: float) -> None:
@@ -552,14 +569,15 @@ class GitCache:
             _check_ref_name(self.git, "branch", ref.branch, branch.remote)
             if not any(name == branch.remote for _, name in
                        self._ls_remote(["--heads"], d, url, session, timeout, branch)):
-                raise GitError(f"git ls-remote failed: branch '{ref.branch}' not found in {safe_url(url)}")
+                raise GitError(f"git ls-remote failed: branch '{ref.branch}' not found in {safe_url(url)}",
+                               permanent=True)
         if not self._has(d, sha, session):
             code, _, err = self._run(["fetch", "--quiet", "--no-tags", "--depth=1", "--", url, sha],
                                      d, session, timeout, what=f"from {safe_url(url)}")
             if code != 0:
                 raise self._failure("fetch", err, url, session, sha=sha)
             if not self._has(d, sha, session):
-                raise GitError(f"commit {sha} not found in {safe_url(url)}")
+                raise GitError(f"commit {sha} not found in {safe_url(url)}", permanent=True)
         local = "refs/herald/commit"
         self._must(["update-ref", local, sha], d, session)
         self._forget_other_refs(d, {local}, session)

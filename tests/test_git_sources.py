@@ -88,6 +88,24 @@ def test_a_missing_branch_is_named_with_the_url(cache: GitCache, repo: Repo) -> 
     with pytest.raises(GitError) as err:
         cache.fetch(source(repo.url, branch="nope"), repo.url)
     assert f"branch 'nope' not found in {repo.url}" in str(err.value)
+    assert err.value.permanent  # only a push can make it appear: no point retrying in seconds
+
+
+def test_a_repository_that_does_not_exist_is_a_permanent_error(cache: GitCache, tmp_path: Path) -> None:
+    """A wrong URL fails the same way however often it is tried: the reconciler reports it
+    once and waits for the next push or interval, instead of retrying it like a network error."""
+    url = f"file://{tmp_path / 'no-such-repo.git'}"
+    with pytest.raises(GitError) as err:
+        cache.fetch(source(url), url)
+    assert f"repository {url} not found" in str(err.value)
+    assert err.value.permanent
+
+
+def test_a_remote_that_does_not_answer_is_worth_retrying(cache: GitCache, tmp_path: Path) -> None:
+    url = "http://127.0.0.1:9/fleet.git"  # the discard port: nothing listens, connection refused
+    with pytest.raises(GitError) as err:
+        cache.fetch(source(url), url)
+    assert not err.value.permanent, str(err.value)
 
 
 @pytest.mark.parametrize("annotated", [False, True], ids=["lightweight", "annotated"])
@@ -481,6 +499,7 @@ def test_https_auth_failure_is_clear_and_leaks_nothing(cache: GitCache, http_git
         with pytest.raises(GitError) as err:
             cache.fetch(source(url, **ref), url, credentials)
         assert f"authentication to {url} failed" in str(err.value)
+        assert err.value.permanent  # refused credentials stay refused until the Secret changes
         secrets = list((credentials or {}).values())
         assert_no_secret(str(err.value), *secrets, *(base64.b64encode(f"flux:{s}".encode()).decode() for s in secrets))
 
