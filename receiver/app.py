@@ -8,6 +8,7 @@ says what signature or token was expected.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -136,8 +137,10 @@ def _metrics_text() -> bytes:
 
 
 def _answer(code: int, **body: object) -> Response:
-    resp = jsonify(body)
-    resp.status_code = code
+    # What `jsonify` writes (compact, sorted keys, a final newline), without its detour
+    # through the app's JSON provider and response factory on every webhook.
+    resp = Response(json.dumps(body, separators=(",", ":"), sort_keys=True) + "\n", status=code,
+                    mimetype="application/json")
     if code == 503:
         resp.headers["Retry-After"] = RETRY_AFTER_SECONDS
     return resp
