@@ -72,7 +72,7 @@ sys.path.insert(0, str(ROOT))
 from herald import config  # noqa: E402
 from tests.fixtures_herald import TOKEN, make_repo, sign, write_config  # noqa: E402
 from tests.fixtures_rabbitmq import ensure_rabbitmq  # noqa: E402
-from tests.test_end_to_end import free_port, wait_ready, wait_until  # noqa: E402
+from tests.test_end_to_end import free_port, wait_until  # noqa: E402
 
 QUEUE = "herald.reconcile"
 SERVERS = ("herald", "bare-flask", "webhook-durable", "webhook")
@@ -182,6 +182,7 @@ class WrkResult:
     max_ms: float = 0.0
     published: int | None = None  # Herald: messages that reached the queue during the run
     cpu: dict[str, float] = field(default_factory=dict)  # cores used during the run, by process
+    switches: int | None = None  # gunicorn's threads' context switches during the run
 
     @property
     def accepted(self) -> int:
@@ -203,6 +204,25 @@ def cpu_seconds(pid: int, which: str = "both") -> float:
     user, system = int(fields[11]) + int(fields[13]), int(fields[12]) + int(fields[14])
     ticks = {"both": user + system, "user": user, "sys": system}[which]
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def context_switches(pids: list[int]) -> int:
+    """Voluntary and involuntary context switches so far of all threads of `pids`: each is a
+    thread that blocked or was preempted (for a GIL hand-off, a wait, a system call)."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                text = (task / "status").read_text()
+            except OSError:
+                continue
+            total += sum(int(line.split()[1]) for line in text.splitlines() if line.endswith("ctxt_switches")
+                         or "ctxt_switches:" in line)
+    return total
 
 
 def all_processes() -> dict[int, tuple[str, float]]:
@@ -265,6 +285,7 @@ def run_wrk(name: str, url: str, expected: int, args: argparse.Namespace, work: 
     before = {label: sum(cpu_seconds(p) for p in pids) for label, pids in watch.items()}
     before_sys = {label: sum(cpu_seconds(p, "sys") for p in pids) for label, pids in watch.items()}
     before_each = {p: cpu_seconds(p) for pids in watch.values() for p in pids}
+    switches = context_switches(watch.get("gunicorn", []))
     busy0, total0 = machine_busy()
     everyone = all_processes()
     started = time.monotonic()
@@ -286,6 +307,8 @@ def run_wrk(name: str, url: str, expected: int, args: argparse.Namespace, work: 
     for label, pids in watch.items():
         result.cpu[f"{label} sys"] = (sum(cpu_seconds(p, "sys") for p in pids) - before_sys[label]) / elapsed
     result.cpu["wrk"] = (usage.ru_utime + usage.ru_stime) / elapsed
+    if "gunicorn" in watch:
+        result.switches = context_switches(watch["gunicorn"]) - switches
     if "gunicorn" in watch:
         per_process = [(cpu_seconds(p) - before_each.get(p, 0.0)) / elapsed for p in watch["gunicorn"]]
         print(f"# {name}: cores by gunicorn process (master first): "
@@ -364,6 +387,18 @@ class SharedBroker:
 
     def stop(self) -> None:
         pass
+
+
+def wait_ready(base: str, timeout: float = 60.0) -> None:
+    """Until the server at `base` answers /readyz 200 (a slow first answer, e.g. while its
+    first broker connection opens on a busy machine, is waited out, not an error)."""
+    def up() -> bool:
+        try:
+            return requests.get(base + "/readyz", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(up, timeout, f"{base}/readyz")
 
 
 def tree_at(rev: str, work: Path) -> Path:
@@ -841,13 +876,14 @@ def published_ok(r: WrkResult, args: argparse.Namespace) -> bool:
 def cpu_table(results: list[WrkResult]) -> str:
     labels = ["wrk", "webhook", "gunicorn", "rabbitmq", "rest", "machine"]
     rows = ["| server | " + " | ".join(f"{label} (cores)" for label in labels)
-            + " | gunicorn CPU ms per request | server CPU ms per request |",
-            "| --- | " + " | ".join("---:" for _ in labels) + " | ---: | ---: |"]
+            + " | gunicorn CPU ms per request | gunicorn context switches per request | server CPU ms per request |",
+            "| --- | " + " | ".join("---:" for _ in labels) + " | ---: | ---: | ---: |"]
     for r in results:
         server = r.cpu.get("gunicorn", 0) + r.cpu.get("rabbitmq", 0) + r.cpu.get("webhook", 0)
         r.cpu.setdefault("rest", max(0.0, r.cpu["machine"] - server - r.cpu["wrk"]))
         per_request = 1000 * server / r.rps if r.rps else 0.0
         worker = f"{1000 * r.cpu['gunicorn'] / r.rps:.3f}" if r.rps and "gunicorn" in r.cpu else "-"
+        switches = f"{r.switches / max(1, r.accepted):.1f}" if r.switches is not None else "-"
         cells = []
         for label in labels:
             if label not in r.cpu:
@@ -856,7 +892,7 @@ def cpu_table(results: list[WrkResult]) -> str:
                 cells.append(f"{r.cpu[label]:.2f} ({r.cpu[label + ' sys']:.2f} sys)")
             else:
                 cells.append(f"{r.cpu[label]:.2f}")
-        rows.append(f"| {r.name} | " + " | ".join(cells) + f" | {worker} | {per_request:.3f} |")
+        rows.append(f"| {r.name} | " + " | ".join(cells) + f" | {worker} | {switches} | {per_request:.3f} |")
     return "\n".join(rows)
 
 
