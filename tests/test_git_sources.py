@@ -641,7 +641,9 @@ spec:
 
     [event] = reconcile(TOKEN)
     assert (event.reason, event.metadata["revision"]) == ("ClusterNotConfigured", f"v1.4.0@sha1:{repo.head}")
-    [event] = reconcile("wrong-" + TOKEN)
+    event, kustomization = reconcile("wrong-" + TOKEN)
     assert event.reason == "GitOperationFailed"
     assert f"authentication to {server.url(repo.bare)} failed" in event.message
     assert_no_secret(event.message, "wrong-" + TOKEN)
+    assert kustomization.reason == "ReconciliationFailed"  # every Kustomization of the run ends too
+    assert_no_secret(kustomization.message, "wrong-" + TOKEN)
