@@ -515,6 +515,38 @@ def test_a_late_event_joins_the_thread_without_turning_the_parent_back(slack_api
     assert json.loads(memory.data[THREAD_KEY])["shown"] == "2026-11-21T10:00:05.000Z"
 
 
+def test_at_the_same_instant_progressing_never_replaces_the_outcome_on_the_parent(slack_api: SlackAPIServer) -> None:
+    """Timestamps tie (a reconcile that ends within its clock's resolution): Progressing is the
+    earlier state of the two, so it joins the thread and the parent keeps the outcome."""
+    memory, prov, secret = DictMemory(), provider(slack_api.post_message_url), {"token": TOKEN}
+    at = "2026-11-21T10:00:05.000Z"
+    parent_ts = slack.send(prov, secret, note(reason="ReconciliationSucceeded", at=at, memory=memory))
+    slack.send(prov, secret, note(reason="Progressing", at=at, memory=memory))
+
+    assert calls(slack_api) == ["post", "reply"]
+    assert "ReconciliationSucceeded" in slack_api.message("general", parent_ts).content["text"]
+
+
+def test_a_thread_held_by_another_delivery_too_long_is_retried_not_posted_alongside(
+        slack_api: SlackAPIServer) -> None:
+    """The other delivery of this thread may still be waiting on Slack: posting now could make
+    a second parent, so this one is tried again later."""
+    memory, prov = DictMemory(), provider(slack_api.post_message_url, timeout=0.1)
+    first = note(reason="Progressing", memory=memory)
+    with memory.hold(THREAD_KEY, 1):  # another delivery thread holds it throughout
+        error = send_failing(prov, {"token": TOKEN}, first)
+    assert error.retryable and "still in progress" in str(error)
+    assert slack_api.requests == []
+
+
+def test_a_thread_whose_claim_cannot_be_taken_is_retried_not_posted(slack_api: SlackAPIServer) -> None:
+    """A broker away for the claim is away for the delivery's own ack too: a post now would be
+    sent again on redelivery, or start a second parent beside another replica's."""
+    error = send_failing(provider(slack_api.post_message_url), {"token": TOKEN}, note(memory=UnclaimableMemory()))
+    assert error.retryable and "cannot be claimed" in str(error)
+    assert slack_api.requests == []
+
+
 def test_a_rate_limited_update_is_retried_after_slacks_delay_and_then_completes(slack_api: SlackAPIServer) -> None:
     memory, prov, secret = DictMemory(), provider(slack_api.post_message_url), {"token": TOKEN}
     parent_ts = slack.send(prov, secret, note(reason="Progressing", memory=memory))

@@ -387,7 +387,7 @@ def _stage(reason: str) -> int:
 def _claim_timeout(provider: Provider) -> float:
     """How long a delivery waits for another one of its thread: up to three Slack calls (an
     update, a reply, and a new parent when the thread is gone) at the Provider's timeout."""
-    return 3 * float(provider.timeout or 15.0) + 5.0
+    return 3 * float(provider.timeout or 15.0) + 2.0
 
 
 def _instant(timestamp: str) -> datetime:
