@@ -4,10 +4,17 @@ A folder with a kustomization.yaml is built by kustomize (`kubectl kustomize`, o
 `kustomize` binary); any other folder is read as plain YAML, recursively, as Flux's generated
 kustomization does. YAML that is not a Kubernetes object (no apiVersion/kind: a values file, a
 CI config) is skipped rather than applied or failed on.
+
+Every object then carries what Flux would send: kustomize reads YAML with go-yaml v3
+(`herald.yamlsrc`) and hands the objects on as JSON, so timestamps become RFC 3339 text,
+whole floats become integers, annotations keep their source text, and what JSON cannot carry
+(a key that is not a string, an infinity) fails the render as it fails kustomize.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import posixpath
 import shutil
 import subprocess
@@ -16,9 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
-from herald.yamlsrc import YAMLSyntaxError, load_documents
+from herald.yamlsrc import LocDict, LocList, Timestamp, YAMLSyntaxError, load_documents
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
@@ -59,13 +64,64 @@ class Rendered:
     skipped: list[str] = field(default_factory=list)  # files or documents that were not objects
 
 
-def _plain(obj: Any) -> Any:
-    """Our line-tracking containers → plain dicts and lists for the Kubernetes client."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_plain(v) for v in obj]
-    return obj
+def _plain(obj: dict[str, Any], source: str) -> dict[str, Any]:
+    """A Kubernetes object as the loader read it → the plain dicts and lists Flux would send.
+
+    kustomize hands each object on as Go's JSON of what go-yaml read: a timestamp is written
+    as RFC 3339 text, a float with no fraction as an integer, and NaN, infinities and keys
+    that are not strings are refused. It rewrites annotations from their source text.
+    """
+    out = _json(obj, source)
+    meta = obj.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    if isinstance(annotations, dict):
+        out["metadata"]["annotations"] = {k: _annotation(annotations, k) for k in annotations}
+    return out
+
+
+def _annotation(annotations: dict[str, Any], key: str) -> str:
+    """kustomize keeps an annotation's text as written (`012`, `on`, `2024-01-01`), and makes
+    one that is not a scalar the empty string."""
+    value = annotations[key]
+    if value.__class__ is str:
+        return value
+    text = annotations.text_of(key) if isinstance(annotations, LocDict) else None
+    if text is not None:
+        return text
+    if isinstance(value, (dict, list)):
+        return ""
+    return str(value) if isinstance(value, str) else json.dumps(value)
+
+
+def _json(value: Any, source: str) -> Any:
+    cls = value.__class__
+    if cls is str or cls is int or cls is bool or value is None:
+        return value
+    if cls is LocList or cls is list:
+        return [_json(v, source) for v in value]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k.__class__ is not str:
+                what = ("a timestamp" if isinstance(k, Timestamp) else "null" if k is None
+                        else "a boolean" if isinstance(k, bool) else "a number")
+                raise RenderError(f"{source}: the key {k} is read as {what}, not a string, and JSON keys are "
+                                  f"strings (kustomize refuses it too): quote it")
+            out[k] = _json(v, source)
+        return out
+    if isinstance(value, list):
+        return [_json(v, source) for v in value]
+    if isinstance(value, Timestamp):
+        return value.instant
+    if cls is float:
+        if not math.isfinite(value):
+            raise RenderError(f"{source}: {value} cannot be sent to Kubernetes: JSON has no NaN or infinity")
+        # Go's JSON writes a whole float64 as an integer below 1e21; so does Flux.
+        return int(value) if value.is_integer() and abs(value) < 1e21 else value
+    if isinstance(value, (str, int)):  # subclasses: the plain value
+        return str(value) if isinstance(value, str) else int(value)
+    raise RenderError(f"{source}: a value of type {type(value).__name__} ({value!r:.40}) "
+                      "cannot be sent to Kubernetes as JSON")
 
 
 def _is_object(doc: Any) -> bool:
@@ -111,12 +167,12 @@ def render_files(files: Iterable[tuple[str, bytes | Exception]], target_namespac
             if doc.data["kind"].endswith("List") and isinstance(doc.data.get("items"), list):
                 for item in doc.data["items"]:
                     if _is_object(item):
-                        out.manifests.append(Manifest(_plain(item), f"{rel}:{item.line}"))
+                        out.manifests.append(Manifest(_plain(item, f"{rel}:{item.line}"), f"{rel}:{item.line}"))
                 continue
             name = (doc.data.get("metadata") or {}).get("name") if isinstance(doc.data.get("metadata"), dict) else None
             if not name:
                 raise RenderError(f"{rel}:{doc.line}: {doc.data['kind']} has no metadata.name")
-            out.manifests.append(Manifest(_plain(doc.data), f"{rel}:{doc.line}"))
+            out.manifests.append(Manifest(_plain(doc.data, f"{rel}:{doc.line}"), f"{rel}:{doc.line}"))
     _set_namespace(out, target_namespace)
     return out
 
@@ -158,12 +214,15 @@ def _kustomize(root: Path, folder: Path, timeout: float) -> Rendered:
     if proc.returncode != 0:
         raise RenderError(f"{rel}: kustomize build failed: {proc.stderr.strip()}")
     out = Rendered()
+    source = f"{rel} (kustomize)"
     try:
-        for doc in yaml.safe_load_all(proc.stdout):
-            if _is_object(doc):
-                out.manifests.append(Manifest(doc, f"{rel} (kustomize)"))
-    except yaml.YAMLError as exc:
-        raise RenderError(f"{rel}: kustomize output is not YAML: {exc}") from None
+        # kustomize writes YAML as go-yaml does: read it back with the same rules (`=` is a
+        # string, not YAML 1.1's value tag).
+        for doc in load_documents(proc.stdout, source):
+            if _is_object(doc.data):
+                out.manifests.append(Manifest(_plain(doc.data, source), source))
+    except YAMLSyntaxError as exc:
+        raise RenderError(f"{rel}: kustomize output is not YAML: {exc.message}") from None
     return out
 
 

@@ -180,3 +180,25 @@ def test_a_symlink_out_of_the_repository_fails_the_build_instead_of_reading_the_
     rec = reconciler_for(tmp_path, repo, monkeypatch)
     message = build_failure(rec)
     assert message.startswith("revision ") and "cannot be checked out safely" in message, message
+
+
+def test_kustomize_output_is_read_back_with_the_rules_kustomize_wrote_it_with(
+        tmp_path: Path, repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kustomize prints the string "=" unquoted (YAML 1.2 has no `=` value type); read with
+    YAML 1.1 rules, the output of a folder `kubectl kustomize` builds fine failed the render."""
+    repo.commit({
+        "deploy/kustomization.yaml": "resources: [alerting.yaml]\n",
+        "deploy/alerting.yaml": """\
+            apiVersion: monitoring.coreos.com/v1alpha1
+            kind: AlertmanagerConfig
+            metadata: {name: critical, namespace: monitoring}
+            spec:
+              route:
+                receiver: pager
+                matchers: [{name: severity, matchType: "=", value: critical}]
+            """,
+    })
+    rec = reconciler_for(tmp_path, repo, monkeypatch)
+    assert would_apply(rec) == ["AlertmanagerConfig/monitoring/critical"]
+    [(obj, _)], _ = both_roads(rec, tmp_path)
+    assert obj["spec"]["route"]["matchers"] == [{"name": "severity", "matchType": "=", "value": "critical"}]
