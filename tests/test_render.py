@@ -202,3 +202,38 @@ def test_kustomize_output_is_read_back_with_the_rules_kustomize_wrote_it_with(
     assert would_apply(rec) == ["AlertmanagerConfig/monitoring/critical"]
     [(obj, _)], _ = both_roads(rec, tmp_path)
     assert obj["spec"]["route"]["matchers"] == [{"name": "severity", "matchType": "=", "value": "critical"}]
+
+
+def test_a_subfolder_with_its_own_kustomization_is_built_as_one_resource(
+        tmp_path: Path, repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The root layout of most fleets: `./apps` has no kustomization.yaml, each app folder has
+    one. Flux's generated kustomization lists such a subfolder as one resource and does not go
+    into it, so its kustomization.yaml is built, not read as a manifest (which failed with
+    "Kustomization has no metadata.name"), and files it does not list are not applied."""
+    repo.commit({
+        "deploy/apps/podinfo/kustomization.yaml": """\
+            apiVersion: kustomize.config.k8s.io/v1beta1
+            kind: Kustomization
+            namespace: podinfo
+            namePrefix: prod-
+            resources: [cm.yaml]
+            """,
+        "deploy/apps/podinfo/cm.yaml": CONFIGMAP.format(name="podinfo"),
+        "deploy/apps/podinfo/drafts/cm.yaml": CONFIGMAP.format(name="not-listed"),
+        "deploy/apps/tools/sa.yaml": "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: bot, namespace: shop}\n",
+    })
+    rec = reconciler_for(tmp_path, repo, monkeypatch)
+    assert would_apply(rec) == ["Namespace/shop", "ServiceAccount/shop/bot", "ConfigMap/podinfo/prod-podinfo",
+                                "Service/shop/web", "Deployment/shop/web"]
+    fast, slow = both_roads(rec, tmp_path)
+    assert fast == slow
+    assert [s for _, s in fast] == ["deploy/apps/podinfo (kustomize)", "deploy/apps/tools/sa.yaml:1",
+                                    "deploy/namespace.yaml:1", "deploy/web.yaml:1", "deploy/web.yaml:17"]
+
+
+def test_a_failing_subfolder_build_names_the_subfolder(tmp_path: Path, repo: Repo,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    repo.commit({"deploy/apps/broken/kustomization.yaml": "resources: [missing.yaml]\n"})
+    rec = reconciler_for(tmp_path, repo, monkeypatch)
+    assert build_failure(rec).startswith("deploy/apps/broken: kustomize build failed:")
+
