@@ -357,7 +357,11 @@ class Reconciler:
             outcome.events.append(Event.for_object("GitRepository", repo.meta.name, repo.meta.namespace,
                                                    severity=SEVERITY_ERROR, reason="GitOperationFailed",
                                                    message=error))
-            outcome.retry = error
+            # A repository that does not exist, or refuses the credentials, fails the same way
+            # on every try: report it once and wait for the next push or the interval (the
+            # poller tries failed runs again after retryInterval), rather than have the bus
+            # repeat it, and its failure events, within seconds.
+            outcome.retry = "" if isinstance(exc, GitError) and exc.permanent else error
             source = f"GitRepository/{repo.meta.namespace}/{repo.meta.name}"
             for ks in active:
                 results.append((ks, _Result(SEVERITY_ERROR, "ReconciliationFailed",

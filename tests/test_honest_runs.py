@@ -242,7 +242,8 @@ def test_a_failed_fetch_ends_every_kustomization_before_the_retry(make_worker, t
     """The Git host is unreachable. Besides the GitRepository's GitOperationFailed, each
     Kustomization reading it ends with ReconciliationFailed (and its commit status with it)
     before the request goes back to the bus."""
-    cfg = herald_config(tmp_path / "herald.yaml", f"file://{tmp_path}/gone.git",
+    # Nothing listens on the discard port: the host refuses, as one that is down does.
+    cfg = herald_config(tmp_path / "herald.yaml", "http://127.0.0.1:9/gone.git",
                         kustomization("app", "./deploy"), kustomization("extra", "./extra"))
     worker = make_worker(cfg)
     req = push("0123456789abcdef0123456789abcdef01234567")
@@ -256,6 +257,21 @@ def test_a_failed_fetch_ends_every_kustomization_before_the_retry(make_worker, t
         assert e["message"].startswith("fetching GitRepository/flux-system/app failed: git fetch failed")
         assert e["message"].splitlines()[-1].endswith("next try in 1s")
         assert e["metadata"] == {"revision": req.origin["revision"], "commit_status": "update"}
+
+
+def test_a_repository_that_does_not_exist_is_reported_once_and_not_retried(make_worker, tmp_path: Path) -> None:
+    """A wrong URL fails the same way on every try. Retrying it five times within seconds
+    only posted five failure events; it is reported once, and the next push or the interval
+    (retryInterval) tries again."""
+    cfg = herald_config(tmp_path / "herald.yaml", f"file://{tmp_path}/no-such-repo.git",
+                        kustomization("app", "./deploy", retryInterval="2m"))
+    worker = make_worker(cfg)
+    deliver(worker, push("0123456789abcdef0123456789abcdef01234567"))  # handled: no RetryLater
+    events = drain_events(worker.bus)
+    assert finals(events) == [("GitRepository", "app", "GitOperationFailed"),
+                              ("Kustomization", "app", "ReconciliationFailed")]
+    assert f"repository file://{tmp_path}/no-such-repo.git not found" in events[0]["message"]
+    assert events[1]["message"].splitlines()[-1].endswith("next try in 2m0s")
 
 
 def test_an_unexpected_error_in_one_kustomization_still_ends_it_and_the_next_one(

@@ -112,7 +112,8 @@ def test_an_unreachable_repository_is_an_error_event_and_a_retry(tmp_path: Path,
     """The GitRepository says why, and its Kustomization ends too: a push must never leave a
     commit status pending because the fetch failed."""
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
-    cfg = config.load([write_config(tmp_path / "herald.yaml", f"file://{tmp_path}/missing.git")])
+    # Nothing listens on the discard port: a host that is down (a wrong URL is not retried).
+    cfg = config.load([write_config(tmp_path / "herald.yaml", "http://127.0.0.1:9/missing.git")])
     outcome = Reconciler(cfg, open_bus(None, tmp_path / "s"), tmp_path / "s").reconcile(request())
     source, kustomization = outcome.events
     assert (source.severity, source.reason, source.involvedObject["kind"]) == ("error", "GitOperationFailed", "GitRepository")
