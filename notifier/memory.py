@@ -153,6 +153,20 @@ def _wait(attempt: Callable[[], bool], deadline: float, key: str) -> None:
         delay = min(delay * 2, 0.2)
 
 
+class _QuietClaimRefusals(logging.Filter):
+    """pika warns of every channel the broker closes; a claim refused because another notifier
+    holds it is how waiting works here (several a second), not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("RESOURCE_LOCKED" in message and CLAIM_QUEUE_PREFIX in message)
+
+
+_PIKA_CHANNEL_LOG = logging.getLogger("pika.channel")
+if not any(isinstance(f, _QuietClaimRefusals) for f in _PIKA_CHANNEL_LOG.filters):
+    _PIKA_CHANNEL_LOG.addFilter(_QuietClaimRefusals())
+
+
 class AmqpMemory:
     """A provider's Memory on RabbitMQ: per key, a claim queue and a value queue (see above).
 
