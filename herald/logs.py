@@ -96,5 +96,9 @@ def setup(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Libraries log request lines and retries we already report in our own words.
-    for noisy in ("werkzeug", "pika", "urllib3", "kubernetes"):
+    for noisy in ("werkzeug", "urllib3", "kubernetes"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # pika logs each failed connection attempt as half a dozen ERROR lines (connector, workflow,
+    # stack...). Herald reports what a connection failure means in its own words, once per
+    # outage (herald.bus.confirms, the consumers' reconnect lines), so pika's are only noise.
+    logging.getLogger("pika").setLevel(max(logging.CRITICAL, root.level))

@@ -28,7 +28,7 @@ from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.wsgi import get_input_stream
 
 from herald import config as config_mod
-from herald.bus import Bus, BusUnavailable, open_bus
+from herald.bus import Bus, BusError, BusUnavailable, open_bus
 from herald.bus.deliveries import DeliveryLog, open_delivery_log
 from herald.logs import DELIVERY_HEADER, set_correlation
 from herald.messages import RECONCILE_QUEUE, ReconcileRequest
@@ -329,7 +329,14 @@ def create_app(
                 ids.append(req.id)
                 metrics.PUBLISHED.labels(receiver=where, type=r.type).inc()
         except BusUnavailable as exc:
-            log.error("%s: bus unavailable after %d of %d requests, answered 503 so the sender retries: %s",
+            # During a broker outage the bus says so once, and again when it is back with the
+            # count; a line per delivery would be thousands of lines a minute.
+            log.log(logging.DEBUG if exc.outage else logging.ERROR,
+                    "%s: bus unavailable after %d of %d requests, answered 503 so the sender retries: %s",
+                    ctx, len(ids), len(selected), exc)
+            return _answer(503, error="message bus unavailable; retry later")
+        except BusError as exc:  # refused for good (access, a closing bus): still never a 500
+            log.error("%s: the bus refused the request after %d of %d, answered 503: %s",
                       ctx, len(ids), len(selected), exc)
             return _answer(503, error="message bus unavailable; retry later")
         metrics.PUBLISH_SECONDS.observe(time.monotonic() - started)

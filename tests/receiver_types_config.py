@@ -313,7 +313,7 @@ def receiver_process(config: Path, tmp: Path, *extra: str, log_level: str = "INF
             try:
                 if requests.get(base + "/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # bound before a worker accepts
                 pass
             assert proc.poll() is None, f"herald receiver exited:\n{log.read_text()}"
             assert time.monotonic() < deadline, f"herald receiver did not come up:\n{log.read_text()}"

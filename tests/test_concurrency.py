@@ -399,7 +399,9 @@ def test_a_permanently_failing_reconcile_ends_in_the_dead_letter_queue(
         tmp_path: Path, repo: Repo, kube_api, kubeconfig: Path, broker: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    cfg = config.load([write_config(tmp_path / "herald.yaml", repo, url=f"file://{tmp_path}/gone.git")])
+    # A Git host that refuses every connection: worth retrying, until the attempts run out. (A
+    # repository that does not exist is not retried at all: reconciler.git's permanent errors.)
+    cfg = config.load([write_config(tmp_path / "herald.yaml", repo, url="http://127.0.0.1:9/gone.git")])
     bus = AmqpBus(broker, retry=RetryPolicy(max_attempts=3, base_delay=0.1, factor=2.0, max_delay=1.0))
     reconciler = Reconciler(cfg, bus, tmp_path / "state", settings=WorkerSettings(
         threads=1, lease_duration=2, window=0.2, poll=False))

@@ -405,13 +405,13 @@ class AmqpBus:
     def _publisher(self) -> confirms.ConfirmPublisher:
         """This process's publisher (a child process after fork gets its own)."""
         publisher = self._confirms
-        if publisher is not None and publisher.pid == os.getpid():
+        if publisher is not None and publisher.pid == os.getpid() and not publisher.failed:
             return publisher
         with self._confirms_lock:
             if self._closed:
                 raise BusError("the bus is closed")
             publisher = self._confirms
-            if publisher is None or publisher.pid != os.getpid():
+            if publisher is None or publisher.pid != os.getpid() or publisher.failed:
                 # An inherited publisher's I/O thread did not survive the fork; its socket is
                 # the parent's, so it is left alone rather than closed.
                 publisher = confirms.ConfirmPublisher(
@@ -500,12 +500,14 @@ class AmqpBus:
                 ) from exc
             except confirms.ConnectionLost as exc:
                 if last_try or not exc.reused:
-                    raise BusUnavailable(f"cannot publish to {routing_key}: {exc}") from exc
+                    raise BusUnavailable(f"cannot publish to {routing_key}: {exc}", outage=True) from exc
                 log.info("publishing connection was broken (%s); reconnecting once", exc)
             except confirms.PublisherClosed as exc:
+                if publisher.failed:  # its I/O loop died: the next publish gets a new publisher
+                    raise BusUnavailable(f"cannot publish to {routing_key}: {exc}") from exc
                 raise BusError("the bus is closed") from exc
-            except confirms.PublishFailed as exc:  # ConnectFailed
-                raise BusUnavailable(f"cannot publish to {routing_key}: {exc}") from exc
+            except confirms.PublishFailed as exc:  # ConnectFailed: the publisher announced the outage
+                raise BusUnavailable(f"cannot publish to {routing_key}: {exc}", outage=True) from exc
 
     # -- consuming --------------------------------------------------------------------------
 

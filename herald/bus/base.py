@@ -39,7 +39,15 @@ class BusError(Exception):
 
 
 class BusUnavailable(BusError):
-    """The broker cannot be reached or did not confirm in time: callers answer 503."""
+    """The broker cannot be reached or did not confirm in time: callers answer 503.
+
+    `outage`: the broker as a whole is unreachable, which the bus has announced once already
+    (and will announce the end of): callers need not log each failure again.
+    """
+
+    def __init__(self, message: str, *, outage: bool = False) -> None:
+        super().__init__(message)
+        self.outage = outage
 
 
 @dataclass

@@ -52,12 +52,18 @@ import pika
 from pika import exceptions as pe
 from pika import frame
 from pika.adapters.select_connection import IOLoop, SelectConnection
+from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed
 from pika.spec import Basic, BasicProperties
 
 log = logging.getLogger(__name__)
 
 # How often the I/O thread looks for confirms that are overdue.
 _CHECK_SECONDS = 0.1
+# After a failed connection attempt, publishes fail at once (no new attempt) for this long,
+# doubling up to the maximum while the broker stays away: an outage under load would otherwise
+# be one connection attempt, and pika's half-dozen log lines, per request.
+_RECONNECT_FIRST = 0.25
+_RECONNECT_MAX = 2.0
 # A graceful close waits this long for the broker's Close-Ok, then cuts the socket.
 _CLOSE_SECONDS = 2.0
 
@@ -151,6 +157,7 @@ class ConfirmPublisher:
         connect_budget = max(connect_timeout, float(params.stack_timeout or connect_timeout))
         self.wait_budget = connect_budget + confirm_timeout + 1.0
         self.pid = os.getpid()
+        self.failed = False  # set when the I/O loop died of an error
 
         self._outbox: collections.deque[_Message] = collections.deque()
         self._wake_pending = False
@@ -170,6 +177,13 @@ class ConfirmPublisher:
         self._declared: set[str] = set()
         self._abort_reason: PublishFailed | None = None
         self._check_timer: Any = None
+        # The broker's reachability, as this publisher saw it: one warning when it goes, one
+        # line when it is back with the count of publishes that failed in between.
+        self._down_since: float | None = None
+        self._down_reason = ""
+        self._failed_while_down = 0
+        self._next_attempt = 0.0  # monotonic: no connection attempt before then
+        self._backoff = _RECONNECT_FIRST
 
     # -- any thread ------------------------------------------------------------------------
 
@@ -243,7 +257,8 @@ class ConfirmPublisher:
         try:
             ioloop.start()
         except Exception:  # noqa: BLE001 - never die silently with callers waiting
-            log.exception("AMQP publisher I/O loop failed")
+            log.exception("AMQP publisher I/O loop failed; a new publisher takes over")
+            self.failed = True
         finally:
             self._fail_all(PublisherClosed("the publisher stopped"))
             if self._connection is not None and not self._connection.is_closed:
@@ -260,7 +275,12 @@ class ConfirmPublisher:
         elif self._state == "ready":
             self._send_outbox()
         elif self._state == "idle" and self._outbox:
-            self._connect()
+            wait = self._next_attempt - time.monotonic()
+            if wait > 0:
+                self._fail_outbox(ConnectFailed(f"the broker is unreachable ({self._down_reason}); "
+                                                f"next attempt in {wait:.1f}s"))
+            else:
+                self._connect()
         # "connecting": the outbox is sent once the channel is ready
 
     def _connect(self) -> None:
@@ -277,9 +297,31 @@ class ConfirmPublisher:
         except Exception as exc:  # noqa: BLE001 - bad parameters, no socket...
             self._state = "idle"
             self._connection = None
+            self._broker_down(exc)
             self._fail_outbox(ConnectFailed(f"cannot connect to the broker: {exc!r}"))
             return
         self._schedule_check()
+
+    def _broker_down(self, error: BaseException) -> None:
+        """A connection attempt failed: say so once per outage, and hold off the next one."""
+        now = time.monotonic()
+        self._down_reason = _short(error)
+        if self._down_since is None:
+            self._down_since = now
+            self._failed_while_down = 0
+            self._backoff = _RECONNECT_FIRST
+            log.warning("the broker cannot be reached (%s): publishing fails (webhooks are answered 503) "
+                        "until it is back; trying again every %gs at most", self._down_reason, _RECONNECT_MAX)
+        else:
+            self._backoff = min(_RECONNECT_MAX, self._backoff * 2)
+        self._next_attempt = now + self._backoff
+
+    def _broker_back(self) -> None:
+        if self._down_since is not None:
+            log.warning("the broker is reachable again after %.1fs; %d publish(es) failed meanwhile",
+                        time.monotonic() - self._down_since, self._failed_while_down)
+            self._down_since = None
+        self._next_attempt = 0.0
 
     def _on_connection_open(self, connection: SelectConnection) -> None:
         connection.channel(on_open_callback=self._on_channel_open)
@@ -287,7 +329,8 @@ class ConfirmPublisher:
     def _on_connection_open_error(self, connection: SelectConnection, error: BaseException) -> None:
         self._state = "idle"
         self._connection = None
-        self._fail_outbox(ConnectFailed(f"cannot connect to the broker: {error!r}"))
+        self._broker_down(error)
+        self._fail_outbox(ConnectFailed(f"cannot connect to the broker: {_short(error)}"))
 
     def _on_channel_open(self, channel: Any) -> None:
         channel.add_on_close_callback(self._on_channel_closed)
@@ -302,6 +345,7 @@ class ConfirmPublisher:
         self._method_frames: dict[str, bytes] = {}  # Basic.Publish frames by routing key
         self._state = "ready"
         self._ready_at = time.monotonic()
+        self._broker_back()
         self._send_outbox()
 
     def _send_outbox(self) -> None:
@@ -491,9 +535,26 @@ class ConfirmPublisher:
                 f"connection lost before the confirm: {reason!r}", reused=message.reused))
 
     def _fail_outbox(self, error: PublishFailed) -> None:
+        if self._down_since is not None:
+            self._failed_while_down += sum(m.routing_key is not None for m in self._outbox)  # not probes
         while self._outbox:
             self._outbox.popleft().settle(error)
 
     def _fail_all(self, error: PublishFailed) -> None:
         self._fail_pending(error)
         self._fail_outbox(error)
+
+
+def _short(error: BaseException) -> str:
+    """One line for a connection failure; pika's own repr nests the whole workflow."""
+    for _ in range(5):  # pika nests: ConnectionError(WorkflowFailed([..., SocketConnectError(OSError)]))
+        if isinstance(error, AMQPConnectionWorkflowFailed) and error.exceptions:
+            error = error.exceptions[-1]
+        elif isinstance(getattr(error, "exception", None), BaseException):
+            error = error.exception
+        elif error.args and isinstance(error.args[0], BaseException):
+            error = error.args[0]
+        else:
+            break
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -151,11 +151,21 @@ class StreamDeliveryLog:
         return BlockingConnection(params)
 
     def _loop(self, body, role: str) -> None:
+        down_since: float | None = None  # one warning per outage, not one per reconnect attempt
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 body()
             except (pe.AMQPError, OSError) as exc:
-                log.warning("delivery log %s: %s; reconnecting", role, exc or type(exc).__name__)
+                if down_since is not None and time.monotonic() - started > 5 * max(self.reconnect_delay, 1.0):
+                    log.warning("delivery log %s: the broker was back for a while", role)
+                    down_since = None  # it ran a while before failing: a new outage
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning("delivery log %s: lost the broker (%s); reconnecting every %gs", role,
+                                str(exc) or type(exc).__name__, self.reconnect_delay)
+                else:
+                    log.debug("delivery log %s: still no broker (%s)", role, str(exc) or type(exc).__name__)
             except Exception:  # a bug here must not take dedupe down for the process' lifetime
                 log.exception("delivery log %s failed; restarting it", role)
             self._stop.wait(self.reconnect_delay)
