@@ -329,11 +329,13 @@ def test_the_notifier_picks_up_new_alerts_and_providers(installed: Kubectl, kube
               providerRef: {name: nowhere}
               eventSources: [{kind: Kustomization, name: '*'}]
             """.replace("            ", ""))
+        # Statuses are written one object at a time: wait for each, not just the first.
         wait_until(lambda: ready(kube_api, "Alert", "to-webhook").get("status") == "True", 10, "the Alert ready")
+        wait_until(lambda: ready(kube_api, "Alert", "broken").get("status"), 10, "the broken Alert's status")
         broken = ready(kube_api, "Alert", "broken")
         assert (broken["status"], broken["reason"]) == ("False", "ValidationFailed")
         assert broken["message"] == "spec.providerRef: Provider herald/nowhere not found"
-        assert ready(kube_api, "Provider", "webhook")["status"] == "True"
+        wait_until(lambda: ready(kube_api, "Provider", "webhook").get("status") == "True", 10, "the Provider ready")
         # Only the notifier's kinds get a status from the notifier.
         assert status_of(kube_api, "Receiver", "github-app") == {}
 
