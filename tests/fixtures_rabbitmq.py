@@ -114,6 +114,7 @@ class TestNode:
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
 
     def start(self) -> None:
+        (self.dir / "owner").write_text(f"{os.getpid()}\n{self.node}\n")
         done = subprocess.run(["rabbitmq-server", "-detached"], env={**os.environ, **self.env},
                               capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
@@ -127,6 +128,22 @@ class TestNode:
     def stop(self) -> None:
         _run("rabbitmqctl", "-n", self.node, "stop", str(self.dir / "pid"), timeout=120)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    @staticmethod
+    def sweep_orphans() -> None:
+        """Stop the nodes of test sessions that were killed before their teardown (Ctrl-C, a
+        timeout): they would keep running, and holding memory, for as long as the machine."""
+        for owner in Path(tempfile.gettempdir()).glob("herald-test-rabbitmq-*/owner"):
+            try:
+                pid_text, node = owner.read_text().split()[:2]
+                os.kill(int(pid_text), 0)
+                continue  # its session is still running
+            except ProcessLookupError:
+                pass
+            except (OSError, ValueError):
+                continue
+            _run("rabbitmqctl", "-n", node, "stop", str(owner.parent / "pid"), timeout=120)
+            shutil.rmtree(owner.parent, ignore_errors=True)
 
 
 def _dead_letter_supervisor_down() -> bool:
@@ -169,6 +186,7 @@ SESSION_PREFIX = f"test.{uuid.uuid4().hex[:8]}."
 @pytest.fixture(scope="session")
 def rabbitmq_node() -> Iterator[TestNode]:
     """The session's own RabbitMQ node (installed first if needed), stopped at the end."""
+    TestNode.sweep_orphans()
     node = TestNode()
     saved = os.environ.get("RABBITMQ_NODENAME")
     try:

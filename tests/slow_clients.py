@@ -1,4 +1,6 @@
-"""Slow clients cannot starve real ones, on both ways the receiver is served.
+"""Slow clients cannot starve real ones (the scenario; tests/test_slow_clients_*.py run it on
+each way the receiver is served, in files of their own so that a parallel run can take both at
+once).
 
 An attacker opens 96 connections and sends a byte on each every half second: some dribble
 their headers, some send headers and then dribble the body. With a worker that gives a
@@ -23,10 +25,10 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import requests
 
 from tests.fixtures_herald import (
@@ -57,8 +59,9 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**env, "HERALD_STATE_DIR": str(tmp_path / "state"), "HERALD_INTERVAL_POLLING": "false", **extra}
 
 
-@pytest.fixture(params=["web", "serve"])
-def front(request: pytest.FixtureRequest, tmp_path: Path, repo) -> Iterator[Front]:
+@contextmanager
+def serving(entry: str, tmp_path: Path, repo) -> Iterator[Front]:
+    """The receiver as `entry` ("web" or "serve") runs it, until the block ends."""
     cfg = write_config(tmp_path / "herald.yaml", repo.url)
     from herald import config
 
@@ -66,16 +69,16 @@ def front(request: pytest.FixtureRequest, tmp_path: Path, repo) -> Iterator[Fron
     hook = loaded.hook_path(loaded.receivers[("flux-system", "github-app")])
     port = free_port()
     env = _env(tmp_path, HERALD_CONFIG=str(cfg), HERALD_LISTEN=f"127.0.0.1:{port}", WEB_CONCURRENCY="2")
-    if request.param == "web":
+    if entry == "web":
         command = ["gunicorn", "receiver.app:create_app()"]  # in the repository, as the Procfile
     else:
         command = [sys.executable, "-m", "herald.cli", "serve"]
-    log = tmp_path / f"{request.param}.log"
+    log = tmp_path / f"{entry}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_ready(f"http://127.0.0.1:{port}", timeout=60)
-        yield Front(request.param, f"http://127.0.0.1:{port}{hook}", github_push(repo.head), log)
+        yield Front(entry, f"http://127.0.0.1:{port}{hook}", github_push(repo.head), log)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -136,7 +139,7 @@ class Flood(threading.Thread):
                 sock.close()
 
 
-def test_a_real_delivery_is_answered_at_once_during_a_slow_client_flood(front: Front) -> None:
+def check_a_real_delivery_is_answered_at_once_during_a_slow_client_flood(front: Front) -> None:
     flood = Flood(front.url, until=time.monotonic() + FLOOD_SECONDS)
     flood.start()
     time.sleep(2.0)  # every slow client is connected and has started sending
