@@ -225,6 +225,12 @@ def test_stopping_rabbitmq_mid_burst_loses_no_accepted_delivery(tmp_path: Path, 
                 marks["start_begin"] = time.monotonic()
                 rabbitmq_control.start()
                 marks["start_end"] = time.monotonic()
+            # As a load balancer does: the next batch once the receiver says it is ready again
+            # (its publisher holds off reconnecting for up to half a second after a failure).
+            deadline = time.monotonic() + 30
+            while requests.get(base + "/readyz", timeout=5).status_code != 200:
+                assert time.monotonic() < deadline, "the receiver never saw the broker again"
+                time.sleep(0.1)
             sent_ids += burst.release(BATCHES["after"], "after")
             burst.wait(lambda: burst.count() == len(sent_ids), 60, "every answer")
         finally:

@@ -62,8 +62,8 @@ _CHECK_SECONDS = 0.1
 # After a failed connection attempt, publishes fail at once (no new attempt) for this long,
 # doubling up to the maximum while the broker stays away: an outage under load would otherwise
 # be one connection attempt, and pika's half-dozen log lines, per request.
-_RECONNECT_FIRST = 0.25
-_RECONNECT_MAX = 2.0
+_RECONNECT_FIRST = 0.1
+_RECONNECT_MAX = 0.5  # also how late, at most, publishing resumes once the broker is back
 # A graceful close waits this long for the broker's Close-Ok, then cuts the socket.
 _CLOSE_SECONDS = 2.0
 
