@@ -25,6 +25,20 @@ status, headers and body). A GitHub App (`add_github_app`) gets installation tok
 `POST /app/installations/{id}/access_tokens` after its RS256 JWT is verified with the App's
 public key; those tokens are then accepted like personal tokens until they expire.
 
+Pull-request comments (what `herald.forges` edits in place), per forge and in its own shape:
+GitHub issue comments (`GET`/`POST /repos/{o}/{r}/issues/{n}/comments` with `Link` pages,
+`PATCH /repos/{o}/{r}/issues/comments/{id}`, `GET /user`; 422 "body is too long (maximum is
+65536 characters)"; App-written comments carry `performed_via_github_app`), GitLab MR notes
+(`X-Next-Page` and the other `X-` headers, `PUT .../notes/{id}`, `GET /user`; the 1,000,000
+character note limit), Gitea comments (`page`/`limit`, or every comment at once when
+`gitea_paginates_comments` is off, as older servers do; `PATCH .../issues/comments/{id}`),
+Bitbucket Cloud (`{"values", "next"}` pages, `content.raw`, `GET /2.0/user`; no limit enforced,
+none being documented), Bitbucket Server (`activities` with `isLastPage`/`nextPageStart`,
+comment `version`s with 409 `CommentOutOfDateException` on a stale one, "Please enter a
+non-empty value less than 32768 characters", `plugins/servlet/applinks/whoami`). `add_comment`
+seeds a comment by another user, `edit_comment` edits one behind the client's back, `comments`
+reads a PR's comments; `fail_next(429, retry_after=...)` answers one request with a rate limit.
+
 What could not be checked against the real services (they are not reachable from here): the
 exact wording of Gitea's and both Bitbucket editions' error messages, and Bitbucket's length
 limits; the shapes are the documented ones.
@@ -40,6 +54,7 @@ import secrets
 import sys
 import threading
 import time
+import uuid as uuid_module
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +77,10 @@ GITEA_STATES = {"pending", "success", "error", "failure", "warning"}
 BITBUCKET_STATES = {"INPROGRESS", "SUCCESSFUL", "FAILED", "STOPPED"}
 BITBUCKET_SERVER_STATES = {"INPROGRESS", "SUCCESSFUL", "FAILED", "CANCELLED", "UNKNOWN"}
 _SHA1 = re.compile(r"[0-9a-f]{40}")
+GITHUB_COMMENTS_DOCS = "https://docs.github.com/rest/issues/comments#update-an-issue-comment"
+GITHUB_COMMENT_LIMIT = 65536  # "body is too long (maximum is 65536 characters)"
+GITLAB_NOTE_LIMIT = 1_000_000  # GitLab's Note validation
+BITBUCKET_SERVER_COMMENT_LIMIT = 32768  # "Please enter a non-empty value less than 32768 characters"
 
 _Reply = tuple[int, dict[str, str], bytes]
 
@@ -118,6 +137,9 @@ class GitForges(ServedOnAThread):
             "bitbucketserver": {("herald", "server-password")},
         }
         self.bitbucket_context = ""  # Bitbucket Server's context path, such as "/bitbucket"
+        self.token_users: dict[str, str] = {}  # token → the login it acts as ("herald-bot" by default)
+        self.gitea_paginates_comments = True  # False: answer every comment at once, as older Gitea does
+        self._comments: dict[tuple[str, str, int], list[dict[str, Any]]] = {}  # oldest first
         self.apps: dict[str, GitHubApp] = {}  # by installation ID
         self.requests: list[Received] = []
         self._statuses: dict[tuple[str, str, str], list[dict[str, Any]]] = {}  # oldest first
@@ -171,6 +193,8 @@ class GitForges(ServedOnAThread):
         if failure:
             time.sleep(failure.delay)
             reply = self._failure_reply(forge, failure)
+        elif (comment_reply := self._comments_route(forge, method, path, query, headers, body)) is not None:
+            reply = comment_reply
         elif forge == "github":
             reply = self._github(method, path, query, headers, body)
         elif forge == "gitlab":
@@ -499,6 +523,407 @@ class GitForges(ServedOnAThread):
             return (user, password) in self.logins.get(forge, set())
         return False
 
+    # -- pull-request comments (all five forges) -------------------------------------------
+    #
+    # Comments are kept per (forge, repository, PR) in one neutral shape ({"id", "body",
+    # "author", "app_id", "version", "created", "updated"}) and answered in each forge's own.
+    # Who writes: `token_users` maps a token (or a Basic login's user) to a login; the default
+    # tokens act as "herald-bot", Basic logins as their username, App tokens as "<slug>[bot]".
+
+    def add_comment(self, forge: str, repo: str, pr: int, body: str, author: str = "someone-else") -> int:
+        """A comment written by `author` (as another user, or a person quoting the marker)."""
+        return self._new_comment(forge, repo, pr, body, author, None)["id"]
+
+    def comments(self, forge: str, repo: str, pr: int) -> list[dict[str, Any]]:
+        """The PR's comments, oldest first: {"id", "body", "author", "version", ...}."""
+        with self._lock:
+            return [dict(c) for c in self._comments.get((forge, repo, pr), [])]
+
+    def edit_comment(self, forge: str, repo: str, pr: int, comment_id: int, body: str) -> None:
+        """Someone edits a comment behind the client's back (Bitbucket Server's version moves)."""
+        with self._lock:
+            for c in self._comments.get((forge, repo, pr), []):
+                if c["id"] == comment_id:
+                    c.update(body=body, version=c["version"] + 1, updated=_now())
+
+    def comment_writes(self, forge: str | None = None) -> list[Received]:
+        """The accepted comment-writing requests (POST, PUT, PATCH on a comments path)."""
+        return [r for r in self.requests if r.method in ("POST", "PUT", "PATCH") and 200 <= r.status < 300
+                and re.search(r"/(comments|notes)(/|$)", r.path) and (forge is None or r.forge == forge)]
+
+    def _new_comment(self, forge: str, repo: str, pr: int, body: str, author: str,
+                     app_id: str | None) -> dict[str, Any]:
+        with self._lock:
+            now = _now()
+            comment = {"id": next(self._ids), "body": body, "author": author, "app_id": app_id, "version": 0,
+                       "created": now, "updated": now, "pr": pr, "repo": repo}
+            self._comments.setdefault((forge, repo, pr), []).append(comment)
+            return dict(comment)
+
+    def _find_comment(self, forge: str, repo: str, comment_id: int, pr: int | None = None) -> dict[str, Any] | None:
+        with self._lock:
+            for (f, r, p), listed in self._comments.items():
+                if f == forge and r == repo and (pr is None or p == pr):
+                    for c in listed:
+                        if c["id"] == comment_id:
+                            return c
+        return None
+
+    def _user(self, forge: str, headers: dict[str, str]) -> tuple[str, str | None] | None:
+        """(login, GitHub App id) the request authenticates as, or None."""
+        auth = headers.get("authorization", "")
+        scheme, _, value = auth.partition(" ")
+        token = headers.get("private-token") or (value.strip() if scheme.lower() in ("bearer", "token") else "")
+        if token:
+            if token in self.tokens[forge]:
+                return self.token_users.get(token, "herald-bot"), None
+            if forge == "github":
+                now = time.time()
+                for app in self.apps.values():
+                    if app.issued.get(token, 0) > now:
+                        return f"herald-app-{app.app_id}[bot]", app.app_id
+            return None
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return (user, None) if (user, password) in self.logins.get(forge, set()) else None
+        return None
+
+    def _comments_route(self, forge: str, method: str, path: str, query: dict[str, str], headers: dict[str, str],
+                        body: Any) -> _Reply | None:
+        routes = {"github": self._github_comments, "gitlab": self._gitlab_comments, "gitea": self._gitea_comments,
+                  "bitbucket": self._bitbucket_comments, "bitbucketserver": self._bitbucket_server_comments}
+        route = routes.get(forge)
+        return route(method, path, query, headers, body) if route else None
+
+    # GitHub: REST "Issue comments" (a PR's conversation) and "Users" (GET /user).
+
+    def _github_comment(self, c: dict[str, Any], repo: str) -> dict[str, Any]:
+        app = {"id": int(c["app_id"]), "slug": f"herald-app-{c['app_id']}", "name": "Herald"} if c["app_id"] else None
+        return {
+            "id": c["id"], "node_id": f"IC_{c['id']}",
+            "url": f"{self.url}/api/v3/repos/{repo}/issues/comments/{c['id']}",
+            "html_url": f"{self.url}/{repo}/pull/{c['pr']}#issuecomment-{c['id']}",
+            "issue_url": f"{self.url}/api/v3/repos/{repo}/issues/{c['pr']}",
+            "body": c["body"], "created_at": c["created"], "updated_at": c["updated"],
+            "user": {"login": c["author"], "id": _user_id(c["author"]), "type": "Bot" if c["app_id"] else "User"},
+            "author_association": "NONE" if c["app_id"] else "MEMBER",
+            "performed_via_github_app": app,
+        }
+
+    def _github_comments(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
+                         body: Any) -> _Reply | None:
+        listing = re.fullmatch(r"/api/v3/repos/([^/]+)/([^/]+)/issues/(\d+)/comments", path)
+        one = re.fullmatch(r"/api/v3/repos/([^/]+)/([^/]+)/issues/comments/(\d+)", path)
+        if path != "/api/v3/user" and not listing and not one:
+            return None
+        user = self._user("github", headers)
+        if user is None:
+            return _github_error(401, "Bad credentials" if headers.get("authorization") else "Requires authentication")
+        login, app_id = user
+        if path == "/api/v3/user":
+            if method != "GET":
+                return _github_error(404, "Not Found")
+            if app_id:
+                return _github_error(403, "Resource not accessible by integration")
+            return _json(200, {"login": login, "id": _user_id(login), "type": "User"})
+        m = listing or one
+        assert m is not None
+        repo = f"{m[1]}/{m[2]}"
+        if repo not in self.repos["github"]:
+            return _github_error(404, "Not Found")
+        if listing and method == "GET":
+            comments = self.comments("github", repo, int(m[3]))
+            per_page = min(int(query.get("per_page", "30")), 100)
+            page = max(int(query.get("page", "1")), 1)
+            last = max(1, -(-len(comments) // per_page))
+            status, reply_headers, payload = _json(200, [self._github_comment(c, repo) for c in
+                                                         comments[(page - 1) * per_page: page * per_page]])
+            link = f"{self.url}{path}?per_page={per_page}&page="
+            links = ([f'<{link}{page + 1}>; rel="next"', f'<{link}{last}>; rel="last"'] if page < last else [])
+            if page > 1:
+                links += [f'<{link}{page - 1}>; rel="prev"', f'<{link}1>; rel="first"']
+            if links:
+                reply_headers["Link"] = ", ".join(links)
+            return status, reply_headers, payload
+        if (listing and method != "POST") or (one and method != "PATCH"):
+            return _github_error(404, "Not Found")
+        text = body.get("body") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text:
+            return _json(422, {"message": "Invalid request.\n\n\"body\" wasn't supplied.",
+                               "documentation_url": GITHUB_COMMENTS_DOCS, "status": "422"})
+        if len(text) > GITHUB_COMMENT_LIMIT:
+            return _json(422, {"message": "Validation Failed", "errors": [{
+                "resource": "IssueComment", "code": "custom", "field": "body",
+                "message": f"body is too long (maximum is {GITHUB_COMMENT_LIMIT} characters)"}],
+                "documentation_url": GITHUB_COMMENTS_DOCS, "status": "422"})
+        if listing:
+            return _json(201, self._github_comment(self._new_comment("github", repo, int(m[3]), text, login, app_id),
+                                                   repo))
+        comment = self._find_comment("github", repo, int(m[3]))
+        if comment is None:
+            return _github_error(404, "Not Found")
+        with self._lock:
+            comment.update(body=text, updated=_now(), version=comment["version"] + 1)
+        return _json(200, self._github_comment(dict(comment), repo))
+
+    # GitLab: "Notes API" (merge requests) and "Users API" (GET /user).
+
+    def _gitlab_note(self, c: dict[str, Any]) -> dict[str, Any]:
+        return {"id": c["id"], "type": None, "body": c["body"], "attachment": None,
+                "author": {"id": _user_id(c["author"]), "username": c["author"], "name": c["author"],
+                           "state": "active"},
+                "created_at": c["created"], "updated_at": c["updated"], "system": bool(c.get("system")),
+                "noteable_id": 900 + c["pr"], "noteable_type": "MergeRequest", "noteable_iid": c["pr"],
+                "resolvable": False, "confidential": False, "internal": False}
+
+    def _gitlab_comments(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
+                         body: Any) -> _Reply | None:
+        listing = re.fullmatch(r"/api/v4/projects/([^/]+)/merge_requests/(\d+)/notes", path)
+        one = re.fullmatch(r"/api/v4/projects/([^/]+)/merge_requests/(\d+)/notes/(\d+)", path)
+        if path != "/api/v4/user" and not listing and not one:
+            return None
+        user = self._user("gitlab", headers)
+        if user is None:
+            return _json(401, {"message": "401 Unauthorized"})
+        login = user[0]
+        if path == "/api/v4/user":
+            return _json(200, {"id": _user_id(login), "username": login, "name": login, "state": "active"})
+        m = listing or one
+        assert m is not None
+        project = unquote(m[1])
+        project = self.gitlab_ids.get(project, project)
+        if project not in self.repos["gitlab"]:
+            return _json(404, {"message": "404 Project Not Found"})
+        pr = int(m[2])
+        if listing and method == "GET":
+            notes = self.comments("gitlab", project, pr)
+            if query.get("sort", "desc") == "desc":
+                notes.reverse()
+            per_page = min(int(query.get("per_page", "20")), 100)
+            page = max(int(query.get("page", "1")), 1)
+            pages = max(1, -(-len(notes) // per_page))
+            status, reply_headers, payload = _json(200, [self._gitlab_note(n) for n in
+                                                         notes[(page - 1) * per_page: page * per_page]])
+            reply_headers.update({"X-Page": str(page), "X-Per-Page": str(per_page), "X-Total": str(len(notes)),
+                                  "X-Total-Pages": str(pages), "X-Next-Page": str(page + 1) if page < pages else "",
+                                  "X-Prev-Page": str(page - 1) if page > 1 else ""})
+            return status, reply_headers, payload
+        if (listing and method != "POST") or (one and method != "PUT"):
+            return _json(405, {"message": "405 Method Not Allowed"})
+        text = body.get("body") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text:
+            return _json(400, {"error": "body is missing"})
+        if len(text) > GITLAB_NOTE_LIMIT:
+            return _json(400, {"message": {"note": [f"is too long (maximum is {GITLAB_NOTE_LIMIT} characters)"]}})
+        if listing:
+            return _json(201, self._gitlab_note(self._new_comment("gitlab", project, pr, text, login, None)))
+        note = self._find_comment("gitlab", project, int(m[3]), pr)
+        if note is None:
+            return _json(404, {"message": "404 Note Not Found"})
+        if note["author"] != login:
+            return _json(403, {"message": "403 Forbidden"})
+        with self._lock:
+            note.update(body=text, updated=_now(), version=note["version"] + 1)
+        return _json(200, self._gitlab_note(dict(note)))
+
+    # Gitea: issueGetComments, issueCreateComment, issueEditComment, userGetCurrent.
+
+    def _gitea_comment(self, c: dict[str, Any], repo: str) -> dict[str, Any]:
+        return {"id": c["id"], "html_url": f"{self.url}/{repo}/pulls/{c['pr']}#issuecomment-{c['id']}",
+                "pull_request_url": f"{self.url}/{repo}/pulls/{c['pr']}", "issue_url": "",
+                "user": {"id": _user_id(c["author"]), "login": c["author"], "full_name": c["author"]},
+                "original_author": "", "original_author_id": 0, "body": c["body"], "assets": [],
+                "created_at": c["created"], "updated_at": c["updated"]}
+
+    def _gitea_comments(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
+                        body: Any) -> _Reply | None:
+        listing = re.fullmatch(r"/api/v1/repos/([^/]+)/([^/]+)/issues/(\d+)/comments", path)
+        one = re.fullmatch(r"/api/v1/repos/([^/]+)/([^/]+)/issues/comments/(\d+)", path)
+        if path != "/api/v1/user" and not listing and not one:
+            return None
+        swagger = f"{self.url}/api/swagger"
+        user = self._user("gitea", headers)
+        if user is None:
+            return _json(401, {"message": "token is required", "url": swagger})
+        login = user[0]
+        if path == "/api/v1/user":
+            return _json(200, {"id": _user_id(login), "login": login, "full_name": login})
+        m = listing or one
+        assert m is not None
+        repo = f"{m[1]}/{m[2]}"
+        if repo not in self.repos["gitea"]:
+            return _json(404, {"errors": None, "message": "The target couldn't be found.", "url": swagger})
+        if listing and method == "GET":
+            comments = self.comments("gitea", repo, int(m[3]))
+            total = len(comments)
+            if self.gitea_paginates_comments and ("page" in query or "limit" in query):
+                limit = min(int(query.get("limit", "30")), 50)
+                page = max(int(query.get("page", "1")), 1)
+                comments = comments[(page - 1) * limit: page * limit]
+            status, reply_headers, payload = _json(200, [self._gitea_comment(c, repo) for c in comments])
+            reply_headers["X-Total-Count"] = str(total)
+            return status, reply_headers, payload
+        if (listing and method != "POST") or (one and method != "PATCH"):
+            return _json(405, {"message": "Method Not Allowed", "url": swagger})
+        text = body.get("body") if isinstance(body, dict) else None
+        if not isinstance(text, str):
+            return _json(422, {"message": "[Body]: Required", "url": swagger})
+        if listing:
+            return _json(201, self._gitea_comment(self._new_comment("gitea", repo, int(m[3]), text, login, None), repo))
+        comment = self._find_comment("gitea", repo, int(m[3]))
+        if comment is None:
+            return _json(404, {"errors": None, "message": "The target couldn't be found.", "url": swagger})
+        if comment["author"] != login:
+            return _json(403, {"message": "user should be the owner of the comment", "url": swagger})
+        with self._lock:
+            comment.update(body=text, updated=_now(), version=comment["version"] + 1)
+        return _json(200, self._gitea_comment(dict(comment), repo))
+
+    # Bitbucket Cloud: pullrequests/{id}/comments and GET /user.
+
+    def _bitbucket_comment(self, c: dict[str, Any], repo: str) -> dict[str, Any]:
+        api = f"{self.url}/2.0/repositories/{repo}/pullrequests/{c['pr']}/comments/{c['id']}"
+        return {"id": c["id"], "type": "pullrequest_comment",
+                "content": {"type": "rendered", "raw": c["body"], "markup": "markdown", "html": ""},
+                "user": _bitbucket_user(c["author"]), "created_on": c["created"], "updated_on": c["updated"],
+                "deleted": bool(c.get("deleted")), "pending": False,
+                "pullrequest": {"type": "pullrequest", "id": c["pr"]},
+                "links": {"self": {"href": api},
+                          "html": {"href": f"{self.url}/{repo}/pull-requests/{c['pr']}/_/diff#comment-{c['id']}"}}}
+
+    def _bitbucket_comments(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
+                            body: Any) -> _Reply | None:
+        listing = re.fullmatch(r"/2.0/repositories/([^/]+)/([^/]+)/pullrequests/(\d+)/comments/?", path)
+        one = re.fullmatch(r"/2.0/repositories/([^/]+)/([^/]+)/pullrequests/(\d+)/comments/(\d+)", path)
+        if path != "/2.0/user" and not listing and not one:
+            return None
+        user = self._user("bitbucket", headers)
+        if user is None:
+            return _bitbucket_error(401, "Access denied. You must have write or admin access.")
+        login = user[0]
+        if path == "/2.0/user":
+            return _json(200, _bitbucket_user(login))
+        m = listing or one
+        assert m is not None
+        repo, pr = f"{m[1]}/{m[2]}", int(m[3])
+        if repo not in self.repos["bitbucket"]:
+            return _bitbucket_error(404, f"Repository {repo} not found")
+        if listing and method == "GET":
+            comments = self.comments("bitbucket", repo, pr)
+            pagelen = min(int(query.get("pagelen", "10")), 100)
+            page = max(int(query.get("page", "1")), 1)
+            answer: dict[str, Any] = {
+                "pagelen": pagelen, "size": len(comments), "page": page,
+                "values": [self._bitbucket_comment(c, repo) for c in comments[(page - 1) * pagelen: page * pagelen]]}
+            if page * pagelen < len(comments):
+                answer["next"] = f"{self.url}{path}?pagelen={pagelen}&page={page + 1}"
+            return _json(200, answer)
+        if (listing and method != "POST") or (one and method not in ("PUT", "GET")):
+            return _bitbucket_error(405, "Method not allowed")
+        if one and method == "GET":
+            comment = self._find_comment("bitbucket", repo, int(m[4]), pr)
+            return (_json(200, self._bitbucket_comment(comment, repo)) if comment
+                    else _bitbucket_error(404, "Comment not found"))
+        content = body.get("content") if isinstance(body, dict) else None
+        text = content.get("raw") if isinstance(content, dict) else None
+        if not isinstance(text, str) or not text:
+            return _json(400, {"type": "error", "error": {"message": "Bad request",
+                                                          "fields": {"content.raw": ["This field is required."]}}})
+        if listing:
+            return _json(201, self._bitbucket_comment(self._new_comment("bitbucket", repo, pr, text, login, None), repo))
+        comment = self._find_comment("bitbucket", repo, int(m[4]), pr)
+        if comment is None:
+            return _bitbucket_error(404, "Comment not found")
+        if comment["author"] != login:
+            return _bitbucket_error(403, "You can only edit your own comments.")
+        with self._lock:
+            comment.update(body=text, updated=_now(), version=comment["version"] + 1)
+        return _json(200, self._bitbucket_comment(dict(comment), repo))
+
+    # Bitbucket Server / Data Center: pull-requests/{id}/activities, .../comments, applinks whoami.
+
+    def _bitbucket_server_comment(self, c: dict[str, Any]) -> dict[str, Any]:
+        return {"properties": {"repositoryId": 1}, "id": c["id"], "version": c["version"], "text": c["body"],
+                "author": _bitbucket_server_user(c["author"]), "createdDate": _millis(c["created"]),
+                "updatedDate": _millis(c["updated"]), "comments": [], "tasks": [], "severity": "NORMAL",
+                "state": "OPEN", "permittedOperations": {"editable": True, "transitionable": True,
+                                                         "deletable": True}}
+
+    def _bitbucket_server_comments(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
+                                   body: Any) -> _Reply | None:
+        ctx = re.escape(self.bitbucket_context)
+        pr_path = ctx + r"/rest/api/latest/projects/([^/]+)/repos/([^/]+)/pull-requests/(\d+)"
+        activities = re.fullmatch(pr_path + r"/activities", path)
+        listing = re.fullmatch(pr_path + r"/comments", path)
+        one = re.fullmatch(pr_path + r"/comments/(\d+)", path)
+        whoami = path == f"{self.bitbucket_context}/plugins/servlet/applinks/whoami"
+        if not (activities or listing or one or whoami):
+            return None
+        user = self._user("bitbucketserver", headers)
+        if whoami:  # plain text: the user's name, or nothing for an anonymous request
+            return 200, {"Content-Type": "text/plain;charset=UTF-8"}, (user[0] if user else "").encode()
+        if user is None:
+            return _bitbucket_server_error(401, "Authentication failed. Please check your credentials and try again.",
+                                           "com.atlassian.bitbucket.auth.IncorrectPasswordAuthenticationException")
+        login = user[0]
+        m = activities or listing or one
+        assert m is not None
+        repo, pr = f"{m[1]}/{m[2]}", int(m[3])
+        if repo not in self.repos["bitbucketserver"]:
+            return _bitbucket_server_error(404, f"Repository {repo} does not exist.",
+                                           "com.atlassian.bitbucket.repository.NoSuchRepositoryException")
+        if activities:
+            if method != "GET":
+                return _text(405, "Method Not Allowed")
+            newest_first = list(reversed(self.comments("bitbucketserver", repo, pr)))
+            start = max(int(query.get("start", "0")), 0)
+            limit = min(int(query.get("limit", "25")), 1000)
+            chunk = newest_first[start: start + limit]
+            values = [{"id": 5000 + c["id"], "createdDate": _millis(c["created"]),
+                       "user": _bitbucket_server_user(c["author"]), "action": "COMMENTED", "commentAction": "ADDED",
+                       "comment": self._bitbucket_server_comment(c)} for c in chunk]
+            last = start + limit >= len(newest_first)
+            answer: dict[str, Any] = {"size": len(values), "limit": limit, "isLastPage": last, "start": start,
+                                      "values": values}
+            if not last:
+                answer["nextPageStart"] = start + limit
+            return _json(200, answer)
+        if (listing and method != "POST") or (one and method not in ("GET", "PUT")):
+            return _text(405, "Method Not Allowed")
+        if one and method == "GET":
+            comment = self._find_comment("bitbucketserver", repo, int(m[4]), pr)
+            if comment is None:
+                return _bitbucket_server_error(404, f"Comment {m[4]} does not exist.",
+                                               "com.atlassian.bitbucket.comment.NoSuchCommentException")
+            return _json(200, self._bitbucket_server_comment(comment))
+        text = body.get("text") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text.strip() or len(text) >= BITBUCKET_SERVER_COMMENT_LIMIT:
+            return _json(400, {"errors": [{"context": "text", "exceptionName": None, "message":
+                                           f"Please enter a non-empty value less than "
+                                           f"{BITBUCKET_SERVER_COMMENT_LIMIT} characters"}]})
+        if listing:
+            return _json(201, self._bitbucket_server_comment(
+                self._new_comment("bitbucketserver", repo, pr, text, login, None)))
+        comment = self._find_comment("bitbucketserver", repo, int(m[4]), pr)
+        if comment is None:
+            return _bitbucket_server_error(404, f"Comment {m[4]} does not exist.",
+                                           "com.atlassian.bitbucket.comment.NoSuchCommentException")
+        if comment["author"].lower() != login.lower():
+            return _bitbucket_server_error(403, "You are not permitted to edit this comment.",
+                                           "com.atlassian.bitbucket.AuthorisationException")
+        with self._lock:
+            if body.get("version") != comment["version"]:
+                return _json(409, {"errors": [{
+                    "context": None, "exceptionName": "com.atlassian.bitbucket.comment.CommentOutOfDateException",
+                    "message": "You are attempting to modify a comment based on out-of-date information.",
+                    "currentVersion": comment["version"], "expectedVersion": body.get("version")}]})
+            comment.update(body=text, updated=_now(), version=comment["version"] + 1)
+            answer_comment = dict(comment)
+        return _json(200, self._bitbucket_server_comment(answer_comment))
+
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -512,7 +937,7 @@ def _forge_of(path: str) -> str:
         return "gitea"
     if path.startswith("/2.0/"):
         return "bitbucket"
-    if "/rest/" in path:
+    if "/rest/" in path or "/plugins/servlet/" in path:
         return "bitbucketserver"
     return ""
 
@@ -567,6 +992,26 @@ def _parse_body(headers: dict[str, str], raw: bytes) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         return None
+
+
+def _user_id(login: str) -> int:
+    """A stable numeric id for a login (GitHub, GitLab and Gitea users have one)."""
+    return 1000 + int.from_bytes(login.encode()[:6].ljust(6, b"\0"), "big") % 900_000
+
+
+def _bitbucket_user(login: str) -> dict[str, Any]:
+    uuid = "{" + str(uuid_module.uuid5(uuid_module.NAMESPACE_URL, "bitbucket:" + login)) + "}"
+    return {"type": "user", "uuid": uuid, "account_id": f"557058:{uuid[1:9]}", "nickname": login,
+            "display_name": login}
+
+
+def _bitbucket_server_user(login: str) -> dict[str, Any]:
+    return {"name": login, "emailAddress": f"{login}@example.com", "id": _user_id(login), "displayName": login,
+            "active": True, "slug": login.lower(), "type": "NORMAL"}
+
+
+def _millis(stamp: str) -> int:
+    return int(datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp() * 1000)
 
 
 def _now() -> str:
@@ -633,7 +1078,7 @@ def _handler_for(server: GitForges) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
-        do_GET = do_POST = do_PUT = do_DELETE = _serve  # noqa: N815 (http.server's naming)
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve  # noqa: N815 (http.server's naming)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             """Quiet: pytest shows the assertions, not an access log."""

@@ -17,24 +17,9 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from herald.http import DeliveryError  # noqa: F401 (its home is the core; providers import it from here)
 from herald.messages import Event
 from herald.model import Provider
-
-
-class DeliveryError(Exception):
-    """A provider could not deliver. The message must never contain a token or webhook URL.
-
-    `retryable`: an outage or rate limit (try again later) rather than a refusal that only a
-    configuration change fixes. `retry_after`: seconds the far side asked us to wait, if it said.
-    `status`: the HTTP status when the far side answered one.
-    """
-
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
-                 status: int | None = None):
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.status = status
 
 
 class Memory(Protocol):

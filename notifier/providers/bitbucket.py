@@ -26,12 +26,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from herald.forges.bitbucket import PUBLIC_API, api_base, credentials  # noqa: F401 (shared with the PR comments)
 from herald.model import Provider
 from notifier.providers import commitstatus, http
 from notifier.providers.base import DeliveryError, Notification
-from notifier.providers.commitstatus import Limits, Posted, Repository, Skip, State
+from notifier.providers.commitstatus import Limits, Posted, Skip, State
 
-PUBLIC_API = "https://api.bitbucket.org/2.0"
 LIMITS = Limits(context=255, description=255)
 STATES = {State.PENDING: "INPROGRESS", State.SUCCESS: "SUCCESSFUL", State.FAILURE: "FAILED"}
 
@@ -77,24 +77,6 @@ def send(provider: Provider, secret: dict[str, str], note: Notification) -> str 
     return None
 
 
-def api_base(repo: Repository) -> str:
-    if repo.hostname in ("bitbucket.org", "www.bitbucket.org"):
-        return PUBLIC_API
-    return f"{repo.origin}/2.0"
-
-
-def credentials(secret: dict[str, str], where: str) -> tuple[tuple[str, str] | None, dict[str, str]]:
-    """HTTP Basic for `user:password` tokens, a Bearer header for access tokens."""
-    token = secret.get("token", "")
-    if not token:
-        raise DeliveryError(f"{where}: the Secret needs a `token` (<username>:<app-password>, or an access token)",
-                            retryable=False)
-    username, colon, password = token.partition(":")
-    if colon:
-        if not username or not password:
-            raise DeliveryError(f"{where}: the Secret's `token` must be <username>:<app-password>", retryable=False)
-        return (username, password), {}
-    return None, {"Authorization": f"Bearer {token}"}
 
 
 def posted(status: Any) -> Posted | None:

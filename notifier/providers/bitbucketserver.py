@@ -26,15 +26,19 @@ import logging
 from typing import Any
 from urllib.parse import urlencode
 
+from herald.forges.bitbucketserver import (  # shared with the PR comments
+    EXAMPLE,
+    credentials,
+    split_scm_path,
+)
 from herald.model import Provider
 from notifier.providers import commitstatus, http
 from notifier.providers.base import DeliveryError, Notification
-from notifier.providers.commitstatus import Limits, Posted, Repository, Skip, State
+from notifier.providers.commitstatus import Limits, Posted, Skip, State
 
 LIMITS = Limits(context=255, description=255)
 NAME_LIMIT = 255
 STATES = {State.PENDING: "INPROGRESS", State.SUCCESS: "SUCCESSFUL", State.FAILURE: "FAILED"}
-EXAMPLE = "https://bitbucket.example.com/scm/<PROJECT>/<repo>.git"
 
 log = logging.getLogger("herald.notifier.bitbucketserver")
 
@@ -80,32 +84,6 @@ def send(provider: Provider, secret: dict[str, str], note: Notification) -> str 
     return None
 
 
-def split_scm_path(repo: Repository) -> tuple[str, str, str]:
-    """(context path, project key, repository slug) from `<context>/scm/<PROJECT>/<repo>`."""
-    path = repo.path
-    scm = max((i for i, part in enumerate(path) if part == "scm"), default=-1)
-    if scm < 0 or len(path) - scm != 3:
-        raise DeliveryError(f"bitbucketserver: the Provider's address must be the http(s) clone URL, such as {EXAMPLE}",
-                            retryable=False)
-    context = "".join(f"/{part}" for part in path[:scm])
-    return context, path[scm + 1], path[scm + 2]
-
-
-def credentials(
-    provider: Provider, secret: dict[str, str], where: str
-) -> tuple[tuple[str, str] | None, dict[str, str]]:
-    """A Bearer header for `token`, else HTTP Basic from `password` and the username."""
-    headers = {"X-Atlassian-Token": "no-check"}
-    if secret.get("token"):
-        return None, {**headers, "Authorization": f"Bearer {secret['token']}"}
-    username = secret.get("username") or provider.username
-    password = secret.get("password", "")
-    if not username or not password:
-        raise DeliveryError(
-            f"{where}: the Secret needs a `token`, or a `password` with a `username` (Secret or spec.username)",
-            retryable=False,
-        )
-    return (username, password), headers
 
 
 def posted(status: Any, key: str) -> Posted | None:

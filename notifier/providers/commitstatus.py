@@ -46,8 +46,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
+from herald.forges.address import Repository, repository  # noqa: F401 (shared with herald.forges)
 from herald.messages import SEVERITY_ERROR, SEVERITY_INFO, Event
 from notifier.providers.base import DeliveryError
 
@@ -61,7 +61,6 @@ PENDING_REASONS = frozenset({"Progressing", "ProgressingWithRetry"})
 """Flux's `meta.ProgressingReason` and `meta.ProgressingWithRetryReason`."""
 
 _SHA1 = re.compile(r"[0-9a-f]{40}")
-_SCP_LIKE = re.compile(r"(?:[^@/\s]+@)?(?P<host>[^:/\s]+):(?!//)(?P<path>\S+)")
 
 T = TypeVar("T")
 
@@ -254,57 +253,3 @@ def courtesy_read(read: Callable[[], T]) -> T | None:
         if exc.retryable:
             raise
         return None
-
-
-@dataclass(frozen=True)
-class Repository:
-    """A repository address cut into what the forge APIs need. Never shown whole: an address
-    may carry credentials (`https://user:token@host/...`), so messages use `host` only."""
-
-    scheme: str
-    hostname: str
-    port: int | None
-    path: tuple[str, ...]
-
-    @property
-    def host(self) -> str:
-        return self.hostname + (f":{self.port}" if self.port else "")
-
-    @property
-    def origin(self) -> str:
-        netloc = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
-        return f"{self.scheme}://{netloc}" + (f":{self.port}" if self.port else "")
-
-    @property
-    def url(self) -> str:
-        """The repository's web URL, without credentials."""
-        return self.origin + "/" + "/".join(self.path)
-
-
-def repository(address: str, forge: str, example: str) -> Repository:
-    """Parse a Provider address: an http(s) repository URL, or an ssh one (`ssh://git@host/o/r`,
-    `git@host:o/r.git`), which is read as https on the same host, as Flux reads it."""
-    text = address.strip()
-    scp = _SCP_LIKE.fullmatch(text)
-    try:
-        if scp and "://" not in text:
-            scheme, hostname, port, path = "https", scp["host"], None, scp["path"]
-        else:
-            parts = urlsplit(text)
-            if parts.scheme == "ssh":
-                scheme, port = "https", None
-            elif parts.scheme in ("http", "https"):
-                scheme, port = parts.scheme, parts.port
-            else:
-                raise ValueError("unsupported scheme")
-            hostname, path = parts.hostname or "", parts.path
-    except ValueError:
-        hostname, path = "", ""
-        scheme, port = "", None
-    segments = tuple(s for s in path.strip("/").removesuffix(".git").split("/") if s)
-    if not hostname or not segments:
-        raise DeliveryError(
-            f"{forge}: the Provider's address must be the repository's URL, such as {example}",
-            retryable=False,
-        )
-    return Repository(scheme, hostname.lower(), port, segments)

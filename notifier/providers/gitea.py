@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from herald.forges.gitea import api_base  # shared with the PR comments
 from herald.model import Provider
 from notifier.providers import commitstatus, http
 from notifier.providers.base import DeliveryError, Notification
-from notifier.providers.commitstatus import Limits, Posted, Repository, Skip, State
+from notifier.providers.commitstatus import Limits, Posted, Skip, State
 
 LIMITS = Limits(context=255, description=255)
 STATES = {State.PENDING: "pending", State.SUCCESS: "success", State.FAILURE: "failure"}
@@ -71,9 +72,6 @@ def send(provider: Provider, secret: dict[str, str], note: Notification) -> str 
              wanted.state, planned.description)
     return None
 
-
-def api_base(repo: Repository) -> str:
-    return f"{repo.origin}/api/v1"
 
 
 def newest_for(statuses: Any, context: str) -> Posted | None:

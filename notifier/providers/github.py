@@ -31,12 +31,12 @@ from typing import Any
 
 import requests
 
+from herald.forges.github import PUBLIC_API, api_base  # noqa: F401 (shared with the PR comments)
 from herald.model import Provider
 from notifier.providers import commitstatus, github_app, http
 from notifier.providers.base import DeliveryError, Notification
-from notifier.providers.commitstatus import Limits, Posted, Repository, Skip, State
+from notifier.providers.commitstatus import Limits, Posted, Skip, State
 
-PUBLIC_API = "https://api.github.com"
 LIMITS = Limits(context=255, description=140)
 STATES = {State.PENDING: "pending", State.SUCCESS: "success", State.FAILURE: "failure"}
 API_VERSION = "2022-11-28"
@@ -98,12 +98,6 @@ def send(provider: Provider, secret: dict[str, str], note: Notification) -> str 
              wanted.state, planned.description)
     return None
 
-
-def api_base(repo: Repository) -> str:
-    """github.com's API, or GitHub Enterprise Server's `/api/v3` on the repository's host."""
-    if repo.hostname in ("github.com", "www.github.com"):
-        return PUBLIC_API
-    return f"{repo.origin}/api/v3"
 
 
 def newest_for(statuses: Any, context: str) -> Posted | None:

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
+from herald.forges.gitlab import api_base, project_id  # shared with the MR comments
 from herald.model import Provider
 from notifier.providers import commitstatus, http
 from notifier.providers.base import DeliveryError, Notification
-from notifier.providers.commitstatus import Limits, Posted, Repository, Skip, State
+from notifier.providers.commitstatus import Limits, Posted, Skip, State
 
 LIMITS = Limits(context=255, description=255)
 STATES = {State.PENDING: "running", State.SUCCESS: "success", State.FAILURE: "failed"}
@@ -79,13 +80,6 @@ def send(provider: Provider, secret: dict[str, str], note: Notification) -> str 
     return None
 
 
-def api_base(repo: Repository) -> str:
-    return f"{repo.origin}/api/v4"
-
-
-def project_id(repo: Repository) -> str:
-    """The project as the API names it: its numeric ID, or its URL-encoded full path."""
-    return quote("/".join(repo.path), safe="")
 
 
 def newest_for(statuses: Any, context: str) -> Posted | None:
