@@ -280,6 +280,7 @@ class HeraldThreadWorker(gthread.ThreadWorker):
         deadline = time.monotonic() + self.read_timeout if self.read_timeout > 0 else math.inf
         scanner = RequestScanner(self.body_limit, head_limit=self._head_limit())
         self._reading[conn] = (deadline, scanner)
+        self._preread_bytes += conn.sock.buffered  # a pipelined request read with the last one
         self._read_some(conn)
 
     def _head_limit(self) -> int:
