@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, jsonify, request
+from gunicorn.http.errors import ParseException
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     generate_latest,
     multiprocess,
 )
-from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.wsgi import get_input_stream
 
