@@ -31,6 +31,7 @@ import pytest
 
 from herald.bus import RetryPolicy
 from herald.bus.amqp import AmqpBus
+from tests.apt import apt_install
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"  # the machine's own node (bench --broker shared)
 READY_TIMEOUT = 90.0
@@ -74,11 +75,9 @@ def _wait_ready(url: str, timeout: float = READY_TIMEOUT) -> None:
 
 
 def _install() -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "rabbitmq-server"]):
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr[-2000:]}")
+    problem = apt_install(["rabbitmq-server"], lambda: shutil.which("rabbitmq-server") is not None)
+    if problem:
+        raise RuntimeError(problem)
 
 
 def _free_port() -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.apt import apt_install
 from tests.fixtures_herald import free_port
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
@@ -37,18 +38,7 @@ def _sshd_path() -> str | None:
 
 def _install() -> str:
     """Install openssh-server; return why not when it cannot be done."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return "sshd is not installed and cannot be (needs root and apt-get)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    done = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "openssh-server"],
-                          capture_output=True, text=True, env=env, timeout=600, check=False)
-    if done.returncode != 0:
-        for cmd in (["apt-get", "update"],
-                    ["apt-get", "install", "-y", "--no-install-recommends", "openssh-server"]):
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
-            if done.returncode != 0:
-                return f"installing openssh-server failed: {' '.join(cmd)}: {done.stderr.strip()[-500:]}"
-    return ""
+    return apt_install(["openssh-server"], lambda: _sshd_path() is not None, recommends=False)
 
 
 def keygen(path: Path, comment: str = "herald-test", passphrase: str = "") -> tuple[str, str]:
