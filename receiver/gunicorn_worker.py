@@ -122,6 +122,10 @@ class PrereadSocket:
     def buffered(self) -> int:
         return len(self._pending) - self._off
 
+    @property
+    def armed(self) -> bool:
+        return self._deadline is not None
+
     def pending(self) -> bytearray | bytes:
         """What was read ahead and not yet taken (for the event loop's scanner)."""
         if self._off:
@@ -357,6 +361,12 @@ class HeraldThreadWorker(gthread.ThreadWorker):
         sock = conn.sock
         if not isinstance(sock, PrereadSocket):
             return super().handle(conn)
+        if not sock.armed and self.read_timeout > 0:
+            # Handed over without the event loop reading it: gthread does so when a pipelined
+            # request is already in its parser's buffer. Whatever of it is still to come must
+            # come within the deadline too, or a client could hold this thread by stopping
+            # half-way through its second request.
+            sock.arm(time.monotonic() + self.read_timeout)
         try:
             result = super().handle(conn)
         finally:

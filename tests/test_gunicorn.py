@@ -357,3 +357,25 @@ def test_a_broken_chunked_body_is_answered_with_connection_close(server: Server)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400") and b"Connection: close" in head, head
     assert "malformed chunked body" in json.loads(body)["error"]
+
+
+def test_a_pipelined_request_left_half_sent_is_cut_off_at_the_deadline(server: Server) -> None:
+    """A whole request and, behind it in the same write, the start of a second: the second
+    goes to a thread from gunicorn's own buffer, not through the event loop, and must still
+    be read within the deadline, or such clients could hold every thread."""
+    first, body = _signed_request(server)
+    stuck = [socket.create_connection((server.host, server.port), timeout=30) for _ in range(THREADS)]
+    try:
+        for sock in stuck:
+            sock.sendall(first + body + f"POST {server.hook} HTTP/1.1\r\nHost: x\r\n".encode())
+        for sock in stuck:
+            assert _read_answers(sock, 1) == [b"HTTP/1.1 202 ACCEPTED"]
+        time.sleep(0.3)  # the half-sent second requests are in the threads now
+        status, took = server.deliver(timeout=READ_TIMEOUT + 10)
+        assert status == 202 and took < READ_TIMEOUT + 1.5, f"a delivery waited {took:.1f}s"
+        for sock in stuck:  # cut off at the deadline, without an answer
+            readable, _, _ = select.select([sock], [], [], READ_TIMEOUT + 3)
+            assert readable and sock.recv(65536) == b""
+    finally:
+        for sock in stuck:
+            sock.close()
