@@ -279,9 +279,15 @@ def test_a_hundred_requests_in_a_second_make_at_most_two_reconciles(
                                           origin={"revision": f"main@sha1:{latest['sha']}",
                                                   "delivery": f"push-{i}"}))
             time.sleep(max(0.0, started + (i + 1) * 0.0095 - time.monotonic()))
+        # On a loaded machine the last commit may land after the hundredth request: the burst
+        # then ends with one more request, naming it, as its push webhook would.
+        committer.join()
+        if landed[-1] > time.monotonic() - 0.05:
+            time.sleep(0.05)
+        amqp.publish(ReconcileRequest(kind="GitRepository", name="app", namespace="flux-system",
+                                      origin={"revision": f"main@sha1:{latest['sha']}", "delivery": "push-100"}))
         ended = time.monotonic()
         burst = ended - started
-        committer.join()
         # On a loaded machine (a parallel run) publishing the hundred may take longer than the
         # second it is paced for; each further coalescing window (1 s) may then add one run.
         assert burst < 3.0, f"the burst took {burst:.2f}s"
