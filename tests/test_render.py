@@ -143,8 +143,9 @@ def test_a_spec_path_that_is_not_a_folder_of_the_revision_fails_the_build(
 
 def test_a_symlinked_manifest_renders_as_from_a_checkout(tmp_path: Path, repo: Repo,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    repo.commit({"shared/cm.yaml": CONFIGMAP.format(name="shared")})
-    os.symlink("../shared/cm.yaml", repo.work / "deploy" / "shared.yaml")
+    # A link inside the test's own repository, to a folder beside `deploy/`.
+    repo.commit({"common/cm.yaml": CONFIGMAP.format(name="shared")})
+    os.symlink("../common/cm.yaml", repo.work / "deploy" / "shared.yaml")
     git("add", "-A", cwd=repo.work)
     git("commit", "-q", "-m", "link", cwd=repo.work)
     git("push", "-q", "origin", "HEAD:main", cwd=repo.work)
