@@ -65,3 +65,13 @@ def repository(address: str, forge: str, example: str) -> Repository:
             retryable=False,
         )
     return Repository(scheme, hostname.lower(), port, segments)
+
+
+def two_part_repository(address: str, forge: str, parts: str, host_example: str) -> Repository:
+    """`repository`, for forges whose repositories are always `<owner>/<repo>` (GitHub, Gitea,
+    Bitbucket Cloud): the commit-status providers and the comment clients refuse the same
+    addresses with the same words. `parts` names the two ("<owner>/<repo>")."""
+    repo = repository(address, forge, f"https://{host_example}/{parts}")
+    if len(repo.path) != 2:
+        raise DeliveryError(f"{forge}: the Provider's address must be https://<host>/{parts}", retryable=False)
+    return repo

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from herald import http
-from herald.forges.address import Repository, repository
+from herald.forges.address import Repository, two_part_repository
 from herald.forges.base import LINK_MARKER, Comment, CommentClient, int_id
 from herald.http import DeliveryError
 from herald.model import Provider
@@ -60,11 +60,8 @@ class BitbucketComments(CommentClient):
 
     def __init__(self, provider: Provider, secret: Mapping[str, str], **kwargs: Any) -> None:
         super().__init__(provider, secret, **kwargs)
-        repo = repository(self.secret.get("address") or provider.address, "bitbucket",
-                          "https://bitbucket.org/<workspace>/<repo>")
-        if len(repo.path) != 2:
-            raise DeliveryError("bitbucket: the Provider's address must be https://<host>/<workspace>/<repo>",
-                                retryable=False)
+        repo = two_part_repository(self.secret.get("address") or provider.address, "bitbucket",
+                                   "<workspace>/<repo>", "bitbucket.org")
         self.base = api_base(repo)
         self.workspace, self.slug = repo.path
         self.where = f"bitbucket comments on {http.host(self.base)}"

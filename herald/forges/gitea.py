@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from herald import http
-from herald.forges.address import Repository, repository
+from herald.forges.address import Repository, two_part_repository
 from herald.forges.base import Comment, CommentClient, int_id
 from herald.http import DeliveryError
 from herald.model import Provider
@@ -40,10 +40,8 @@ class GiteaComments(CommentClient):
 
     def __init__(self, provider: Provider, secret: Mapping[str, str], **kwargs: Any) -> None:
         super().__init__(provider, secret, **kwargs)
-        repo = repository(self.secret.get("address") or provider.address, "gitea",
-                          "https://gitea.example.com/<owner>/<repo>")
-        if len(repo.path) != 2:
-            raise DeliveryError("gitea: the Provider's address must be https://<host>/<owner>/<repo>", retryable=False)
+        repo = two_part_repository(self.secret.get("address") or provider.address, "gitea", "<owner>/<repo>",
+                                   "gitea.example.com")
         self.base = api_base(repo)
         self.owner, self.name = repo.path
         self.where = f"gitea comments on {http.host(self.base)}"

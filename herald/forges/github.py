@@ -29,7 +29,7 @@ import requests
 
 from herald import http
 from herald.forges import github_app
-from herald.forges.address import Repository, repository
+from herald.forges.address import Repository, two_part_repository
 from herald.forges.base import Comment, CommentClient, int_id
 from herald.http import DeliveryError
 from herald.model import Provider
@@ -71,11 +71,8 @@ class GitHubComments(CommentClient):
 
     def __init__(self, provider: Provider, secret: Mapping[str, str], **kwargs: Any) -> None:
         super().__init__(provider, secret, **kwargs)
-        repo = repository(self.secret.get("address") or provider.address, "github",
-                          "https://github.com/<owner>/<repo>")
-        if len(repo.path) != 2:
-            raise DeliveryError("github: the Provider's address must be https://<host>/<owner>/<repo>",
-                                retryable=False)
+        repo = two_part_repository(self.secret.get("address") or provider.address, "github", "<owner>/<repo>",
+                                   "github.com")
         self.base = api_base(repo)
         self.owner, self.name = repo.path
         self.where = f"github comments on {http.host(self.base)}"

@@ -26,10 +26,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from herald.forges.address import two_part_repository
 from herald.forges.bitbucket import PUBLIC_API, api_base, credentials  # noqa: F401 (shared with the PR comments)
 from herald.model import Provider
 from notifier.providers import commitstatus, http
-from notifier.providers.base import DeliveryError, Notification
+from notifier.providers.base import Notification
 from notifier.providers.commitstatus import Limits, Posted, Skip, State
 
 LIMITS = Limits(context=255, description=255)
@@ -44,11 +45,8 @@ def send(provider: Provider, secret: dict[str, str], note: Notification) -> str 
     if isinstance(planned, Skip):
         log.info("bitbucket: %s: no commit status: %s", note.event.object_ref, planned.reason)
         return None
-    repo = commitstatus.repository(secret.get("address") or provider.address, "bitbucket",
-                                   "https://bitbucket.org/<workspace>/<repo>")
-    if len(repo.path) != 2:
-        raise DeliveryError("bitbucket: the Provider's address must be https://<host>/<workspace>/<repo>",
-                            retryable=False)
+    repo = two_part_repository(secret.get("address") or provider.address, "bitbucket", "<workspace>/<repo>",
+                               "bitbucket.org")
     base = api_base(repo)
     where = f"bitbucket status on {http.host(base)}"
     auth, headers = credentials(secret, where)

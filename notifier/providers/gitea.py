@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from herald.forges.address import two_part_repository
 from herald.forges.gitea import api_base  # shared with the PR comments
 from herald.model import Provider
 from notifier.providers import commitstatus, http
@@ -40,10 +41,8 @@ def send(provider: Provider, secret: dict[str, str], note: Notification) -> str 
     if isinstance(planned, Skip):
         log.info("gitea: %s: no commit status: %s", note.event.object_ref, planned.reason)
         return None
-    repo = commitstatus.repository(secret.get("address") or provider.address, "gitea",
-                                   "https://gitea.example.com/<owner>/<repo>")
-    if len(repo.path) != 2:
-        raise DeliveryError("gitea: the Provider's address must be https://<host>/<owner>/<repo>", retryable=False)
+    repo = two_part_repository(secret.get("address") or provider.address, "gitea", "<owner>/<repo>",
+                               "gitea.example.com")
     base = api_base(repo)
     where = f"gitea status on {http.host(base)}"
     token = secret.get("token", "")

@@ -31,6 +31,7 @@ from typing import Any
 
 import requests
 
+from herald.forges.address import two_part_repository
 from herald.forges.github import PUBLIC_API, api_base  # noqa: F401 (shared with the PR comments)
 from herald.model import Provider
 from notifier.providers import commitstatus, github_app, http
@@ -51,10 +52,7 @@ def send(provider: Provider, secret: dict[str, str], note: Notification) -> str 
     if isinstance(planned, Skip):
         log.info("github: %s: no commit status: %s", note.event.object_ref, planned.reason)
         return None
-    repo = commitstatus.repository(secret.get("address") or provider.address, "github",
-                                   "https://github.com/<owner>/<repo>")
-    if len(repo.path) != 2:
-        raise DeliveryError("github: the Provider's address must be https://<host>/<owner>/<repo>", retryable=False)
+    repo = two_part_repository(secret.get("address") or provider.address, "github", "<owner>/<repo>", "github.com")
     base = api_base(repo)
     where = f"github status on {http.host(base)}"
     wanted = Posted(STATES[planned.state], planned.description)
