@@ -26,13 +26,14 @@ means, with the wait until `x-ratelimit-reset`, so it is retried instead of dead
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-import requests
-
 from herald.forges.address import two_part_repository
-from herald.forges.github import PUBLIC_API, api_base  # noqa: F401 (shared with the PR comments)
+from herald.forges.github import (  # noqa: F401 (shared with the PR comments)
+    PUBLIC_API,
+    api_base,
+    rate_limit_as_429,
+)
 from herald.model import Provider
 from notifier.providers import commitstatus, github_app, http
 from notifier.providers.base import DeliveryError, Notification
@@ -59,7 +60,7 @@ def send(provider: Provider, secret: dict[str, str], note: Notification) -> str 
     owner, name = repo.path
 
     with http.session(provider, secret) as session:
-        session.hooks["response"].append(_rate_limit_as_429)
+        session.hooks["response"].append(rate_limit_as_429)
         app = github_app.credentials(secret) if not secret.get("token") else None
         token = secret.get("token") or (
             github_app.installation_token(provider, secret, app, base, session=session) if app else ""
@@ -104,16 +105,3 @@ def newest_for(statuses: Any, context: str) -> Posted | None:
         if isinstance(status, dict) and str(status.get("context") or "").lower() == context.lower():
             return Posted(str(status.get("state") or ""), str(status.get("description") or ""))
     return None
-
-
-def _rate_limit_as_429(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
-    """GitHub's 403 rate limits are 429s: retried after the reset, not dead-lettered."""
-    headers = response.headers
-    if response.status_code != 403:
-        return response
-    if headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers:
-        response.status_code = 429
-        reset = headers.get("x-ratelimit-reset", "")
-        if "retry-after" not in headers and reset.isdigit():
-            headers["Retry-After"] = str(max(0, int(reset) - int(time.time())))
-    return response
