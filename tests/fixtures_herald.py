@@ -259,9 +259,7 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
 @pytest.fixture
 def vhost_url(rabbitmq_url: str):
     """A fresh RabbitMQ vhost for one test's Herald processes, deleted afterwards."""
-    vhost = f"herald-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)
-    yield rabbitmq_url.rsplit("/", 1)[0] + "/" + vhost
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+    from tests.fixtures_rabbitmq import fresh_vhost
+
+    with fresh_vhost(rabbitmq_url) as url:
+        yield url

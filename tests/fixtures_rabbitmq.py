@@ -23,6 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,6 +259,20 @@ class RabbitControl:
             _wait_ready(self.url)
         elif self.node is not None:
             self.node.start()
+
+
+@contextmanager
+def fresh_vhost(rabbitmq_url: str, prefix: str = "herald-test") -> Iterator[str]:
+    """A new vhost on the session's node, `guest` allowed everything in it; its URL while the
+    block runs, deleted after (with whatever queues were left in it)."""
+    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True)
+    try:
+        yield rabbitmq_url.rsplit("/", 1)[0] + "/" + vhost
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, check=False)
 
 
 @pytest.fixture

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -307,18 +305,3 @@ class AmqpQueueDepth:
             except (pika.exceptions.AMQPError, OSError):
                 pass
         self.connection = None
-
-
-# ---- a RabbitMQ vhost for a whole module ------------------------------------------------------
-
-@contextmanager
-def module_vhost(rabbitmq_url: str) -> Iterator[str]:
-    """A fresh vhost (as tests.fixtures_herald's `vhost_url`, which is per test), deleted after."""
-    vhost = f"herald-front-door-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)
-    try:
-        yield rabbitmq_url.rsplit("/", 1)[0] + "/" + vhost
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True)

@@ -28,7 +28,6 @@ import subprocess
 import textwrap
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from reconciler.coalesce import Coordinator, Options, RetryLater, State
 from reconciler.locks import MemoryLeaseStore
 from reconciler.worker import Reconciler, WorkerSettings
 from tests.fixtures_herald import Repo, start_herald, stop_herald, wait_until
+from tests.fixtures_rabbitmq import fresh_vhost
 
 LEASE = ("coordination.k8s.io/v1", "Lease", "flux-system", "herald-gitrepository-app")
 
@@ -79,14 +79,8 @@ def write_config(path: Path, repo: Repo, *, interval: str = "10m", wait: bool = 
 @pytest.fixture
 def broker(rabbitmq_url: str) -> Iterator[str]:
     """A private vhost: herald.reconcile and herald.events start empty and are ours alone."""
-    vhost = f"herald-conc-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)
-    try:
-        yield rabbitmq_url.rsplit("/", 1)[0] + "/" + vhost
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, check=False)
+    with fresh_vhost(rabbitmq_url, "herald-conc") as url:
+        yield url
 
 
 class Amqp:

@@ -59,6 +59,7 @@ import pytest
 import requests
 
 from tests.fixtures_herald import free_port, wait_until
+from tests.fixtures_rabbitmq import fresh_vhost
 from tests.front_door_clients import (
     AmqpQueueDepth,
     EmbeddedPublishCount,
@@ -66,7 +67,6 @@ from tests.front_door_clients import (
     chunked,
     exchange,
     fresh_delivery,
-    module_vhost,
     request,
 )
 from tests.receiver_types_config import (
@@ -281,7 +281,9 @@ def door(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     port = free_port()
     env = _environment(tmp, types, port)
     log = tmp / f"{entry}.log"
-    with module_vhost(request.getfixturevalue("rabbitmq_url")) if entry == "web" else nullcontext("") as vhost:
+    vhost_of = fresh_vhost(request.getfixturevalue("rabbitmq_url"), "herald-front-door") if entry == "web" \
+        else nullcontext("")
+    with vhost_of as vhost:
         count: AmqpQueueDepth | EmbeddedPublishCount
         if entry == "web":
             env.update(HERALD_BROKER_URL=vhost, WEB_CONCURRENCY="2")
