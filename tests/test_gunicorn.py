@@ -297,6 +297,17 @@ def test_pipelined_and_kept_alive_requests_are_each_answered_in_order(server: Se
         assert _read_answers(sock, 1) == [b"HTTP/1.1 202 ACCEPTED"]
 
 
+def _send_until_closed(server: Server, request: bytes) -> tuple[bytes, bytes]:
+    """Send `request`, read until the server closes the connection: (head, body) of the answer."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
 @pytest.mark.parametrize("framing", [
     "Content-Length: 10\r\nContent-Length: 12\r\n",
     "Content-Length: +5\r\n",
@@ -304,12 +315,7 @@ def test_pipelined_and_kept_alive_requests_are_each_answered_in_order(server: Se
 ])
 def test_refused_framing_is_a_json_400_that_closes_the_connection(server: Server, framing: str) -> None:
     request = (f"POST {server.hook} HTTP/1.1\r\nHost: x\r\n{framing}\r\n").encode() + b"x" * 12
-    with socket.create_connection((server.host, server.port), timeout=10) as sock:
-        sock.sendall(request)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
+    head, body = _send_until_closed(server, request)
     assert head.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in head, head
     assert "Content-Length" in json.loads(body)["error"]
 
@@ -349,12 +355,8 @@ def test_a_body_left_unread_after_an_answer_holds_no_thread(server: Server) -> N
 def test_a_broken_chunked_body_is_answered_with_connection_close(server: Server) -> None:
     """The body's end is unknown, so the connection cannot be reused: the 400 says so, and a
     client that pools connections does not send its next request into a closing socket."""
-    with socket.create_connection((server.host, server.port), timeout=10) as sock:
-        sock.sendall(f"POST {server.hook} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".encode())
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
+    head, body = _send_until_closed(
+        server, f"POST {server.hook} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".encode())
     assert head.startswith(b"HTTP/1.1 400") and b"Connection: close" in head, head
     assert "malformed chunked body" in json.loads(body)["error"]
 
