@@ -54,7 +54,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -70,7 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from herald import config  # noqa: E402
-from tests.fixtures_herald import TOKEN, make_repo, sign, write_config  # noqa: E402
+from tests.fixtures_herald import TOKEN, make_repo, sign, stop_herald, write_config  # noqa: E402
 from tests.fixtures_rabbitmq import ensure_rabbitmq  # noqa: E402
 from tests.test_end_to_end import free_port, wait_until  # noqa: E402
 
@@ -486,12 +485,7 @@ class Herald:
         return 0
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_herald(self.proc)  # SIGTERM, SIGKILL if it lingers
         subprocess.run([*self.ctl, "-q", "delete_vhost", self.vhost], check=False, capture_output=True)
 
 
@@ -523,12 +517,7 @@ class BareFlask:
         return None  # stores nothing
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_herald(self.proc)  # SIGTERM, SIGKILL if it lingers
 
 
 class Webhook:
