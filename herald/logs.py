@@ -30,6 +30,15 @@ def correlation_id() -> str:
     return _correlation.get()
 
 
+def printable(value: str, limit: int = 100) -> str:
+    """A sender-controlled value made safe for one log line or error message (cut to `limit`,
+    no newlines, no escapes; "-" for nothing)."""
+    value = value[:limit]
+    if value.isprintable():
+        return value or "-"
+    return "".join(c if c.isprintable() else "?" for c in value) or "-"
+
+
 def set_correlation(cid: str) -> None:
     """For a request thread that is reused (gunicorn's gthread): set at the start of each."""
     _correlation.set(cid)

@@ -30,7 +30,7 @@ from werkzeug.wsgi import get_input_stream
 from herald import config as config_mod
 from herald.bus import Bus, BusError, BusUnavailable, open_bus
 from herald.bus.deliveries import DeliveryLog, open_delivery_log
-from herald.logs import DELIVERY_HEADER, set_correlation
+from herald.logs import DELIVERY_HEADER, printable, set_correlation
 from herald.messages import RECONCILE_QUEUE, ReconcileRequest
 from herald.model import Receiver
 from herald.settings import Settings
@@ -83,14 +83,6 @@ class Routes:
         return cls(cfg, _hookpoints(cfg))
 
 
-def _printable(value: str, limit: int = 100) -> str:
-    """A sender-controlled value made safe for one log line (no newlines, no escapes)."""
-    value = value[:limit]
-    if value.isprintable():
-        return value or "-"
-    return "".join(c if c.isprintable() else "?" for c in value) or "-"
-
-
 def _read_body(limit: int) -> bytes | None:
     """The raw body, or None when it is longer than `limit` bytes.
 
@@ -116,7 +108,7 @@ def _read_body(limit: int) -> bytes | None:
         # gunicorn reads a chunked body as the app asks for it, so broken chunk framing (a bad
         # size, a missing CRLF, a bad extension) surfaces here, not before the app runs. The
         # body's end is unknown: gunicorn closes the connection after this answer.
-        raise BadRequest(f"malformed chunked body: {_printable(str(exc), 120)}") from exc
+        raise BadRequest(f"malformed chunked body: {printable(str(exc), 120)}") from exc
     except (OSError, ValueError) as exc:  # the client went away or was too slow
         raise BadRequest("the request body could not be read completely") from exc
     if declared is not None and size < declared:
@@ -230,7 +222,7 @@ def create_app(
         resp.headers["Allow"] = "POST, OPTIONS"
         origin = request.headers.get("WebHook-Request-Origin", "")
         if origin:
-            resp.headers["WebHook-Allowed-Origin"] = _printable(origin, 255)
+            resp.headers["WebHook-Allowed-Origin"] = printable(origin, 255)
             limit = point.receiver.rate_limit
             resp.headers["WebHook-Allowed-Rate"] = (
                 str(max(1, int(limit.requests * 60 / limit.interval))) if limit else "*")
@@ -262,21 +254,21 @@ def create_app(
         if not rtype.verify(request.headers, body, point.keys):
             metrics.VERIFICATION_FAILURES.labels(receiver=where, type=r.type).inc()
             log.warning("receiver=%s type=%s delivery=%s: signature or token missing or invalid (401)",
-                        where, r.type, _printable(rtype.delivery_id(request.headers)))
+                        where, r.type, printable(rtype.delivery_id(request.headers)))
             return _answer(401, error="signature or token missing or invalid")
         try:
             parsed = rtype.parse(request.headers, body)
         except BadDelivery as exc:
             log.warning("receiver=%s type=%s delivery=%s: malformed delivery (400): %s", where, r.type,
-                        _printable(rtype.delivery_id(request.headers)), _printable(str(exc), 300))
+                        printable(rtype.delivery_id(request.headers)), printable(str(exc), 300))
             return _answer(400, error=str(exc))
 
-        delivery = _printable(parsed.delivery_id)
+        delivery = printable(parsed.delivery_id)
         # The delivery id follows the push through every component's logs; senders that give
         # none (Docker Hub, generic hooks) get one made up here.
         cid = delivery or f"herald-{uuid.uuid4().hex[:20]}"
         set_correlation(cid)
-        ctx = f"receiver={where} type={r.type} event={_printable(parsed.event)} delivery={delivery}"
+        ctx = f"receiver={where} type={r.type} event={printable(parsed.event)} delivery={delivery}"
         if parsed.ping:
             log.info("%s: ping answered", ctx)
             return _answer(200, message="pong")
@@ -346,7 +338,7 @@ def create_app(
             except Exception:  # the requests are safe; only a future dedupe is lost
                 log.exception("%s: could not record the delivery for dedupe", ctx)
         named = parsed.image or next((s.revision for s in selected if s.revision), "-")
-        log.info("%s revision=%s: published %s", ctx, _printable(named, 200),
+        log.info("%s revision=%s: published %s", ctx, printable(named, 200),
                  ", ".join(f"{s.target.kind}/{s.target.namespace}/{s.target.name}={i}"
                            for s, i in zip(selected, ids, strict=True)))
         return _answer(202, requests=ids,

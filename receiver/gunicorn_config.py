@@ -37,9 +37,10 @@ import tempfile
 from herald import envcheck
 
 # A bad HERALD_* value is one line naming it, before gunicorn starts anything.
-for _problem in envcheck.problems(os.environ):
+_problems = envcheck.problems(os.environ)
+for _problem in _problems:
     print(f"herald: {_problem}", file=sys.stderr)
-if envcheck.problems(os.environ):
+if _problems:
     raise SystemExit(2)
 
 

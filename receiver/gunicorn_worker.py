@@ -60,8 +60,8 @@ from gunicorn.http import body as http_body
 from gunicorn.http import errors as http_errors
 from gunicorn.workers import gthread
 
-from herald.logs import set_correlation
-from herald.settings import DEFAULT_MAX_BODY
+from herald.logs import printable, set_correlation
+from herald.settings import Settings
 from receiver.framing import READY, RequestScanner
 
 DEFAULT_READ_TIMEOUT = 10.0
@@ -84,11 +84,6 @@ PREREAD_BUDGET = 64 * 1024 * 1024
 def read_timeout_from_env() -> float:
     value = os.environ.get("HERALD_READ_TIMEOUT", "")
     return float(value) if value.strip() else DEFAULT_READ_TIMEOUT
-
-
-def body_limit_from_env() -> int:
-    value = os.environ.get("HERALD_MAX_BODY", "")
-    return int(value) if value.strip() else DEFAULT_MAX_BODY
 
 
 class PrereadSocket:
@@ -228,7 +223,7 @@ def client_error_answer(exc: BaseException) -> tuple[int, str, str] | None:
         return 417, "Expectation Failed", "unsupported Expect header (only 100-continue)"
     if isinstance(exc, http_errors.ForbiddenProxyRequest):
         return 403, "Forbidden", "PROXY protocol line from an address not allowed to send one"
-    return 400, "Bad Request", f"malformed request: {_printable(str(exc))}"
+    return 400, "Bad Request", f"malformed request: {printable(str(exc), 200)}"
 
 
 class HeraldThreadWorker(gthread.ThreadWorker):
@@ -237,10 +232,14 @@ class HeraldThreadWorker(gthread.ThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.read_timeout = read_timeout_from_env()
-        self.body_limit = body_limit_from_env()
+        self.body_limit = Settings.from_env().max_body  # HERALD_MAX_BODY, as the app reads it
         # Connections whose request the event loop is reading → (deadline, scanner).
         self._reading: dict[Any, tuple[float, RequestScanner]] = {}
         self._preread_bytes = 0  # buffered in `_reading`, against PREREAD_BUDGET
+        # Never more than gunicorn's parser reads of a header section before it refuses it (431).
+        cfg = self.cfg
+        self.head_limit = min(_HEAD_LIMIT, cfg.limit_request_line + 4
+                              + cfg.limit_request_fields * (cfg.limit_request_field_size + 2))
         self._lingering: dict[socket.socket, float] = {}  # closing sockets → when to give up
 
     @property
@@ -282,16 +281,10 @@ class HeraldThreadWorker(gthread.ThreadWorker):
 
     def _start_reading(self, conn: Any) -> None:
         deadline = time.monotonic() + self.read_timeout if self.read_timeout > 0 else math.inf
-        scanner = RequestScanner(self.body_limit, head_limit=self._head_limit())
+        scanner = RequestScanner(self.body_limit, head_limit=self.head_limit)
         self._reading[conn] = (deadline, scanner)
         self._preread_bytes += conn.sock.buffered  # a pipelined request read with the last one
         self._read_some(conn)
-
-    def _head_limit(self) -> int:
-        # Never more than gunicorn's parser reads of a header section before it refuses it (431).
-        cfg = self.cfg
-        return min(_HEAD_LIMIT, cfg.limit_request_line + 4
-                   + cfg.limit_request_fields * (cfg.limit_request_field_size + 2))
 
     def _on_request_bytes(self, conn: Any, _sock: Any) -> None:
         if conn in self._reading:
@@ -482,7 +475,3 @@ def _peer(client: Any) -> str:
         return str(client[0])
     return str(client or "-")
 
-
-def _printable(value: str, limit: int = 200) -> str:
-    value = value[:limit]
-    return value if value.isprintable() else "".join(c if c.isprintable() else "?" for c in value)
