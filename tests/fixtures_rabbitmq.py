@@ -44,12 +44,17 @@ def _run(*cmd: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def _node_up() -> bool:
-    """The Erlang node answers (the RabbitMQ app itself may still be stopped)."""
+def _node_up(node: str | None = None) -> bool:
+    """The Erlang node answers (the RabbitMQ app itself may still be stopped).
+
+    `node` names it; without one, rabbitmq-diagnostics asks RABBITMQ_NODENAME's node (the
+    session's own during a test session) or else the machine's default node, which a fresh
+    machine does not run (Debian's postinst cannot start it without systemd)."""
     if shutil.which("rabbitmq-diagnostics") is None:
         return False
+    target = ("-n", node) if node else ()
     try:
-        return _run("rabbitmq-diagnostics", "-q", "ping", timeout=20).returncode == 0
+        return _run("rabbitmq-diagnostics", *target, "-q", "ping", timeout=20).returncode == 0
     except subprocess.TimeoutExpired:
         return False
 
@@ -66,10 +71,10 @@ def _amqp_ready(url: str) -> bool:
     return True
 
 
-def _wait_ready(url: str, timeout: float = READY_TIMEOUT) -> None:
+def _wait_ready(url: str, timeout: float = READY_TIMEOUT, node: str | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _node_up() and _amqp_ready(url):
+        if _node_up(node) and _amqp_ready(url):
             return
         time.sleep(0.5)
     raise RuntimeError(f"RabbitMQ did not become ready within {timeout:.0f}s")
@@ -123,7 +128,7 @@ class TestNode:
                       timeout=120)
         if waited.returncode != 0:
             raise RuntimeError(f"the tests' RabbitMQ node did not start: {waited.stderr[-2000:]}")
-        _wait_ready(self.url)
+        _wait_ready(self.url, node=self.node)
 
     def stop(self) -> None:
         _run("rabbitmqctl", "-n", self.node, "stop", str(self.dir / "pid"), timeout=120)
