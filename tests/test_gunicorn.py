@@ -244,7 +244,7 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     assert changed["timeout"] == "60"  # GUNICORN_CMD_ARGS wins over the file
 
 
-def _signed_request(server: Server, *, extra: str = "", close: bool = False) -> bytes:
+def _signed_request(server: Server, *, extra: str = "", close: bool = False) -> tuple[bytes, bytes]:
     body = server.body
     headers = github_headers(body, delivery=str(uuid.uuid4()))
     lines = [f"POST {server.hook} HTTP/1.1", f"Host: {server.host}", f"Content-Length: {len(body)}",
@@ -365,10 +365,10 @@ def test_a_pipelined_request_left_half_sent_is_cut_off_at_the_deadline(server: S
     """A whole request and, behind it in the same write, the start of a second: the second
     goes to a thread from gunicorn's own buffer, not through the event loop, and must still
     be read within the deadline, or such clients could hold every thread."""
-    first, body = _signed_request(server)
     stuck = [socket.create_connection((server.host, server.port), timeout=30) for _ in range(THREADS)]
     try:
-        for sock in stuck:
+        for sock in stuck:  # each its own delivery id: a repeated one is answered 200, not 202
+            first, body = _signed_request(server)
             sock.sendall(first + body + f"POST {server.hook} HTTP/1.1\r\nHost: x\r\n".encode())
         for sock in stuck:
             assert _read_answers(sock, 1) == [b"HTTP/1.1 202 ACCEPTED"]
