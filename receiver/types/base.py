@@ -13,6 +13,7 @@ are. `verify` must never raise on hostile input: any malformed signature is simp
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,14 +151,15 @@ def git_ref(ref: str) -> tuple[str, str]:
 
 
 ZERO_SHA = "0" * 40
+# 40 hex for SHA-1 repositories, 64 for SHA-256 ones (Git 2.29+, Gitea, GitLab).
+_SHA = re.compile(r"[0-9a-fA-F]{40}(?:[0-9a-fA-F]{24})?")
 
 
 def ref_change(ref: str, sha: str) -> RefChange:
     """`refs/heads/main` moved to `sha` (all zeros when deleted), checked for shape."""
     if not isinstance(ref, str) or not ref.startswith("refs/"):
         raise BadDelivery("push payload: 'ref' must be a string like refs/heads/main")
-    # 40 hex for SHA-1 repositories, 64 for SHA-256 ones (Git 2.29+, Gitea, GitLab).
-    if not isinstance(sha, str) or len(sha) not in (40, 64) or any(c not in "0123456789abcdef" for c in sha.lower()):
+    if not isinstance(sha, str) or not _SHA.fullmatch(sha):
         raise BadDelivery(f"push payload: the new commit of {ref[:100]} must be a 40-hex sha")
     kind, name = git_ref(ref)
     # A deleted branch or tag has no revision to deploy; the push is still worth a reconcile
