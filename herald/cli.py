@@ -72,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
         ("hooks", "print each Receiver's URL path"),
     ]:
         sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+    plan_help = ("what a revision would change in the cluster (server-side dry-run, nothing applied); "
+                 "exit 0 when nothing would change, 1 when something would, 2 on error")
+    plan = sub.add_parser("plan", parents=[common], help=plan_help, description=plan_help)
+    plan.add_argument("--revision", required=True, metavar="REF_OR_SHA",
+                      help="a commit (40 or 64 hex), a full ref (refs/pull/7/head) or a branch name")
+    plan.add_argument("--kustomization", action="append", default=[], metavar="NS/NAME",
+                      help="plan only this Kustomization (repeatable; default: every Kustomization)")
+    plan.add_argument("--format", choices=("text", "markdown"), default="text",
+                      help="markdown: the pull-request comment Herald would write")
     return p
 
 
@@ -265,6 +274,62 @@ def cmd_run(command: str, settings: Settings) -> int:
     return 0
 
 
+def cmd_plan(settings: Settings, revision: str, only: list[str], fmt: str) -> int:
+    """`herald plan`: the plan a pull request would get, on the terminal (`reconciler.preview`)."""
+    from herald.forges.plan_comment import PlanSection, comment
+    from reconciler.kube import Cluster
+    from reconciler.preview import Planner, git_ref
+
+    if not settings.config:
+        print("herald plan: no configuration: pass -c PATH or set HERALD_CONFIG", file=sys.stderr)
+        return 2
+    try:
+        cfg = config_mod.load(settings.config, settings.secrets_dir or None)
+    except config_mod.ConfigError as exc:
+        for d in sorted(exc.diagnostics, key=lambda d: (d.path, d.line)):
+            print(d, file=sys.stderr)
+        return 2
+    chosen = []
+    for text in only:
+        ns, _, name = text.rpartition("/")
+        ks = cfg.kustomizations.get((ns, name))
+        if ks is None:
+            known = ", ".join(sorted(f"{k[0]}/{k[1]}" for k in cfg.kustomizations)) or "none"
+            print(f"herald plan: --kustomization {text!r}: no such Kustomization (known: {known})", file=sys.stderr)
+            return 2
+        chosen.append(ks)
+    chosen = chosen or sorted(cfg.kustomizations.values(), key=lambda k: k.meta.key)
+    if not chosen:
+        print("herald plan: the configuration has no Kustomization to plan", file=sys.stderr)
+        return 2
+    cluster = Cluster.from_environment(settings.state_dir / "kube")
+    results = Planner(cfg, settings.state_dir, cluster).plan(chosen, git_ref(revision))
+
+    if fmt == "markdown":
+        sections = [PlanSection(r.target, r.plan.counts(), r.plan.markdown(f"Kustomization {r.target}"))
+                    if r.plan is not None else
+                    PlanSection(r.target, error=r.error or "no cluster configured: cannot compare")
+                    for r in results]
+        print(comment(sections, next((r.revision.rpartition(":")[2] for r in results if r.revision), revision)),
+              end="")
+    else:
+        for r in results:
+            where = f"Kustomization {r.target}" + (f" at {r.revision}" if r.revision else "")
+            if r.error:
+                print(f"► {where}: plan failed: {r.error}")
+            elif r.plan is None:
+                print(f"► {where}: no cluster configured (no kubeconfig, not in a cluster): rendered "
+                      f"{len(r.manifests)} object(s), cannot compare them with the live cluster")
+                for m in r.manifests:
+                    print(f"  {m.ref()}")
+            else:
+                print(f"► {where}: {r.plan.body().rstrip()}")
+            print()
+    if any(r.error or r.plan is None or r.plan.failed for r in results):
+        return 2
+    return 1 if any(c.changed for r in results for c in r.plan.changes) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     bad = envcheck.problems(os.environ)
     if bad:
@@ -277,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_validate(settings)
     if args.command == "hooks":
         return cmd_hooks(settings)
+    if args.command == "plan":
+        logs.setup(settings.log_level, settings.log_format)  # stderr; the plan goes to stdout
+        return cmd_plan(settings, args.revision, args.kustomization, args.format)
     # Only the long-running commands take over the process' logging; validate and hooks print.
     logs.setup(settings.log_level, settings.log_format)
     if args.command == "receiver":

@@ -40,6 +40,8 @@ import copy
 import difflib
 import hashlib
 import hmac
+import html
+import re
 import secrets as pysecrets
 from collections import Counter
 from collections.abc import Iterable
@@ -49,7 +51,14 @@ from typing import Any
 import yaml
 
 from reconciler.apply import FORCE_HINT, drifted, dry_run_error, is_immutable
-from reconciler.inventory import FORCE_KEYS, PRUNE_KEYS, Entry, Inventory, ObjectId, has_policy
+from reconciler.inventory import (
+    FORCE_KEYS,
+    PRUNE_KEYS,
+    Entry,
+    Inventory,
+    ObjectId,
+    has_policy,
+)
 from reconciler.kube import ApiRefusal, Cluster, KindNotServed
 from reconciler.order import group_of, sort_key
 from reconciler.render import Manifest
@@ -331,6 +340,43 @@ class Plan:
         unchanged. (Unchanged objects are counted out: a comment lists what moves.)"""
         sections = [self.summary] + [c.text() for c in self.changes if c.action != UNCHANGED]
         return "\n\n".join(sections) + "\n"
+
+    def counts(self) -> dict[str, int]:
+        """Objects per action, every action named (0 when none)."""
+        counted = Counter(c.action for c in self.changes)
+        return {a: counted[a] for a in ACTIONS}
+
+    def markdown(self, title: str) -> str:
+        """The plan as a collapsible section of a pull-request comment: `<details>` titled
+        `title` and the summary, then one `<details>` per object that is not unchanged, with
+        its diff in a fenced `diff` block (full content for a create). One block, as
+        `herald.forges.fit` counts blocks, so a cut comment drops whole Kustomizations."""
+        out = [f"<details><summary><b>{html.escape(title)}</b>: {html.escape(self.summary)}</summary>", ""]
+        moved = [c for c in self.changes if c.action != UNCHANGED]
+        if not moved:
+            out += ["Nothing to change.", ""]
+        for c in moved:
+            head = f"<code>{html.escape(c.ref)}</code>: {c.action}"
+            if c.note:
+                head += f" ({html.escape(c.note)})"
+            out += [f"<details><summary>{head}</summary>", ""]
+            if c.source:
+                out += [f"From `{c.source}`.", ""]
+            if c.secret_keys:
+                out += ["Data keys (values never shown): "
+                        + ", ".join(f"`{k}` {state}" for k, state in c.secret_keys.items()), ""]
+            if c.diff:
+                fence = _fence(c.diff)
+                out += [f"{fence}diff", c.diff.rstrip("\n"), fence, ""]
+            out += ["</details>", ""]
+        out.append("</details>")
+        return "\n".join(out) + "\n"
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks in `text`, so content cannot close it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 # ---- the I/O edge --------------------------------------------------------------------------

@@ -46,15 +46,22 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from herald.bus import FAILING_SINCE_HEADER, Bus, BusError, Delivery, Reject, RetryPolicy
+from herald.bus import (
+    FAILING_SINCE_HEADER,
+    Bus,
+    BusError,
+    Delivery,
+    Reject,
+    RetryPolicy,
+)
 from herald.config import Config
+from herald.logs import DELIVERY_HEADER, correlated, correlation_id
 from herald.messages import (
     EVENTS_QUEUE,
     RECONCILE_QUEUE,
@@ -66,9 +73,9 @@ from herald.messages import (
 )
 from herald.model import GitRepository, Kustomization
 from herald.settings import env_flag, env_seconds
-from herald.logs import DELIVERY_HEADER, correlated, correlation_id
 from reconciler import metrics
 from reconciler.apply import ApplyEngine, ApplyFailed
+from reconciler.build import build
 from reconciler.coalesce import (
     REPO_SCOPE,
     Coordinator,
@@ -98,7 +105,7 @@ from reconciler.locks import (
 )
 from reconciler.poller import Poller
 from reconciler.prune import PruneResult, prune
-from reconciler.render import Manifest, Rendered, RenderError, plain_files, render, render_files, tree_folder
+from reconciler.render import Manifest, Rendered, RenderError
 
 log = logging.getLogger("herald.reconciler")
 
@@ -513,28 +520,10 @@ class Reconciler:
                          ks.retry_interval)
 
     def _render(self, ks: Kustomization, repo: GitRepository, sha: str) -> Rendered:
-        """The Kustomization's objects at `sha`. Plain YAML is read straight from the Git
-        cache's objects; only kustomize (which reads a folder, and may reach outside
-        `spec.path`) and trees with symlinks get a checkout on disk."""
-        folder = tree_folder(ks.path)
-        entries = self.git.list_tree(repo, sha, folder)
-        files = [e for e in entries if e.is_file]
-        wanted = None
-        if len(files) == len(entries):  # no symlink (spec.path itself may be one), no submodule
-            if folder and not any(e.path.startswith(f"{folder}/") for e in entries):
-                raise RenderError(f"spec.path {ks.path!r} not found in the revision")
-            wanted = plain_files(folder, [e.path for e in files])
-        if wanted is not None:
-            blob = {e.path: e.blob for e in files}
-            return render_files(zip(wanted, self.git.read_blobs(repo, [blob[p] for p in wanted])),
-                                ks.target_namespace)
+        """The Kustomization's objects at `sha` (`reconciler.build`, which plans use too)."""
         workdir = (self.state_dir / "work" / f"{os.getpid()}-{threading.get_ident()}" / ks.meta.namespace
                    / ks.meta.name)
-        try:
-            self.git.export(repo, sha, workdir)
-            return render(workdir, ks.path, ks.target_namespace)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        return build(self.git, ks, repo, sha, workdir)
 
     def _apply(self, ks: Kustomization, cluster: Cluster, store: InventoryStore, record: Record,
                manifests: list[Manifest], revision: Revision, name: str) -> _Result:

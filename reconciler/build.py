@@ -1,0 +1,44 @@
+"""A Kustomization's objects at one commit: the one build both a reconcile and a plan use.
+
+A pull-request plan must show what the reconciler would apply, so both render through this
+function and nothing else. Plain YAML is read straight from the Git cache's objects; only
+kustomize (which reads a folder, and may reach outside `spec.path`) and trees with symlinks
+or submodules get a checkout on disk, under `workdir`, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from herald.model import GitRepository, Kustomization
+from reconciler.git import GitCache
+from reconciler.render import (
+    Rendered,
+    RenderError,
+    plain_files,
+    render,
+    render_files,
+    tree_folder,
+)
+
+
+def build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path) -> Rendered:
+    """`ks`'s render at `sha` of `repo` (fetched into `git` already). Raises GitError or
+    RenderError with a message for the user."""
+    folder = tree_folder(ks.path)
+    entries = git.list_tree(repo, sha, folder)
+    files = [e for e in entries if e.is_file]
+    wanted = None
+    if len(files) == len(entries):  # no symlink (spec.path itself may be one), no submodule
+        if folder and not any(e.path.startswith(f"{folder}/") for e in entries):
+            raise RenderError(f"spec.path {ks.path!r} not found in the revision")
+        wanted = plain_files(folder, [e.path for e in files])
+    if wanted is not None:
+        blob = {e.path: e.blob for e in files}
+        return render_files(zip(wanted, git.read_blobs(repo, [blob[p] for p in wanted])), ks.target_namespace)
+    try:
+        git.export(repo, sha, workdir)
+        return render(workdir, ks.path, ks.target_namespace)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
