@@ -15,6 +15,7 @@ from datetime import datetime, UTC
 from typing import Any
 
 RECONCILE_QUEUE = "herald.reconcile"
+PLAN_QUEUE = "herald.plan"  # pull requests: plan, never apply (reconciler.plans)
 EVENTS_QUEUE = "herald.events"
 NOTIFY_QUEUE = "herald.notifications"
 
