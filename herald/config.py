@@ -122,8 +122,10 @@ _SPECS: dict[str, Obj] = {
              nonempty=True),
          "inclusionList": list_of(regex()), "exclusionList": list_of(regex()),
          "eventMetadata": string_map(), "summary": string(), "suspend": boolean(),
-         # Herald's own: a message template (Jinja2, see notifier/templates.py).
-         "template": template()},
+         # Herald's own: a message template (Jinja2, see notifier/templates.py), and whether a
+         # chat, email or webhook Provider also gets pull-request plans (commit-status
+         # Providers always do; see notifier.worker).
+         "template": template(), "includePlans": boolean()},
         required=("providerRef", "eventSources"),
     ),
     "GitRepository": Obj(
@@ -277,7 +279,8 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
             inclusion_list=tuple(spec.get("inclusionList") or ()),
             exclusion_list=tuple(spec.get("exclusionList") or ()),
             event_metadata=spec.get("eventMetadata") or {}, summary=spec.get("summary") or "",
-            suspend=bool(spec.get("suspend")), template=spec.get("template") or "")
+            suspend=bool(spec.get("suspend")), template=spec.get("template") or "",
+            include_plans=bool(spec.get("includePlans")))
     if kind == "GitRepository":
         ref = spec.get("ref") or {}
         git_ref = m.GitRef(**{k: ref.get(k) or "" for k in ("branch", "tag", "semver", "commit", "name")})

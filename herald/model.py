@@ -104,6 +104,7 @@ class Alert:
     summary: str = ""
     suspend: bool = False
     template: str = ""  # Herald's own: Jinja2 for the message text (notifier/templates.py)
+    include_plans: bool = False  # Herald's own: pull-request plans reach chat/email/webhooks too
 
 
 @dataclass(frozen=True)
