@@ -31,10 +31,19 @@ from herald.logs import correlated
 from herald.messages import EVENTS_QUEUE, NOTIFY_QUEUE, Event, MessageError
 from herald.model import Provider
 from herald.settings import env_seconds
-from notifier import metrics, templates
+from notifier import metrics, plan_comments, templates
 from notifier.memory import DEFAULT_DEDUPE_WINDOW, NotifierMemory, dedupe_key
-from notifier.providers import PROVIDERS, DeliveryError, Notification, SendFn, kind_of
+from notifier.plan_comments import wants_comment
+from notifier.providers import (
+    COMMIT_STATUS_TYPES,
+    PROVIDERS,
+    DeliveryError,
+    Notification,
+    SendFn,
+    kind_of,
+)
 from notifier.providers.base import KeyLocks
+from notifier.providers.commitstatus import is_plan_event
 from notifier.routing import route, wants, with_alert_metadata
 
 log = logging.getLogger("herald.notifier")
@@ -119,6 +128,8 @@ class Notifier:
                 continue
             if not wants(kind_of(provider.type), event):
                 continue
+            if is_plan_event(event) and kind_of(provider.type) != "commit-status" and not alert.include_plans:
+                continue  # plans go to chat, email and webhooks only when the Alert asks (includePlans)
             alert_key = f"{alert.meta.namespace}/{alert.meta.name}"
             provider_key = f"{provider.meta.namespace}/{provider.meta.name}"
             routed = with_alert_metadata(alert, event)
@@ -182,6 +193,17 @@ class Notifier:
             log.error("%s: delivery refused, dead-lettered: %s", where, exc)
             metrics.NOTIFICATIONS.labels(provider.type, provider_key, "refused").inc()
             raise Reject(str(exc)) from None
+        if provider.type in COMMIT_STATUS_TYPES and wants_comment(event.reason, event.metadata):
+            # After the status: the check is final before the comment is written. A comment
+            # that fails retries the whole notification (the status is not posted twice).
+            try:
+                plan_comments.post(provider, provider_key, secret, note)
+            except DeliveryError as exc:
+                if exc.retryable:
+                    log.warning("%s: plan comment failed, will retry: %s", where, exc)
+                    raise RetryLater(str(exc), exc.retry_after) from None
+                log.error("%s: plan comment refused, dead-lettered: %s", where, exc)
+                raise Reject(str(exc)) from None
         metrics.SEND_SECONDS.labels(provider.type).observe(time.monotonic() - started)
         self.memory.sent.record(key)
         metrics.NOTIFICATIONS.labels(provider.type, provider_key, "delivered").inc()

@@ -75,11 +75,23 @@ class Planner:
             return None
         return self.cfg.git_repositories.get((ks.source_ref.namespace or ks.meta.namespace, ks.source_ref.name))
 
-    def fetch(self, repo: GitRepository, ref: GitRef) -> Revision:
-        """`ref` of `repo`, with the repository's URL, credentials and timeout."""
+    def fetch(self, repo: GitRepository, ref: GitRef, *, url: str | None = None, want_sha: str = "") -> Revision:
+        """`ref` of `repo`, with the repository's credentials and timeout, from its URL or
+        `url` (a fork's, for hosts that publish no pull-request ref). `want_sha`: the commit a
+        webhook named, fetched too when the ref has moved on (see GitCache.fetch)."""
         credentials = self.cfg.secret(repo.meta.namespace, repo.secret_ref.name) if repo.secret_ref else None
         wanted = dataclasses.replace(repo, ref=ref)
-        return self.git.fetch(wanted, resolve_url(repo.url, repo.meta.source), credentials)
+        return self.git.fetch(wanted, url or resolve_url(repo.url, repo.meta.source), credentials, want_sha)
+
+    def plan_fetched(self, kustomizations: list[Kustomization], repo: GitRepository,
+                     revision: Revision) -> list[KustomizationPlan]:
+        """Each Kustomization's plan of `revision`, already fetched from `repo`."""
+        out = []
+        for ks in kustomizations:
+            result = KustomizationPlan(ks, revision=str(revision))
+            self._plan_one(result, repo, revision)
+            out.append(result)
+        return out
 
     def plan(self, kustomizations: list[Kustomization], ref: GitRef) -> list[KustomizationPlan]:
         """Each Kustomization's plan of `ref` in its GitRepository (each repository fetched once)."""

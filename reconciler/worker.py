@@ -103,6 +103,7 @@ from reconciler.locks import (
     LockKey,
     LockUnavailable,
 )
+from reconciler.plans import PlanWorker
 from reconciler.poller import Poller
 from reconciler.prune import PruneResult, prune
 from reconciler.render import Manifest, Rendered, RenderError
@@ -245,6 +246,9 @@ class Reconciler:
         # bus tries again, or that it gives up: the bus's own, which both buses keep as `retry`.
         policy = getattr(bus, "retry", None)
         self.retry_policy = policy if isinstance(policy, RetryPolicy) else RetryPolicy()
+        # Pull-request plans: their own consumer thread, so a plan never waits behind a
+        # reconcile nor holds one up; the same cluster (found the same way).
+        self.plans = PlanWorker(cfg, bus, self.state_dir, self._cluster_or_none)
 
     def update(self, cfg: Config) -> None:
         """A new configuration (`--from-cluster`): requests handled from now on, and the interval
@@ -252,6 +256,7 @@ class Reconciler:
         self.cfg = cfg
         if self._poller is not None:
             self._poller.update(cfg)
+        self.plans.update(cfg)
 
     # ---- bus handler -------------------------------------------------------------------
 
@@ -630,6 +635,9 @@ class Reconciler:
                                  kwargs={"retry": self.retry_policy}, name=f"reconciler-{i}", daemon=True)
             t.start()
             threads.append(t)
+        t = threading.Thread(target=self.plans.run, args=(stop,), name="reconciler-plans", daemon=True)
+        t.start()
+        threads.append(t)
         if self.settings.poll:
             poller = Poller(self.cfg, self.bus, self.peek, jitter=self.settings.jitter, skew=self.settings.skew)
             self._poller = poller

@@ -107,8 +107,22 @@ class Posted:
     name: str = ""
 
 
+PLAN_KEY = "plan"
+"""Set ("true") on the events of a pull-request plan (reconciler.plans)."""
+PLAN_CONTEXT = "herald/plan: "
+
+
+def is_plan_event(event: Event) -> bool:
+    return event.metadata.get(PLAN_KEY) == "true"
+
+
 def plan(event: Event, limits: Limits) -> Status | Skip:
-    """The status an event asks for, or why it asks for none."""
+    """The status an event asks for, or why it asks for none.
+
+    A pull-request plan's events get the context `herald/plan: <namespace>/<name>` (with
+    ` (<cluster>)` when the event names one), apart from the reconcile's own statuses on the
+    same commit, and the plan's summary as the description ("2 to create, 1 to update, 0 to
+    delete", "no changes", "plan failed: ...")."""
     if not is_commit_status_event(event):
         return Skip("not a commit status event (no `commit_status: update`, no `commit` key, not Progressing)")
     sha = commit_sha(event.metadata)
@@ -118,6 +132,10 @@ def plan(event: Event, limits: Limits) -> Status | Skip:
     state = state_of(event)
     if state is None:
         return Skip(f"severity {event.severity!r} has no commit state")
+    if is_plan_event(event):
+        description = "planning" if state is State.PENDING else event.metadata.get("planSummary", "")
+        return Status(sha=sha, state=state, context=clip_context(plan_context_of(event), limits.context),
+                      description=clip(description or description_of(event.reason), limits.description))
     return Status(
         sha=sha,
         state=state,
@@ -170,6 +188,14 @@ def context_of(event: Event) -> str:
     if cluster:
         parts.append(cluster)
     return "/".join(parts).lower()
+
+
+def plan_context_of(event: Event) -> str:
+    """`herald/plan: <namespace>/<name>`, plus ` (<cluster>)` when the event names one."""
+    obj = event.involvedObject
+    context = f"{PLAN_CONTEXT}{obj.get('namespace', '')}/{obj.get('name', '')}"
+    cluster = next((c for key in CLUSTER_KEYS if (c := metadata_value(event.metadata, key).strip())), "")
+    return f"{context} ({cluster})" if cluster else context
 
 
 def description_of(reason: str) -> str:

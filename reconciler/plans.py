@@ -1,0 +1,185 @@
+"""Pull-request plans from the bus: a plan request in, a pending event and a final event per
+Kustomization out. Never an apply, never the apply Lease, never a wait for a reconcile.
+
+A plan request is a ReconcileRequest on `herald.plan` (ARCHITECTURE.md) for one GitRepository,
+whose `origin.pullRequest` names the pull request: its number, head commit, the ref that
+publishes the head (`refs/pull/<n>/head`, ...), the base branch, and for a Bitbucket fork the
+fork's URL. For each Kustomization of that GitRepository:
+
+1. at once, a `Progressing` event on the head commit (commit-status providers show it as the
+   pending check `herald/plan: <namespace>/<name>`);
+2. once planned (`reconciler.preview`, which builds exactly as a reconcile does and dry-runs
+   against the live cluster), `PlanSucceeded` (info) or `PlanFailed` (error), whose metadata
+   carries what the notifier needs for the status and the comment: the summary (at most 140
+   characters), the Kustomization's Markdown section and its counts.
+
+Every Kustomization that got a pending event gets a final one, whatever fails (the fetch, the
+build, the cluster, a bug), so no check stays pending. The plan is of the head the webhook
+named: when the ref has moved on (a newer push), that commit is still planned when the remote
+serves it, and otherwise the plan fails saying so; the newer push's own plan follows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from herald.bus import Bus, Delivery, Reject
+from herald.config import Config
+from herald.logs import DELIVERY_HEADER, correlated, correlation_id
+from herald.messages import (
+    EVENTS_QUEUE,
+    PLAN_QUEUE,
+    SEVERITY_ERROR,
+    SEVERITY_INFO,
+    Event,
+    MessageError,
+    ReconcileRequest,
+)
+from herald.model import GitRef, GitRepository, Kustomization
+from reconciler.git import GitError, Revision
+from reconciler.kube import Cluster
+from reconciler.plan import STATUS_LIMIT, UNCHANGED
+from reconciler.preview import KustomizationPlan, Planner
+
+log = logging.getLogger(__name__)
+
+SECTION_LIMIT = 60_000
+"""The most of one Kustomization's Markdown an event carries: the comment is cut to the host's
+limit anyway (GitHub 65,536), and an event is a bus message and a log line's neighbour."""
+
+_SHA = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class PullRequestRef:
+    """`origin.pullRequest` of a plan request, checked."""
+
+    number: int
+    head: str
+    ref: str
+    base: str
+    url: str = ""
+    fork: bool = False
+    head_url: str = ""
+
+    @classmethod
+    def of(cls, origin: dict) -> PullRequestRef:
+        pr = origin.get("pullRequest")
+        if not isinstance(pr, dict):
+            raise MessageError("plan request: origin.pullRequest must be an object")
+        number, head, ref = pr.get("number"), str(pr.get("head") or "").lower(), str(pr.get("ref") or "")
+        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+            raise MessageError("plan request: origin.pullRequest.number must be a positive integer")
+        if len(head) not in (40, 64) or not set(head) <= _SHA:
+            raise MessageError("plan request: origin.pullRequest.head must be a 40 or 64 hex commit")
+        if not ref.startswith("refs/"):
+            raise MessageError("plan request: origin.pullRequest.ref must be a full ref (refs/...)")
+        return cls(number, head, ref, str(pr.get("base") or ""), str(pr.get("url") or ""),
+                   bool(pr.get("fork")), str(pr.get("headUrl") or ""))
+
+
+def _event(ks: Kustomization, reason: str, severity: str, message: str, metadata: dict[str, str]) -> Event:
+    return Event.for_object("Kustomization", ks.meta.name, ks.meta.namespace, severity=severity, reason=reason,
+                            message=message, metadata=metadata)
+
+
+def plan_metadata(req: ReconcileRequest, pr: PullRequestRef) -> dict[str, str]:
+    """What every plan event of this request carries: the commit its status goes on, and the
+    pull request its comment goes to."""
+    meta = {"revision": f"{pr.ref}@sha1:{pr.head}", "commit": pr.head, "commit_status": "update",
+            "plan": "true", "pullRequest": str(pr.number), "planRequestedAt": req.requestedAt}
+    if pr.url:
+        meta["pullRequestUrl"] = pr.url
+    return meta
+
+
+def final_event(result: KustomizationPlan, base: dict[str, str]) -> Event:
+    """PlanSucceeded or PlanFailed for one Kustomization, from its plan (or why there is none)."""
+    ks, meta = result.ks, dict(base)
+    if result.plan is not None:
+        plan = result.plan
+        section = plan.markdown(f"Kustomization {result.target}")
+        if len(section) > SECTION_LIMIT:
+            section = section[:SECTION_LIMIT] + "\n\n_(this Kustomization's plan was cut)_\n</details>\n"
+        meta.update(planSummary=plan.summary, planSection=section,
+                    planCounts=json.dumps(plan.counts(), separators=(",", ":")))
+        lines = [plan.summary] + [c.text().splitlines()[0] for c in plan.changes if c.action != UNCHANGED]
+        if plan.failed:
+            return _event(ks, "PlanFailed", SEVERITY_ERROR, "\n".join(lines), meta)
+        return _event(ks, "PlanSucceeded", SEVERITY_INFO, "\n".join(lines), meta)
+    error = result.error or "no Kubernetes cluster is configured: the plan cannot compare with the live cluster"
+    summary = error if len(error) <= STATUS_LIMIT else error[:STATUS_LIMIT - 1] + "…"
+    meta.update(planSummary=f"plan failed: {summary}"[:STATUS_LIMIT], planError=error)
+    return _event(ks, "PlanFailed", SEVERITY_ERROR, f"plan failed: {error}", meta)
+
+
+class PlanWorker:
+    """Consumes `herald.plan`. `cluster` gives the cluster to compare with (the reconciler's,
+    so that both find it the same way), or None when there is none."""
+
+    def __init__(self, cfg: Config, bus: Bus, state_dir: Path, cluster: Callable[[], Cluster | None]) -> None:
+        self.cfg = cfg
+        self.bus = bus
+        self.state_dir = Path(state_dir)
+        self._cluster = cluster
+
+    def update(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def handle(self, delivery: Delivery) -> None:
+        try:
+            req = ReconcileRequest.from_json(delivery.body)
+            pr = PullRequestRef.of(req.origin)
+        except MessageError as exc:
+            raise Reject(str(exc)) from None
+        repo = self.cfg.git_repositories.get((req.namespace, req.name)) if req.kind == "GitRepository" else None
+        if repo is None:
+            raise Reject(f"plan request: GitRepository {req.namespace}/{req.name} is not in the configuration")
+        where = f"plan request={req.id} GitRepository/{req.namespace}/{req.name} PR #{pr.number} head {pr.head[:12]}"
+        if repo.suspend:
+            log.info("%s: the GitRepository is suspended; not planned", where)
+            return
+        kustomizations = [k for k in self.cfg.kustomizations_for(repo) if not k.suspend]
+        if not kustomizations:
+            log.info("%s: no Kustomization follows this GitRepository; nothing to plan", where)
+            return
+        headers = {"x-herald-request": req.id, DELIVERY_HEADER: str(req.origin.get("delivery") or correlation_id()
+                                                                     or req.id)}
+        base = plan_metadata(req, pr)
+        for ks in kustomizations:
+            self.bus.publish(EVENTS_QUEUE, _event(
+                ks, "Progressing", SEVERITY_INFO, f"Planning pull request #{pr.number} at {pr.head[:12]}",
+                base).to_json(), headers=headers)
+        try:
+            results = self._plan(kustomizations, repo, pr)
+        except Exception as exc:
+            log.exception("%s: planning failed unexpectedly", where)
+            results = [KustomizationPlan(ks, error=f"{type(exc).__name__}: {exc}") for ks in kustomizations]
+        for result in results:
+            event = final_event(result, base)
+            log.info("%s: Kustomization %s: %s", where, result.target, event.metadata.get("planSummary", ""))
+            self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
+
+    def _plan(self, kustomizations: list[Kustomization], repo: GitRepository, pr: PullRequestRef) -> list[KustomizationPlan]:
+        planner = Planner(self.cfg, self.state_dir, self._cluster())
+        url = pr.head_url if pr.fork and pr.head_url and not pr.ref.startswith(("refs/pull/", "refs/merge-requests/")) \
+            else None
+        try:
+            revision = planner.fetch(repo, GitRef(name=pr.ref), url=url, want_sha=pr.head)
+        except GitError as exc:
+            return [KustomizationPlan(ks, error=f"fetching {pr.ref} failed: {exc}") for ks in kustomizations]
+        if revision.sha != pr.head:
+            if not planner.git.has_commit(repo, pr.head):
+                error = (f"the head commit {pr.head} is not served by the remote ({pr.ref} is at "
+                         f"{revision.sha[:12]}): a newer push is planned on its own")
+                return [KustomizationPlan(ks, error=error) for ks in kustomizations]
+            revision = Revision(pr.ref, pr.head)
+        return planner.plan_fetched(kustomizations, repo, revision)
+
+    def run(self, stop: threading.Event) -> None:
+        self.bus.consume(PLAN_QUEUE, correlated(self.handle), stop)
