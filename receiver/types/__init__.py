@@ -20,7 +20,14 @@ from receiver.types import (
     nexus,
     quay,
 )
-from receiver.types.base import BadDelivery, Hook, Keys, ReceiverType, RefChange
+from receiver.types.base import (
+    BadDelivery,
+    Hook,
+    Keys,
+    PullRequest,
+    ReceiverType,
+    RefChange,
+)
 
 TYPES: dict[str, ReceiverType] = {
     t.name: t
@@ -45,4 +52,4 @@ TYPES: dict[str, ReceiverType] = {
     )
 }
 
-__all__ = ["TYPES", "BadDelivery", "Hook", "Keys", "ReceiverType", "RefChange"]
+__all__ = ["TYPES", "BadDelivery", "Hook", "Keys", "PullRequest", "ReceiverType", "RefChange"]

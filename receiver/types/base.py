@@ -63,6 +63,35 @@ class RefChange:
 
 
 @dataclass(frozen=True)
+class PullRequest:
+    """A pull (merge) request a delivery is about: what to plan, and where to fetch it from.
+
+    `action` is normalized across hosts: "opened", "updated" (a new head was pushed),
+    "reopened", "ready" (out of draft), "closed" (closed or merged), or "" for an action that
+    asks for no plan (a title edit, a label, a review, ...); `sender_action` keeps the
+    sender's own word for it, for the answer and the logs.
+    """
+
+    number: int
+    action: str
+    # The head commit: 40 or 64 hex, lowercased. Bitbucket Cloud names only an abbreviated
+    # hash (12 hex) in its pull request payloads: the planner resolves `head_ref` and checks
+    # that the commit it gets starts with this.
+    head_sha: str
+    # What to fetch from the BASE repository: refs/pull/<n>/head (GitHub, Gitea, Forgejo),
+    # refs/merge-requests/<iid>/head (GitLab). Bitbucket Cloud and Server publish no such ref:
+    # refs/heads/<source branch>, fetched from `head_clone_url` when the head is a fork.
+    head_ref: str
+    base_branch: str  # the target branch's name, "main"
+    clone_urls: tuple[str, ...]  # the BASE repository's clone (or web) URLs, as the sender gives them
+    fork: bool  # the head repository is not the base repository
+    head_clone_url: str = ""  # the fork's http(s) clone URL, when `fork`
+    url: str = ""  # the pull request's web page
+    draft: bool = False
+    sender_action: str = ""  # the sender's action ("synchronize", "label_updated", ...)
+
+
+@dataclass(frozen=True)
 class Hook:
     """What a verified delivery says, in the terms the receiver needs to act on it."""
 
@@ -70,11 +99,13 @@ class Hook:
     delivery_id: str = ""  # the sender's id of this delivery, for dedupe and logs
     ping: bool = False  # a liveness check from the sender: answered, never published
     # The Git refs the delivery says changed (a push may move several). Empty when it names
-    # none (pull requests, registry events): then every selected resource is reconciled.
+    # none (registry events): then every selected resource is reconciled.
     changes: tuple[RefChange, ...] = ()
     image: str = ""  # registry events: "host/repository:tag" (or without host when unknown)
     digest: str = ""  # registry events: "sha256:<hex>" when the sender gives it
     ignore: str = ""  # a valid delivery that asks for nothing: answered 200 with this reason
+    # A pull request event: planned (see PullRequest), never reconciled.
+    pull_request: PullRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -170,3 +201,66 @@ def ref_change(ref: str, sha: str) -> RefChange:
 def push_hook(event: str, delivery_id: str, ref: str, sha: str) -> Hook:
     """A push that moved one `ref` to `sha`."""
     return Hook(event=event, delivery_id=delivery_id, changes=(ref_change(ref, sha),))
+
+
+# ---- pull requests: each host's module reads its payload; these check the fields' shape ----
+
+_ABBREVIATED_SHA = re.compile(r"[0-9a-fA-F]{7,64}")
+
+
+def pr_number(value: Any, field_name: str, what: str) -> int:
+    """A pull request's number (GitLab: its iid): a positive integer, never a bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise BadDelivery(f"{what} payload: {field_name!r} must be a positive integer")
+    return value
+
+
+def pr_sha(value: Any, field_name: str, what: str, *, abbreviated: bool = False) -> str:
+    """The head commit, lowercased: 40 or 64 hex (7 to 64 where the host abbreviates it)."""
+    pattern = _ABBREVIATED_SHA if abbreviated else _SHA
+    if not isinstance(value, str) or not pattern.fullmatch(value) or set(value) == {"0"}:
+        shape = "a hex commit sha" if abbreviated else "a 40-hex commit sha"
+        raise BadDelivery(f"{what} payload: {field_name!r} must be {shape}")
+    return value.lower()
+
+
+def pr_text(value: Any, field_name: str, what: str) -> str:
+    """A field the plan cannot do without (the action): a non-empty string, trimmed."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadDelivery(f"{what} payload: {field_name!r} must be a non-empty string")
+    return value.strip()
+
+
+# What `git check-ref-format` refuses in a branch name, roughly: no Git host serves such a
+# branch, and the planner passes the name to `git fetch`.
+_BAD_BRANCH = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^[-/.]|/\.|[/.]$|\.lock$|^@$")
+
+
+def pr_branch(value: Any, field_name: str, what: str) -> str:
+    """A branch name, given short ("main") or as a full ref ("refs/heads/main")."""
+    if not isinstance(value, str) or not value:
+        raise BadDelivery(f"{what} payload: {field_name!r} must be a non-empty string")
+    name = value.removeprefix("refs/heads/") if value.startswith("refs/") else value
+    if (value.startswith("refs/") and not value.startswith("refs/heads/")) or not name or _BAD_BRANCH.search(name):
+        raise BadDelivery(f"{what} payload: {field_name!r} must name a branch")
+    return name
+
+
+def http_url(value: Any) -> str:
+    """`value` when it is an http(s) URL (a fork's clone URL the planner will fetch), else ""."""
+    if isinstance(value, str) and value.strip().lower().startswith(("https://", "http://")):
+        return value.strip()
+    return ""
+
+
+def urls(*values: Any) -> tuple[str, ...]:
+    """The non-empty strings among `values`, trimmed, in order, each once."""
+    return tuple(dict.fromkeys(v.strip() for v in values if isinstance(v, str) and v.strip()))
+
+
+def with_git(url: Any) -> str:
+    """A web URL as its clone URL (`https://host/owner/repo` -> `.../repo.git`), or ""."""
+    if not isinstance(url, str) or not url.strip():
+        return ""
+    url = url.strip().rstrip("/")
+    return url if url.endswith(".git") else url + ".git"

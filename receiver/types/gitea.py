@@ -11,8 +11,10 @@ delivery is judged, so a `gitea` Receiver works the same with or without them, a
 `github` Receiver judges a Gitea delivery by the GitHub headers alone (see github.py).
 
 Payloads are GitHub-shaped: a push has `ref` and `after`; `create` names a short `ref`,
-its `ref_type` and (Gitea, recent Gogs) the `sha`; `delete` names the ref, no sha. Bodies
-are `application/json` or a form with the JSON in its `payload` field.
+its `ref_type` and (Gitea, recent Gogs) the `sha`; `delete` names the ref, no sha. A
+`pull_request` asks for a plan of `refs/pull/<n>/head` (see github.py), except from Gogs,
+whose pull request payload names no head commit. Bodies are `application/json` or a form
+with the JSON in its `payload` field.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from receiver.types.base import (
     text,
 )
 
-# The payloads are GitHub-shaped, so GitHub's push reading is shared; GitHub's headers are not.
-from receiver.types.github import pushed_ref
+# The payloads are GitHub-shaped, so GitHub's push and pull request reading is shared;
+# GitHub's headers are not.
+from receiver.types.github import pull_request, pushed_ref
 
 SIGNATURE_HEADERS = ("X-Gitea-Signature", "X-Forgejo-Signature", "X-Gogs-Signature")
 EVENT_HEADERS = ("X-Gitea-Event", "X-Forgejo-Event", "X-Gogs-Event")
@@ -77,7 +80,12 @@ def _ref_event(event: str, data: Mapping[str, Any]) -> RefChange:
     return pushed_ref(event, {"ref": ref, "sha": sha}, "sha")
 
 
-def parse(headers: Mapping[str, str], body: bytes) -> Hook:
+# Gitea's and Forgejo's pull_request actions that ask for a plan (there is no "ready for
+# review" action: taking the WIP prefix off the title is an edit).
+_PR_ACTIONS = {"opened": "opened", "synchronized": "updated", "reopened": "reopened", "closed": "closed"}
+
+
+def _parse(headers: Mapping[str, str], body: bytes, *, gogs: bool) -> Hook:
     event = _event(headers)
     delivery_id = TYPE.delivery_id(headers)
     data = json_payload(headers, body)
@@ -85,10 +93,25 @@ def parse(headers: Mapping[str, str], body: bytes) -> Hook:
         return Hook(event=event, delivery_id=delivery_id, changes=(pushed_ref(event, data, "after"),))
     if event in ("create", "delete"):
         return Hook(event=event, delivery_id=delivery_id, changes=(_ref_event(event, data),))
-    # pull_request (and its fine-grained kinds), release, issues, ...: no ref to follow.
+    if event == "pull_request":
+        if gogs:
+            # Gogs' pull request payload names the branches but no commit (no `head.sha`):
+            # there is nothing to check a plan against, and the base branch did not move.
+            return Hook(event=event, delivery_id=delivery_id,
+                        ignore="Gogs names no head commit in a pull request delivery: no plan")
+        return Hook(event=event, delivery_id=delivery_id, pull_request=pull_request(event, data, _PR_ACTIONS))
+    # release, issues, pull request reviews and comments, ...: no ref to follow.
     return Hook(event=event, delivery_id=delivery_id)
+
+
+def parse(headers: Mapping[str, str], body: bytes) -> Hook:
+    return _parse(headers, body, gogs=False)
+
+
+def parse_gogs(headers: Mapping[str, str], body: bytes) -> Hook:
+    return _parse(headers, body, gogs=True)
 
 
 TYPE = ReceiverType(name="gitea", verify=verify, parse=parse, delivery_headers=DELIVERY_HEADERS)
 FORGEJO = ReceiverType(name="forgejo", verify=verify, parse=parse, delivery_headers=DELIVERY_HEADERS)
-GOGS = ReceiverType(name="gogs", verify=verify, parse=parse, delivery_headers=DELIVERY_HEADERS)
+GOGS = ReceiverType(name="gogs", verify=verify, parse=parse_gogs, delivery_headers=DELIVERY_HEADERS)

@@ -7,6 +7,9 @@ come as `application/json` or, when the webhook is set to the form content type,
 `application/x-www-form-urlencoded` with the JSON in the `payload` field; the signature is
 over the raw bytes either way.
 
+A `pull_request` delivery asks for a plan of the pull request's head (`refs/pull/<n>/head`,
+fetched from the base repository, forks included): see `PullRequest` in base.py.
+
 Gitea and Forgejo send GitHub-compatible headers too. A Receiver of type `github` judges
 such a delivery by those GitHub headers alone: the Receiver's type decides, never sniffing.
 """
@@ -21,11 +24,19 @@ from receiver.types.base import (
     BadDelivery,
     Hook,
     Keys,
+    PullRequest,
     ReceiverType,
     RefChange,
+    http_url,
     json_payload,
+    pr_branch,
+    pr_number,
+    pr_sha,
+    pr_text,
     ref_change,
     text,
+    urls,
+    with_git,
 )
 
 
@@ -70,6 +81,53 @@ def created_or_deleted_ref(event: str, data: Mapping[str, Any]) -> RefChange:
     return RefChange(kind, ref.removeprefix("refs/heads/" if kind == "branch" else "refs/tags/"))
 
 
+# GitHub's pull_request actions that ask for a plan; every other one (edited, labeled,
+# assigned, converted_to_draft, ...) asks for none.
+_PR_ACTIONS = {"opened": "opened", "synchronize": "updated", "reopened": "reopened",
+               "ready_for_review": "ready", "closed": "closed"}
+
+
+def _repo_id(repo: Mapping[str, Any]) -> object:
+    """What tells two repositories of one payload apart: the id, else the full name."""
+    rid = repo.get("id")
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        return rid
+    return text(repo, "full_name").lower() or None
+
+
+def pull_request(event: str, data: Mapping[str, Any], actions: Mapping[str, str] = _PR_ACTIONS) -> PullRequest:
+    """A `pull_request` delivery (GitHub's shape, which Gitea and Forgejo copy with their own
+    `actions`), with errors naming the field."""
+    pr = data.get("pull_request")
+    if not isinstance(pr, Mapping):
+        raise BadDelivery(f"{event} payload: 'pull_request' must be an object")
+    sender_action = pr_text(data.get("action"), "action", event)
+    number = pr_number(pr.get("number"), "pull_request.number", event)
+    head, base = pr.get("head"), pr.get("base")
+    if not isinstance(head, Mapping):
+        raise BadDelivery(f"{event} payload: 'pull_request.head' must be an object")
+    if not isinstance(base, Mapping):
+        raise BadDelivery(f"{event} payload: 'pull_request.base' must be an object")
+    head_sha = pr_sha(head.get("sha"), "pull_request.head.sha", event)
+    base_branch = pr_branch(base.get("ref"), "pull_request.base.ref", event)
+    base_repo = base.get("repo")
+    if not isinstance(base_repo, Mapping):
+        base_repo = data.get("repository")
+    if not isinstance(base_repo, Mapping):
+        raise BadDelivery(f"{event} payload: 'pull_request.base.repo' must be an object")
+    clone_urls = urls(base_repo.get("clone_url"), base_repo.get("ssh_url"), with_git(base_repo.get("html_url")))
+    if not clone_urls:
+        raise BadDelivery(f"{event} payload: 'pull_request.base.repo.clone_url' must be a non-empty string")
+    head_repo = head.get("repo")
+    # A fork deleted since the pull request was opened leaves `head.repo` null: still a fork.
+    fork = not isinstance(head_repo, Mapping) or _repo_id(head_repo) != _repo_id(base_repo)
+    return PullRequest(
+        number=number, action=actions.get(sender_action, ""), head_sha=head_sha,
+        head_ref=f"refs/pull/{number}/head", base_branch=base_branch, clone_urls=clone_urls, fork=fork,
+        head_clone_url=http_url(head_repo.get("clone_url")) if fork and isinstance(head_repo, Mapping) else "",
+        url=text(pr, "html_url"), draft=pr.get("draft") is True, sender_action=sender_action)
+
+
 def parse(headers: Mapping[str, str], body: bytes) -> Hook:
     event = headers.get("X-GitHub-Event", "").strip()
     if not event:
@@ -82,7 +140,9 @@ def parse(headers: Mapping[str, str], body: bytes) -> Hook:
         return Hook(event=event, delivery_id=delivery_id, changes=(pushed_ref(event, data),))
     if event in ("create", "delete"):
         return Hook(event=event, delivery_id=delivery_id, changes=(created_or_deleted_ref(event, data),))
-    # pull_request, package, registry_package, ...: no ref of a deployable branch or tag.
+    if event == "pull_request":
+        return Hook(event=event, delivery_id=delivery_id, pull_request=pull_request(event, data))
+    # package, registry_package, ...: no ref of a deployable branch or tag.
     return Hook(event=event, delivery_id=delivery_id)
 
 
