@@ -143,6 +143,9 @@ class GitForges(ServedOnAThread):
         self.apps: dict[str, GitHubApp] = {}  # by installation ID
         self.requests: list[Received] = []
         self._statuses: dict[tuple[str, str, str], list[dict[str, Any]]] = {}  # oldest first
+        # When each status and comment (by id) was last written, for benchmarks: kept apart
+        # from the records, which are answered as the forge's JSON.
+        self.written_at: dict[int, float] = {}
         self._ids = itertools.count(1001)
         self._failures: deque[_Failure] = deque()
         self._lock = threading.Lock()
@@ -238,6 +241,7 @@ class GitForges(ServedOnAThread):
         with self._lock:
             status = {"id": next(self._ids), **status}
             self._statuses.setdefault((forge, repo, sha), []).append(status)
+            self.written_at[status["id"]] = time.time()
             return dict(status)
 
     # -- GitHub (REST "Commit statuses", GitHub Apps) ----------------------------------------
@@ -558,6 +562,7 @@ class GitForges(ServedOnAThread):
             comment = {"id": next(self._ids), "body": body, "author": author, "app_id": app_id, "version": 0,
                        "created": now, "updated": now, "pr": pr, "repo": repo}
             self._comments.setdefault((forge, repo, pr), []).append(comment)
+            self.written_at[comment["id"]] = time.time()
             return dict(comment)
 
     def _find_comment(self, forge: str, repo: str, comment_id: int, pr: int | None = None) -> dict[str, Any] | None:
@@ -667,6 +672,7 @@ class GitForges(ServedOnAThread):
             return _github_error(404, "Not Found")
         with self._lock:
             comment.update(body=text, updated=_now(), version=comment["version"] + 1)
+            self.written_at[comment["id"]] = time.time()
         return _json(200, self._github_comment(dict(comment), repo))
 
     # GitLab: "Notes API" (merge requests) and "Users API" (GET /user).
@@ -727,6 +733,7 @@ class GitForges(ServedOnAThread):
             return _json(403, {"message": "403 Forbidden"})
         with self._lock:
             note.update(body=text, updated=_now(), version=note["version"] + 1)
+            self.written_at[note["id"]] = time.time()
         return _json(200, self._gitlab_note(dict(note)))
 
     # Gitea: issueGetComments, issueCreateComment, issueEditComment, userGetCurrent.
@@ -780,6 +787,7 @@ class GitForges(ServedOnAThread):
             return _json(403, {"message": "user should be the owner of the comment", "url": swagger})
         with self._lock:
             comment.update(body=text, updated=_now(), version=comment["version"] + 1)
+            self.written_at[comment["id"]] = time.time()
         return _json(200, self._gitea_comment(dict(comment), repo))
 
     # Bitbucket Cloud: pullrequests/{id}/comments and GET /user.
@@ -841,6 +849,7 @@ class GitForges(ServedOnAThread):
             return _bitbucket_error(403, "You can only edit your own comments.")
         with self._lock:
             comment.update(body=text, updated=_now(), version=comment["version"] + 1)
+            self.written_at[comment["id"]] = time.time()
         return _json(200, self._bitbucket_comment(dict(comment), repo))
 
     # Bitbucket Server / Data Center: pull-requests/{id}/activities, .../comments, applinks whoami.
@@ -921,6 +930,7 @@ class GitForges(ServedOnAThread):
                     "message": "You are attempting to modify a comment based on out-of-date information.",
                     "currentVersion": comment["version"], "expectedVersion": body.get("version")}]})
             comment.update(body=text, updated=_now(), version=comment["version"] + 1)
+            self.written_at[comment["id"]] = time.time()
             answer_comment = dict(comment)
         return _json(200, self._bitbucket_server_comment(answer_comment))
 
