@@ -95,10 +95,11 @@ _SPECS: dict[str, Obj] = {
         {"type": string(nonempty=True), "events": list_of(string(nonempty=True)),
          "secretRef": _ref, "resources": list_of(_RESOURCE, nonempty=True),
          "suspend": boolean(),
-         # Herald's own: per-Receiver rate limit, GitHub's legacy sha1 signature.
+         # Herald's own: per-Receiver rate limit, GitHub's legacy sha1 signature, plans of
+         # pull requests from forks.
          "rateLimit": Obj({"requests": integer(minimum=1), "interval": duration()},
                           required=("requests",)),
-         "insecureAllowSHA1": boolean()},
+         "insecureAllowSHA1": boolean(), "planForks": boolean()},
         required=("type", "secretRef", "resources"),
         flux_only=("interval", "resourceFilter"),
     ),
@@ -256,7 +257,8 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
                           suspend=bool(spec.get("suspend")),
                           rate_limit=m.RateLimit(limit["requests"], limit.get("interval") or 60.0)
                           if limit else None,
-                          insecure_allow_sha1=bool(spec.get("insecureAllowSHA1")))
+                          insecure_allow_sha1=bool(spec.get("insecureAllowSHA1")),
+                          plan_forks=bool(spec.get("planForks")))
     if kind == "Provider":
         ref = spec.get("secretRef")
         return m.Provider(meta=meta, type=spec["type"], address=spec.get("address") or "",

@@ -63,6 +63,7 @@ class Receiver:
     # Herald's own fields (Flux ignores them, Flux manifests need none of them):
     rate_limit: RateLimit | None = None
     insecure_allow_sha1: bool = False  # accept GitHub's legacy X-Hub-Signature (sha1)
+    plan_forks: bool = False  # plan pull requests from forks (their head is someone else's code)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The receiver's WSGI app: verify a webhook, publish reconcile requests, answer honestly.
+"""The receiver's WSGI app: verify a webhook, publish reconcile (or plan) requests, answer honestly.
 
 A 2xx means the request is on durable storage (the broker confirmed it): a Git host that got
 a 202 never needs to send the delivery again. Anything that stops us short of that answers
@@ -31,13 +31,13 @@ from herald import config as config_mod
 from herald.bus import Bus, BusError, BusUnavailable, open_bus
 from herald.bus.deliveries import DeliveryLog, open_delivery_log
 from herald.logs import DELIVERY_HEADER, printable, set_correlation
-from herald.messages import RECONCILE_QUEUE, ReconcileRequest
+from herald.messages import PLAN_QUEUE, RECONCILE_QUEUE, ReconcileRequest
 from herald.model import Receiver
 from herald.settings import Settings
 from receiver import metrics
 from receiver.ratelimit import RateLimiter, retry_after_header
-from receiver.selection import select, split_by_ref
-from receiver.types import TYPES, BadDelivery, Keys, ReceiverType
+from receiver.selection import plan_targets, select, split_by_ref
+from receiver.types import TYPES, BadDelivery, Hook, Keys, PullRequest, ReceiverType
 
 if TYPE_CHECKING:
     from herald.cluster_config import ClusterConfig
@@ -228,6 +228,84 @@ def create_app(
                 str(max(1, int(limit.requests * 60 / limit.interval))) if limit else "*")
         return resp
 
+    def publish(queue: str, reqs: list[ReconcileRequest], point: Hookpoint, *, cid: str, ctx: str,
+                dedupe_key: str, started: float) -> Response | None:
+        """Put `reqs` on `queue`, each confirmed by the broker, then remember the delivery.
+
+        None once all are on the bus; else the 503 to answer, so the sender retries.
+        """
+        where, rtype = point.where, point.receiver.type
+        done = 0
+        try:
+            for req in reqs:
+                bus.publish(queue, req.to_json(), message_id=req.id, headers={DELIVERY_HEADER: cid})
+                done += 1
+                metrics.PUBLISHED.labels(receiver=where, type=rtype).inc()
+        except BusUnavailable as exc:
+            # During a broker outage the bus says so once, and again when it is back with the
+            # count; a line per delivery would be thousands of lines a minute.
+            log.log(logging.DEBUG if exc.outage else logging.ERROR,
+                    "%s: bus unavailable after %d of %d requests, answered 503 so the sender retries: %s",
+                    ctx, done, len(reqs), exc)
+            return _answer(503, error="message bus unavailable; retry later")
+        except BusError as exc:  # refused for good (access, a closing bus): still never a 500
+            log.error("%s: the bus refused the request after %d of %d, answered 503: %s",
+                      ctx, done, len(reqs), exc)
+            return _answer(503, error="message bus unavailable; retry later")
+        metrics.PUBLISH_SECONDS.observe(time.monotonic() - started)
+        if dedupe_key:
+            try:
+                deliveries.record(dedupe_key)
+            except Exception:  # the requests are safe; only a future dedupe is lost
+                log.exception("%s: could not record the delivery for dedupe", ctx)
+        return None
+
+    def plan(cfg: config_mod.Config, point: Hookpoint, parsed: Hook, pr: PullRequest, *, cid: str, ctx: str,
+             dedupe_key: str, started: float) -> Response:
+        """A pull request asks for a plan of its head, never for a reconcile: one request per
+        GitRepository of its repository that follows the branch it would merge into."""
+        r, where = point.receiver, point.where
+        ctx = f"{ctx} pull_request={pr.number}"
+        if pr.action == "closed":
+            log.info("%s: pull request closed (%s), no plan", ctx, printable(pr.sender_action, 64))
+            return _answer(200, message="pull request closed: no plan")
+        if not pr.action:
+            words = printable(pr.sender_action.replace("_", " ").replace(":", " "), 64) or "event"
+            log.info("%s: pull request %s, no plan", ctx, words)
+            return _answer(200, message=f"pull request {words}: no plan")
+        if pr.fork and not r.plan_forks:
+            log.info("%s: pull request from a fork (%s), not planned: spec.planForks is not true", ctx,
+                     printable(pr.head_clone_url, 200) or "fork deleted")
+            return _answer(200, message="pull request from a fork: forks are not planned unless "
+                                        "spec.planForks: true")
+        if len(pr.head_sha) not in (40, 64):
+            # Bitbucket Cloud names the head by 12 hex digits only; the planner fetches and plans
+            # the exact commit a plan request names, so it needs the full one.
+            log.info("%s: the head commit is abbreviated (%s), not planned", ctx, pr.head_sha)
+            return _answer(200, message=f"the sender names the pull request's head commit only by "
+                                        f"an abbreviation ({pr.head_sha}): no plan")
+        targets, skipped = plan_targets(cfg, select(cfg, r), pr)
+        for s in skipped:
+            log.info("%s: skipped: %s", ctx, s.why)
+        if not targets:
+            return _answer(200, message=f"no GitRepository of this repository follows "
+                                        f"{printable(pr.base_branch, 200)!r}: no plan",
+                           skipped=[s.why for s in skipped])
+        pull_request = {"number": pr.number, "action": pr.action, "head": pr.head_sha, "ref": pr.head_ref,
+                        "base": pr.base_branch, "url": pr.url, "fork": pr.fork, "headUrl": pr.head_clone_url}
+        reqs = [ReconcileRequest(kind=t.kind, name=t.name, namespace=t.namespace, reason="plan",
+                                 origin={"receiver": where, "type": r.type, "event": parsed.event,
+                                         "delivery": parsed.delivery_id, "pullRequest": dict(pull_request)})
+                for t in targets]
+        failed = publish(PLAN_QUEUE, reqs, point, cid=cid, ctx=ctx, dedupe_key=dedupe_key, started=started)
+        if failed is not None:
+            return failed
+        log.info("%s revision=%s: pull request %s, plan requested for %s", ctx,
+                 printable(f"{pr.head_ref}@{pr.head_sha}", 200), pr.action,
+                 ", ".join(f"{t.kind}/{t.namespace}/{t.name}={q.id}" for t, q in zip(targets, reqs, strict=True)))
+        return _answer(202, requests=[q.id for q in reqs],
+                       targets=[f"{t.kind}/{t.namespace}/{t.name}" for t in targets])
+
     @app.post("/hook/<digest>")
     def hook(digest: str) -> Response:
         set_correlation("")  # threads are reused: no line may carry the last request's id
@@ -297,6 +375,10 @@ def create_app(
                          time.time() - seen)
                 return _answer(200, message="duplicate delivery; already accepted", delivery=parsed.delivery_id)
 
+        if parsed.pull_request is not None:
+            return plan(current.cfg, point, parsed, parsed.pull_request, cid=cid, ctx=ctx,
+                        dedupe_key=dedupe_key, started=started)
+
         selected, skipped = split_by_ref(current.cfg, select(current.cfg, r), parsed)
         for s in skipped:
             log.info("%s: skipped: %s", ctx, s.why)
@@ -304,39 +386,21 @@ def create_app(
             return _answer(200, message="no selected resource follows this ref; nothing to do",
                            skipped=[s.why for s in skipped])
 
-        ids = []
-        try:
-            for sel in selected:
-                t = sel.target
-                origin = {"receiver": where, "type": r.type, "event": parsed.event,
-                          "delivery": parsed.delivery_id, "revision": sel.revision}
-                if parsed.image:
-                    origin["image"] = parsed.image
-                if parsed.digest:
-                    origin["digest"] = parsed.digest
-                req = ReconcileRequest(kind=t.kind, name=t.name, namespace=t.namespace,
-                                       reason="webhook", origin=origin)
-                bus.publish(RECONCILE_QUEUE, req.to_json(), message_id=req.id,
-                            headers={DELIVERY_HEADER: cid})
-                ids.append(req.id)
-                metrics.PUBLISHED.labels(receiver=where, type=r.type).inc()
-        except BusUnavailable as exc:
-            # During a broker outage the bus says so once, and again when it is back with the
-            # count; a line per delivery would be thousands of lines a minute.
-            log.log(logging.DEBUG if exc.outage else logging.ERROR,
-                    "%s: bus unavailable after %d of %d requests, answered 503 so the sender retries: %s",
-                    ctx, len(ids), len(selected), exc)
-            return _answer(503, error="message bus unavailable; retry later")
-        except BusError as exc:  # refused for good (access, a closing bus): still never a 500
-            log.error("%s: the bus refused the request after %d of %d, answered 503: %s",
-                      ctx, len(ids), len(selected), exc)
-            return _answer(503, error="message bus unavailable; retry later")
-        metrics.PUBLISH_SECONDS.observe(time.monotonic() - started)
-        if dedupe_key:
-            try:
-                deliveries.record(dedupe_key)
-            except Exception:  # the requests are safe; only a future dedupe is lost
-                log.exception("%s: could not record the delivery for dedupe", ctx)
+        reqs = []
+        for sel in selected:
+            t = sel.target
+            origin = {"receiver": where, "type": r.type, "event": parsed.event,
+                      "delivery": parsed.delivery_id, "revision": sel.revision}
+            if parsed.image:
+                origin["image"] = parsed.image
+            if parsed.digest:
+                origin["digest"] = parsed.digest
+            reqs.append(ReconcileRequest(kind=t.kind, name=t.name, namespace=t.namespace,
+                                         reason="webhook", origin=origin))
+        failed = publish(RECONCILE_QUEUE, reqs, point, cid=cid, ctx=ctx, dedupe_key=dedupe_key, started=started)
+        if failed is not None:
+            return failed
+        ids = [req.id for req in reqs]
         named = parsed.image or next((s.revision for s in selected if s.revision), "-")
         log.info("%s revision=%s: published %s", ctx, printable(named, 200),
                  ", ".join(f"{s.target.kind}/{s.target.namespace}/{s.target.name}={i}"

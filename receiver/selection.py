@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from herald import model as m
 from herald.config import RECONCILABLE_KINDS, Config
-from receiver.types.base import Hook, RefChange
+from receiver.types.base import Hook, PullRequest, RefChange
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def _exact(ref: m.GitRef | None, change: RefChange) -> bool:
 def split_by_ref(cfg: Config, targets: list[Target], hook: Hook) -> tuple[list[Selected], list[Skipped]]:
     """Keep the targets the delivery's ref changes can affect, each with the revision it names.
 
-    A delivery that names no ref (a pull request, a registry push) keeps every target.
+    A delivery that names no ref (a registry push) keeps every target.
     """
     keep: list[Selected] = []
     skipped: list[Skipped] = []
@@ -111,4 +113,74 @@ def split_by_ref(cfg: Config, targets: list[Target], hook: Hook) -> tuple[list[S
         follows = (ref.branch or ref.tag or ref.semver or ref.commit) if ref else "?"
         pushed = ", ".join(f"{c.kind or 'ref'} {c.name!r}" for c in hook.changes[:5])
         skipped.append(Skipped(t, f"{t.kind} {t.namespace}/{t.name} follows {follows!r}, not {pushed}"))
+    return keep, skipped
+
+
+# `[user@]host:path`, Git's scp-like syntax (no scheme; the colon comes before any slash).
+_SCP_LIKE = re.compile(r"(?:[^@/:]+@)?(?P<host>[^@/:]+):(?P<path>(?!//).*)")
+
+
+def repository_key(url: str) -> str:
+    """One form for the many ways to write a repository's URL: `host/owner/repo`.
+
+    The scheme, user and port are dropped, the host lowercased, a trailing `.git` and `/`
+    dropped, so `git@host:owner/repo`, `ssh://git@host:22/owner/repo.git` and
+    `https://host/owner/repo` are one repository. The path keeps its case. A local path or
+    `file://` URL keeps its path alone ("" host).
+    """
+    url = url.strip()
+    scp = None if "://" in url else _SCP_LIKE.fullmatch(url)
+    if scp:
+        host, path = scp["host"], scp["path"]
+    else:
+        parts = urlsplit(url)
+        try:
+            host = parts.hostname or ""
+        except ValueError:  # a malformed IPv6 literal
+            host = ""
+        path = parts.path if parts.scheme else url
+    path = path.strip().rstrip("/").removesuffix(".git").rstrip("/").lstrip("/")
+    return f"{host.lower()}/{path}"
+
+
+def _source_of(cfg: Config, target: Target) -> tuple[Target, m.GitRepository] | None:
+    """The GitRepository a target is, or the one a Kustomization builds from."""
+    if target.kind == "GitRepository":
+        repo = cfg.git_repositories.get((target.namespace, target.name))
+        return (target, repo) if repo else None
+    ks = cfg.kustomizations.get((target.namespace, target.name))
+    if ks is None or ks.source_ref.kind != "GitRepository":
+        return None
+    ns = ks.source_ref.namespace or ks.meta.namespace
+    repo = cfg.git_repositories.get((ns, ks.source_ref.name))
+    return (Target("GitRepository", ks.source_ref.name, ns), repo) if repo else None
+
+
+def _follows(ref: m.GitRef, branch: str) -> bool:
+    return ref.branch == branch or ref.name == f"refs/heads/{branch}"
+
+
+def plan_targets(cfg: Config, targets: list[Target], pr: PullRequest) -> tuple[list[Target], list[Skipped]]:
+    """The GitRepositories a pull request asks to plan: among the selected targets (or the
+    sources of selected Kustomizations), those whose URL is the pull request's (base)
+    repository and that follow the branch it would merge into. Each appears once."""
+    wanted = {repository_key(u) for u in pr.clone_urls}
+    keep: list[Target] = []
+    skipped: list[Skipped] = []
+    for t in targets:
+        found = _source_of(cfg, t)
+        if found is None:
+            skipped.append(Skipped(t, f"{t.kind} {t.namespace}/{t.name} has no GitRepository source to plan"))
+            continue
+        source, repo = found
+        via = "" if source == t else f" (the source of {t.kind} {t.namespace}/{t.name})"
+        if repository_key(repo.url) not in wanted:
+            skipped.append(Skipped(t, f"GitRepository {source.namespace}/{source.name}{via} is {repo.url}, "
+                                      "not the pull request's repository"))
+        elif not _follows(repo.ref, pr.base_branch):
+            follows = repo.ref.branch or repo.ref.tag or repo.ref.semver or repo.ref.commit or repo.ref.name
+            skipped.append(Skipped(t, f"GitRepository {source.namespace}/{source.name}{via} follows "
+                                      f"{follows!r}, not {pr.base_branch!r}"))
+        elif source not in keep:
+            keep.append(source)
     return keep, skipped
