@@ -278,12 +278,6 @@ def create_app(
                      printable(pr.head_clone_url, 200) or "fork deleted")
             return _answer(200, message="pull request from a fork: forks are not planned unless "
                                         "spec.planForks: true")
-        if len(pr.head_sha) not in (40, 64):
-            # Bitbucket Cloud names the head by 12 hex digits only; the planner fetches and plans
-            # the exact commit a plan request names, so it needs the full one.
-            log.info("%s: the head commit is abbreviated (%s), not planned", ctx, pr.head_sha)
-            return _answer(200, message=f"the sender names the pull request's head commit only by "
-                                        f"an abbreviation ({pr.head_sha}): no plan")
         targets, skipped = plan_targets(cfg, select(cfg, r), pr)
         for s in skipped:
             log.info("%s: skipped: %s", ctx, s.why)

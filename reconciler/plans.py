@@ -21,6 +21,7 @@ serves it, and otherwise the plan fails saying so; the newer push's own plan fol
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -60,7 +61,7 @@ class PullRequestRef:
     """`origin.pullRequest` of a plan request, checked."""
 
     number: int
-    head: str
+    head: str  # full, or abbreviated where the host sends no more (Bitbucket Cloud: 12 hex)
     ref: str
     base: str
     url: str = ""
@@ -75,8 +76,8 @@ class PullRequestRef:
         number, head, ref = pr.get("number"), str(pr.get("head") or "").lower(), str(pr.get("ref") or "")
         if not isinstance(number, int) or isinstance(number, bool) or number < 1:
             raise MessageError("plan request: origin.pullRequest.number must be a positive integer")
-        if len(head) not in (40, 64) or not set(head) <= _SHA:
-            raise MessageError("plan request: origin.pullRequest.head must be a 40 or 64 hex commit")
+        if not 7 <= len(head) <= 64 or not set(head) <= _SHA:
+            raise MessageError("plan request: origin.pullRequest.head must be a commit of 7 to 64 hex digits")
         if not ref.startswith("refs/"):
             raise MessageError("plan request: origin.pullRequest.ref must be a full ref (refs/...)")
         return cls(number, head, ref, str(pr.get("base") or ""), str(pr.get("url") or ""),
@@ -150,13 +151,26 @@ class PlanWorker:
             return
         headers = {"x-herald-request": req.id, DELIVERY_HEADER: str(req.origin.get("delivery") or correlation_id()
                                                                      or req.id)}
+        planner = Planner(self.cfg, self.state_dir, self._cluster())
+        fetched = None
+        if len(pr.head) not in (40, 64):
+            # An abbreviated head (Bitbucket Cloud) names no commit a status can go on: fetch
+            # the ref first and take its tip when it is that commit.
+            fetched = self._fetch(planner, repo, pr)
+            if isinstance(fetched, Revision) and fetched.sha.startswith(pr.head):
+                pr = dataclasses.replace(pr, head=fetched.sha)
+            else:
+                log.warning("%s: the abbreviated head %s is not the tip of %s (%s): no commit to report on; "
+                            "the next push to the pull request is planned", where, pr.head, pr.ref,
+                            fetched if isinstance(fetched, str) else fetched.sha[:12])
+                return
         base = plan_metadata(req, pr)
         for ks in kustomizations:
             self.bus.publish(EVENTS_QUEUE, _event(
                 ks, "Progressing", SEVERITY_INFO, f"Planning pull request #{pr.number} at {pr.head[:12]}",
                 base).to_json(), headers=headers)
         try:
-            results = self._plan(kustomizations, repo, pr)
+            results = self._plan(planner, kustomizations, repo, pr, fetched)
         except Exception as exc:
             log.exception("%s: planning failed unexpectedly", where)
             results = [KustomizationPlan(ks, error=f"{type(exc).__name__}: {exc}") for ks in kustomizations]
@@ -165,14 +179,23 @@ class PlanWorker:
             log.info("%s: Kustomization %s: %s", where, result.target, event.metadata.get("planSummary", ""))
             self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
 
-    def _plan(self, kustomizations: list[Kustomization], repo: GitRepository, pr: PullRequestRef) -> list[KustomizationPlan]:
-        planner = Planner(self.cfg, self.state_dir, self._cluster())
+    @staticmethod
+    def _fetch(planner: Planner, repo: GitRepository, pr: PullRequestRef) -> Revision | str:
+        """The pull request's ref (from the fork, for hosts that publish no pull-request ref),
+        or why it could not be fetched."""
         url = pr.head_url if pr.fork and pr.head_url and not pr.ref.startswith(("refs/pull/", "refs/merge-requests/")) \
             else None
         try:
-            revision = planner.fetch(repo, GitRef(name=pr.ref), url=url, want_sha=pr.head)
+            return planner.fetch(repo, GitRef(name=pr.ref), url=url,
+                                 want_sha=pr.head if len(pr.head) in (40, 64) else "")
         except GitError as exc:
-            return [KustomizationPlan(ks, error=f"fetching {pr.ref} failed: {exc}") for ks in kustomizations]
+            return f"fetching {pr.ref} failed: {exc}"
+
+    def _plan(self, planner: Planner, kustomizations: list[Kustomization], repo: GitRepository,
+              pr: PullRequestRef, fetched: Revision | str | None) -> list[KustomizationPlan]:
+        revision = fetched if fetched is not None else self._fetch(planner, repo, pr)
+        if isinstance(revision, str):
+            return [KustomizationPlan(ks, error=revision) for ks in kustomizations]
         if revision.sha != pr.head:
             if not planner.git.has_commit(repo, pr.head):
                 error = (f"the head commit {pr.head} is not served by the remote ({pr.ref} is at "

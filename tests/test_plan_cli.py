@@ -37,7 +37,7 @@ def deploy_main(tmp_path: Path, repo: Repo, cfg: Path, kubeconfig: Path, monkeyp
     assert [e.reason for e in outcome.events] == ["ReconciliationSucceeded"], outcome.events
 
 
-def push_pull_request(repo: Repo, files: dict[str, str], remove: tuple[str, ...] = ()) -> str:
+def push_pull_request(repo: Repo, files: dict[str, str], remove: tuple[str, ...] = (), number: int = 7) -> str:
     """A commit on a branch of its own, published as GitHub does a PR's head; main stays."""
     git("checkout", "-q", "-B", "feature", "main", cwd=repo.work)
     for rel in remove:
@@ -46,7 +46,7 @@ def push_pull_request(repo: Repo, files: dict[str, str], remove: tuple[str, ...]
         (repo.work / rel).write_text(text)
     git("add", "-A", cwd=repo.work)
     git("commit", "-q", "-m", "the pull request", cwd=repo.work)
-    git("push", "-q", "-f", "origin", "HEAD:refs/pull/7/head", cwd=repo.work)
+    git("push", "-q", "-f", "origin", f"HEAD:refs/pull/{number}/head", cwd=repo.work)
     sha = git("rev-parse", "HEAD", cwd=repo.work)
     git("checkout", "-q", "main", cwd=repo.work)
     return sha

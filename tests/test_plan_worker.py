@@ -78,5 +78,15 @@ def test_a_missing_pull_request_ref_fails_the_plan_with_the_fetch_error(worker: 
 
 def test_a_malformed_plan_request_is_rejected_naming_the_field(worker: Reconciler) -> None:
     req = plan_request("not-a-sha")
-    with pytest.raises(Reject, match="origin.pullRequest.head must be a 40 or 64 hex commit"):
+    with pytest.raises(Reject, match="origin.pullRequest.head must be a commit of 7 to 64 hex digits"):
         worker.plans.handle(Delivery(PLAN_QUEUE, req.to_json(), req.id))
+
+
+def test_an_abbreviated_head_is_resolved_to_the_ref_tip_before_anything_is_reported(worker: Reconciler,
+                                                                                   repo: Repo) -> None:
+    """Bitbucket Cloud names a pull request's head by 12 hex digits: the checks go on the
+    whole commit, found by fetching the ref."""
+    head = push_pull_request(repo, {"deploy/web.yaml": CHANGED_WEB})
+    pending, final = handle(worker, plan_request(head[:12]))
+    assert pending["metadata"]["commit"] == final["metadata"]["commit"] == head
+    assert final["reason"] == "PlanSucceeded"

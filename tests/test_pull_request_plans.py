@@ -89,6 +89,7 @@ class Running:
 def herald(tmp_path: Path, repo: Repo, kube_api: KubeAPIServer, kubeconfig: Path) -> Iterator[Running]:
     with GitForges() as forges:
         forges.repos["github"].add("acme/app")
+        forges.tokens["github"] = {GITHUB_TOKEN}
         cfg = write_config(tmp_path / "herald.yaml", repo.url, extra=f"""\
             ---
             apiVersion: v1
@@ -108,6 +109,8 @@ def herald(tmp_path: Path, repo: Repo, kube_api: KubeAPIServer, kubeconfig: Path
               providerRef: {{name: github-status}}
               eventSources: [{{kind: Kustomization, name: app}}]
             """)
+        # the Receiver takes pull requests too, as a user sets it up for plans
+        cfg.write_text(cfg.read_text().replace('events: ["ping", "push"]', 'events: ["ping", "push", "pull_request"]'))
         loaded = config.load([cfg])
         port = free_port()
         env = dict(os.environ, KUBECONFIG=str(kubeconfig), HERALD_STATE_DIR=str(tmp_path / "state"),
@@ -171,7 +174,8 @@ def test_a_second_push_edits_the_same_comment_even_after_a_restart(herald: Runni
 
 
 def test_a_pull_request_that_breaks_a_manifest_fails_its_check_naming_the_object(herald: Running) -> None:
-    head = push_pull_request(herald.repo, {"deploy/web.yaml": CHANGED_WEB.replace("app: web}", "app: web-v2}")})
+    head = push_pull_request(herald.repo, {"deploy/web.yaml": CHANGED_WEB.replace("app: web}", "app: web-v2}")},
+                             number=8)
     assert herald.send(pull_request(herald.repo, 8, head)).status_code == 202
     final = herald.final_status(head)
     assert final["state"] == "failure" and final["description"].startswith("plan failed: Deployment/shop/web")
@@ -181,7 +185,7 @@ def test_a_pull_request_that_breaks_a_manifest_fails_its_check_naming_the_object
 
 
 def test_a_closed_pull_request_gets_no_plan_and_a_busy_host_is_waited_for(herald: Running) -> None:
-    head = push_pull_request(herald.repo, {"deploy/web.yaml": CHANGED_WEB})
+    head = push_pull_request(herald.repo, {"deploy/web.yaml": CHANGED_WEB}, number=10)
     closed = herald.send(pull_request(herald.repo, 9, head, action="closed"))
     assert closed.status_code == 200
     herald.forges.fail_next(429, retry_after=1)  # the host is busy once: Retry-After is honoured

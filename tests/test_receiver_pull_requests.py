@@ -202,7 +202,7 @@ def _gitea_opened() -> dict[str, Any]:
 
 def _bitbucket_full_hash() -> dict[str, Any]:
     # Bitbucket Cloud names the head by 12 hex digits (see the abbreviation scenario); this
-    # gives it a whole one, to show where a plan would fetch the head from.
+    # gives it a whole one, to show the full request.
     data = fixture("bitbucket/pullrequest-created.json")
     data["pullrequest"]["source"]["commit"]["hash"] = "d3022fc0ca3d" + "4" * 28
     return data
@@ -347,14 +347,15 @@ def test_a_title_edit_a_label_or_a_comment_gets_no_plan(herald, rtype: str, even
     assert h.plans() == [] and h.reconciles() == []
 
 
-def test_bitbucket_cloud_names_only_an_abbreviated_head_so_it_gets_no_plan(herald) -> None:
-    """Bitbucket Cloud's real pull request payload names its head as `d3022fc0ca3d`; a plan is
-    of an exact commit, so none is asked for, and the answer says why."""
+def test_bitbucket_cloud_names_only_an_abbreviated_head_and_it_is_planned_all_the_same(herald) -> None:
+    """Bitbucket Cloud's real pull request payload names its head as `d3022fc0ca3d`: the plan
+    request carries it as sent, and the reconciler resolves it to the ref's tip
+    (tests/test_plan_worker.py)."""
     h = herald("bitbucket", "https://api.bitbucket.org/bitbucket/bitbucket", "master")
     resp = h.post("pullrequest:created", fixture("bitbucket/pullrequest-created.json"))
-    assert resp.status_code == 200
-    assert "abbreviation (d3022fc0ca3d): no plan" in resp.json["message"]
-    assert h.plans() == [] and h.reconciles() == []
+    assert resp.status_code == 202
+    [plan] = h.plans()
+    assert plan.origin["pullRequest"]["head"] == "d3022fc0ca3d" and h.reconciles() == []
 
 
 def test_gogs_names_no_head_commit_so_it_gets_no_plan(herald) -> None:
