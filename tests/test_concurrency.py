@@ -205,12 +205,14 @@ def test_a_burst_consumed_by_four_threads_is_coalesced_into_two_runs() -> None:
     for _ in range(100):
         last = time.time()  # when the request is made: the sleep after it is not part of it
         inbox.put(ReconcileRequest(kind="GitRepository", name="app", namespace="flux-system"))
-        time.sleep(0.009)
+        time.sleep(0.004)  # about half the window: on a busy machine it still ends within it
     for _ in threads:
         inbox.put(None)
     for t in threads:
         t.join()
-    assert last - first < 1.2
+    # Two runs need the burst to end within the window after the first run; one that outlasts
+    # it rightly gets a third run (its tail came after the second run started).
+    assert last - first < 1.0, f"the burst took {last - first:.2f}s: the machine is too busy for this scenario"
     assert len(runs) == 2, runs
     assert runs[-1] >= last, "the last run must start after the last request"
     assert results.count("coalesced") + results.count("satisfied") == 99 and results.count("ran 2") == 1
