@@ -120,6 +120,9 @@ def main() -> None:
           providerRef: {{name: github-status}}
           eventSources: [{{kind: Kustomization, name: app}}]
         """)
+    # the Receiver takes pull requests too, as a user sets it up for plans
+    cfg_path.write_text(cfg_path.read_text().replace('events: ["ping", "push"]',
+                                                     'events: ["ping", "push", "pull_request"]'))
     loaded = config.load([cfg_path])
     port = free_port()
     base = f"http://127.0.0.1:{port}"

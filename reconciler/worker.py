@@ -153,6 +153,9 @@ class WorkerSettings:
     # HERALD_APPLY_CONCURRENCY: API requests in flight at once per reconcile (reads, dry-runs,
     # the writes of one kind); more helps against a distant API server, and costs its capacity
     apply_concurrency: int = 4
+    # HERALD_PLAN_THREADS: pull-request plans handled at once, on threads of their own (a burst
+    # of pull requests would otherwise wait one behind the other for their pending checks)
+    plan_threads: int = 4
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> WorkerSettings:
@@ -167,6 +170,7 @@ class WorkerSettings:
             jitter=max(0.0, float(env.get("HERALD_POLL_JITTER") or d.jitter)),
             dry_run_unchanged=env_flag(env, "HERALD_DRY_RUN_UNCHANGED", d.dry_run_unchanged),
             apply_concurrency=max(1, int(env.get("HERALD_APPLY_CONCURRENCY") or d.apply_concurrency)),
+            plan_threads=max(1, int(env.get("HERALD_PLAN_THREADS") or d.plan_threads)),
         )
 
 
@@ -635,9 +639,10 @@ class Reconciler:
                                  kwargs={"retry": self.retry_policy}, name=f"reconciler-{i}", daemon=True)
             t.start()
             threads.append(t)
-        t = threading.Thread(target=self.plans.run, args=(stop,), name="reconciler-plans", daemon=True)
-        t.start()
-        threads.append(t)
+        for i in range(self.settings.plan_threads):
+            t = threading.Thread(target=self.plans.run, args=(stop,), name=f"reconciler-plans-{i}", daemon=True)
+            t.start()
+            threads.append(t)
         if self.settings.poll:
             poller = Poller(self.cfg, self.bus, self.peek, jitter=self.settings.jitter, skew=self.settings.skew)
             self._poller = poller
