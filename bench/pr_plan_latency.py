@@ -47,7 +47,16 @@ from receiver_vs_webhook import PrivateBroker  # noqa: E402
 from webhook_to_applied import free_port, pct, wait_ready  # noqa: E402
 
 from herald import config  # noqa: E402
-from tests.fixtures_herald import FIXTURES, Repo, git, github_headers, github_push, write_config  # noqa: E402
+from tests.fixtures_herald import (  # noqa: E402
+    Repo,
+    git,
+    github_headers,
+    github_pull_request,
+    github_push,
+    github_status_alert,
+    taking_pull_requests,
+    write_config,
+)
 from tests.gitforges import GitForges  # noqa: E402
 from tests.kubeapi import KubeAPIServer  # noqa: E402
 
@@ -68,16 +77,6 @@ def manifests(apps: list[list[dict]], changed: int = -1, replicas: int = 2) -> d
             docs[2]["spec"]["replicas"] = replicas
         files[f"deploy/app-{i:04d}.yaml"] = yaml.safe_dump_all(docs, sort_keys=False)
     return files
-
-
-def pull_request_body(repo: Repo, number: int, head: str) -> bytes:
-    data = json.loads((FIXTURES / "github" / "pull_request-opened.json").read_bytes())
-    data["action"], data["number"] = "opened", number
-    pr = data["pull_request"]
-    pr["number"], pr["head"]["sha"], pr["head"]["ref"], pr["base"]["ref"] = number, head, f"pr-{number}", "main"
-    for where in (data["repository"], pr["head"]["repo"], pr["base"]["repo"]):
-        where["clone_url"] = repo.url
-    return json.dumps(data).encode()
 
 
 def main() -> None:
@@ -101,28 +100,8 @@ def main() -> None:
     kube = KubeAPIServer().start()
     forges = GitForges().__enter__()
     forges.repos["github"].add("acme/app")
-    cfg_path = write_config(tmp / "herald.yaml", repo.url, extra=f"""\
-        ---
-        apiVersion: v1
-        kind: Secret
-        metadata: {{name: github-status, namespace: flux-system}}
-        stringData: {{token: github-token}}
-        ---
-        apiVersion: notification.toolkit.fluxcd.io/v1beta3
-        kind: Provider
-        metadata: {{name: github-status, namespace: flux-system}}
-        spec: {{type: github, address: "{forges.url}/acme/app", secretRef: {{name: github-status}}}}
-        ---
-        apiVersion: notification.toolkit.fluxcd.io/v1beta3
-        kind: Alert
-        metadata: {{name: commit-status, namespace: flux-system}}
-        spec:
-          providerRef: {{name: github-status}}
-          eventSources: [{{kind: Kustomization, name: app}}]
-        """)
-    # the Receiver takes pull requests too, as a user sets it up for plans
-    cfg_path.write_text(cfg_path.read_text().replace('events: ["ping", "push"]',
-                                                     'events: ["ping", "push", "pull_request"]'))
+    cfg_path = taking_pull_requests(write_config(tmp / "herald.yaml", repo.url,
+                                                 extra=github_status_alert(f"{forges.url}/acme/app")))
     loaded = config.load([cfg_path])
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -170,7 +149,7 @@ def main() -> None:
             git("push", "-q", "-f", "origin", f"HEAD:refs/pull/{n}/head", cwd=work)
             head = git("rev-parse", "HEAD", cwd=work)
             git("checkout", "-q", "main", cwd=work)
-            body = pull_request_body(repo, n, head)
+            body = github_pull_request(repo.url, n, head, branch=f"pr-{n}")
             t0 = time.time()
             resp = session.post(hook, data=body, headers=github_headers(body, event="pull_request",
                                                                          delivery=str(uuid.uuid4())), timeout=30)

@@ -180,6 +180,51 @@ def write_config(path: Path, repo_url: str, *, slack_address: str = "", slack_to
     return path
 
 
+def github_status_alert(repository_url: str, token: str = "github-token") -> str:
+    """Configuration to add (write_config's `extra`): a `github` Provider posting commit statuses
+    (and plan comments) to `repository_url`, its Secret, and an Alert sending it every event of
+    the Kustomization `app`."""
+    return textwrap.dedent(f"""\
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: github-status, namespace: flux-system}}
+        stringData: {{token: {token}}}
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1beta3
+        kind: Provider
+        metadata: {{name: github-status, namespace: flux-system}}
+        spec: {{type: github, address: "{repository_url}", secretRef: {{name: github-status}}}}
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1beta3
+        kind: Alert
+        metadata: {{name: commit-status, namespace: flux-system}}
+        spec:
+          providerRef: {{name: github-status}}
+          eventSources: [{{kind: Kustomization, name: app}}]
+        """)
+
+
+def taking_pull_requests(cfg: Path) -> Path:
+    """write_config's Receiver, set up to take pull requests too, as a user does for plans."""
+    cfg.write_text(cfg.read_text().replace('events: ["ping", "push"]', 'events: ["ping", "push", "pull_request"]'))
+    return cfg
+
+
+def github_pull_request(repo_url: str, number: int, head: str, action: str = "opened",
+                        branch: str = "feature") -> bytes:
+    """GitHub's real `pull_request` delivery (octokit's fixture) for a PR of our repository
+    from `branch` into main, its head at `head`."""
+    data = json.loads((FIXTURES / "github" / "pull_request-opened.json").read_bytes())
+    data["action"], data["number"] = action, number
+    pr = data["pull_request"]
+    pr["number"], pr["state"] = number, "closed" if action == "closed" else "open"
+    pr["head"]["sha"], pr["head"]["ref"], pr["base"]["ref"] = head, branch, "main"
+    for where in (data["repository"], pr["head"]["repo"], pr["base"]["repo"]):
+        where["clone_url"] = repo_url
+    return json.dumps(data).encode()
+
+
 def github_push(sha: str, branch: str = "main") -> bytes:
     """GitHub's real push delivery (octokit's fixture) pointed at our repository's commit."""
     data = json.loads((FIXTURES / "github" / "push.json").read_bytes())

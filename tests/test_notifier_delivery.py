@@ -35,6 +35,7 @@ from tests.fixtures_herald import (
     free_port,
     github_headers,
     github_push,
+    github_status_alert,
     start_herald,
     stop_herald,
     wait_ready,
@@ -289,25 +290,7 @@ def test_validate_names_the_file_and_line_of_a_broken_template_and_regex(tmp_pat
 def test_a_push_gets_its_commit_status_on_the_pushed_sha(tmp_path: Path, repo: Repo, kube_api, kubeconfig: Path) -> None:
     with GitForges() as forges:
         forges.repos["github"].add("acme/app")
-        cfg = write_config(tmp_path / "herald.yaml", repo.url, extra=f"""\
-            ---
-            apiVersion: v1
-            kind: Secret
-            metadata: {{name: github-status, namespace: flux-system}}
-            stringData: {{token: github-token}}
-            ---
-            apiVersion: notification.toolkit.fluxcd.io/v1beta3
-            kind: Provider
-            metadata: {{name: github-status, namespace: flux-system}}
-            spec: {{type: github, address: "{forges.url}/acme/app", secretRef: {{name: github-status}}}}
-            ---
-            apiVersion: notification.toolkit.fluxcd.io/v1beta3
-            kind: Alert
-            metadata: {{name: commit-status, namespace: flux-system}}
-            spec:
-              providerRef: {{name: github-status}}
-              eventSources: [{{kind: Kustomization, name: app}}]
-            """)
+        cfg = write_config(tmp_path / "herald.yaml", repo.url, extra=github_status_alert(f"{forges.url}/acme/app"))
         loaded = config.load([cfg])
         port = free_port()
         env = dict(os.environ, KUBECONFIG=str(kubeconfig), HERALD_STATE_DIR=str(tmp_path / "state"),

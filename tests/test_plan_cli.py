@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from herald import config
 from herald.bus import open_bus
 from herald.messages import ReconcileRequest
 from reconciler.worker import Reconciler
-from tests.fixtures_herald import Repo, git, write_config
+from tests.fixtures_herald import WEB_MANIFESTS, Repo, git, write_config
 from tests.kubeapi import KubeAPIServer
 
 SECRET_VALUE = "hunter2-never-shown"
@@ -67,23 +68,8 @@ def deployed(tmp_path: Path, repo: Repo, kubeconfig: Path, monkeypatch: pytest.M
     return cfg
 
 
-CHANGED_WEB = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: shop
-  labels: {app: web}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-        - name: web
-          image: nginx:1.27
-"""
+# main's Deployment (WEB_MANIFESTS) with one more replica, and no Service beside it
+CHANGED_WEB = textwrap.dedent(WEB_MANIFESTS["deploy/web.yaml"]).split("---")[0].replace("replicas: 2", "replicas: 3")
 
 NEW_OBJECTS = f"""\
 apiVersion: v1

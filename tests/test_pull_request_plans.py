@@ -20,35 +20,34 @@ import requests
 
 from herald import config
 from tests.fixtures_herald import (
-    FIXTURES,
     TOKEN,
     Repo,
     github_headers,
+    github_pull_request,
     github_push,
+    github_status_alert,
     start_herald,
     stop_herald,
+    taking_pull_requests,
     wait_ready,
     write_config,
 )
 from tests.gitforges import GitForges
 from tests.kubeapi import KubeAPIServer
 from tests.test_end_to_end import free_port, wait_until
-from tests.test_plan_cli import CHANGED_WEB, NEW_OBJECTS, SECRET_VALUE, push_pull_request
+from tests.test_plan_cli import (
+    CHANGED_WEB,
+    NEW_OBJECTS,
+    SECRET_VALUE,
+    push_pull_request,
+)
 
 CONTEXT = "herald/plan: flux-system/app"
 GITHUB_TOKEN = "github-token-never-shown"
 
 
 def pull_request(repo: Repo, number: int, head: str, action: str = "opened") -> bytes:
-    """GitHub's real `pull_request` delivery (octokit's fixture) for our repository's PR."""
-    data = json.loads((FIXTURES / "github" / "pull_request-opened.json").read_bytes())
-    data["action"], data["number"] = action, number
-    pr = data["pull_request"]
-    pr["number"], pr["state"] = number, "closed" if action == "closed" else "open"
-    pr["head"]["sha"], pr["head"]["ref"], pr["base"]["ref"] = head, "feature", "main"
-    for where in (data["repository"], pr["head"]["repo"], pr["base"]["repo"]):
-        where["clone_url"] = repo.url
-    return json.dumps(data).encode()
+    return github_pull_request(repo.url, number, head, action)
 
 
 @dataclass
@@ -90,27 +89,8 @@ def herald(tmp_path: Path, repo: Repo, kube_api: KubeAPIServer, kubeconfig: Path
     with GitForges() as forges:
         forges.repos["github"].add("acme/app")
         forges.tokens["github"] = {GITHUB_TOKEN}
-        cfg = write_config(tmp_path / "herald.yaml", repo.url, extra=f"""\
-            ---
-            apiVersion: v1
-            kind: Secret
-            metadata: {{name: github-status, namespace: flux-system}}
-            stringData: {{token: {GITHUB_TOKEN}}}
-            ---
-            apiVersion: notification.toolkit.fluxcd.io/v1beta3
-            kind: Provider
-            metadata: {{name: github-status, namespace: flux-system}}
-            spec: {{type: github, address: "{forges.url}/acme/app", secretRef: {{name: github-status}}}}
-            ---
-            apiVersion: notification.toolkit.fluxcd.io/v1beta3
-            kind: Alert
-            metadata: {{name: commit-status, namespace: flux-system}}
-            spec:
-              providerRef: {{name: github-status}}
-              eventSources: [{{kind: Kustomization, name: app}}]
-            """)
-        # the Receiver takes pull requests too, as a user sets it up for plans
-        cfg.write_text(cfg.read_text().replace('events: ["ping", "push"]', 'events: ["ping", "push", "pull_request"]'))
+        cfg = taking_pull_requests(write_config(tmp_path / "herald.yaml", repo.url,
+                                                extra=github_status_alert(f"{forges.url}/acme/app", GITHUB_TOKEN)))
         loaded = config.load([cfg])
         port = free_port()
         env = dict(os.environ, KUBECONFIG=str(kubeconfig), HERALD_STATE_DIR=str(tmp_path / "state"),
