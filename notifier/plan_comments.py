@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from herald.forges import client as forge_client
-from herald.forges.plan_comment import PlanSection, comment
+from herald.forges.plan_comment import HTML_FORGES, PlanSection, comment, without_html
 from herald.model import Provider
 from notifier.providers.base import DeliveryError, Memory
 from notifier.providers.commitstatus import commit_sha, is_plan_event
@@ -82,7 +82,10 @@ def post(provider: Provider, provider_key: str, secret: Mapping[str, str], note:
             state["sections"][target] = section_of(meta, target)
             sections = [PlanSection(s["target"], s["counts"], s["markdown"], s["error"])
                         for _, s in sorted(state["sections"].items())]
-            ref = make_client(provider, secret).upsert_comment(pr, comment(sections, head))
+            body = comment(sections, head)
+            if provider.type not in HTML_FORGES:
+                body = without_html(body)
+            ref = make_client(provider, secret).upsert_comment(pr, body)
             memory.put(key, json.dumps(state, separators=(",", ":")))
             log.info("%s: PR #%s: plan comment %s %s (%d Kustomization(s) of %s)", provider_key, pr,
                      getattr(ref, "id", "?"), "created" if getattr(ref, "created", False) else "updated",

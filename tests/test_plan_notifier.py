@@ -82,3 +82,19 @@ def test_pending_events_write_no_comment() -> None:
     memory, client = DictMemory(), FakeClient()
     post(memory, client, plan_event("Progressing"))
     assert client.written == []
+
+
+def test_bitbucket_which_shows_html_as_text_gets_the_sections_as_bold_titles() -> None:
+    memory, client = DictMemory(), FakeClient()
+    provider = Provider(meta=Meta(name="bb", namespace="flux-system"), type="bitbucketserver",
+                        address="https://bitbucket.example/scm/acme/app.git")
+    section = ('<details><summary><b>Kustomization flux-system/apps</b>: 1 to update</summary>\n\n'
+               '<details><summary><code>Deployment/shop/web</code>: update</summary>\n\n```diff\n'
+               '+  replicas: 3\n```\n\n</details>\n\n</details>\n')
+    note = Notification(event=plan_event("PlanSucceeded", planSummary="1 to update", planCounts='{"update": 1}',
+                                         planSection=section), alert="flux-system/a", memory=memory)
+    plan_comments.post(provider, "flux-system/bb", {}, note, make_client=lambda *a: client)
+    body = client.written[-1][1]
+    assert "<details>" not in body and "</details>" not in body and "<code>" not in body
+    assert "**Kustomization flux-system/apps: 1 to update**" in body
+    assert "**`Deployment/shop/web`: update**" in body and "+  replicas: 3" in body

@@ -9,6 +9,8 @@ drops whole sections first).
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass, field
 
 COLUMNS = ("create", "update", "delete", "unchanged", "error")
@@ -58,3 +60,25 @@ def comment(sections: list[PlanSection], revision: str) -> str:
             lines.append(s.markdown.rstrip("\n"))
             lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+HTML_FORGES = frozenset({"github", "gitlab", "gitea"})
+"""Forges whose comment Markdown renders `<details>`; Bitbucket Cloud and Server escape HTML."""
+
+_SUMMARY = re.compile(r"<details><summary>(.*?)</summary>")
+_TAG = re.compile(r"</?(?:b|code)>")
+
+
+def without_html(body: str) -> str:
+    """The comment for a forge that shows HTML as text (Bitbucket): each `<details>` title
+    becomes a bold line and the sections stay open, with `<b>`/`<code>` as Markdown."""
+    def title(match: re.Match[str]) -> str:
+        text = match.group(1).replace("<code>", "`").replace("</code>", "`")
+        return "**" + html.unescape(_TAG.sub("", text)) + "**"
+
+    out = []
+    for line in body.split("\n"):
+        if line.strip() == "</details>":
+            continue
+        out.append(_SUMMARY.sub(title, line))
+    return "\n".join(out)
