@@ -668,6 +668,71 @@ class GitCache:
         return contents
 
 
+    # -- writing (image automation) --
+
+    def commit_files(self, repo: GitRepository, base: str, changes: dict[str, bytes], message: str,
+                     author: Author) -> str:
+        """A commit on top of `base` (a commit in the cache) whose tree is base's with each file
+        of `changes` (path → new content, its mode kept) replaced; its sha.
+
+        Made without a work tree, through a temporary index (`read-tree`, `update-index`,
+        `write-tree`, `commit-tree`): nothing of the repository is checked out, so nothing but
+        the changed blobs is written, and no other process's checkout can be disturbed."""
+        d = self._repo_dir(repo)
+        if not _SHA.match(base):
+            raise GitError(f"not a commit id: {base!r}")
+        session = _local_session()
+        with tempfile.TemporaryDirectory(prefix="herald-index-") as tmp:
+            session.env["GIT_INDEX_FILE"] = str(Path(tmp) / "index")
+            self._must(["read-tree", base], d, session)
+            modes = {e.path: e.mode for e in self.list_tree(repo, base, "")}
+            for path, content in sorted(changes.items()):
+                blob = str(self._must(["hash-object", "-w", "--stdin"], d, session, stdin=content)).strip()
+                self._must(["update-index", "--add", "--cacheinfo", f"{modes.get(path, '100644')},{blob},{path}"],
+                           d, session)
+            tree = str(self._must(["write-tree"], d, session)).strip()
+            session.env.update(GIT_AUTHOR_NAME=author.name, GIT_AUTHOR_EMAIL=author.email,
+                               GIT_COMMITTER_NAME=author.name, GIT_COMMITTER_EMAIL=author.email)
+            return str(self._must(["commit-tree", tree, "-p", base], d, session,
+                                  stdin=message.encode())).strip()
+
+    def push(self, repo: GitRepository, url: str, credentials: dict[str, str] | None, sha: str,
+             branch: str) -> bool:
+        """Push commit `sha` (in the cache) to the remote's `refs/heads/<branch>`, as a
+        fast-forward only: never `--force`, so a branch that moved on keeps what others pushed.
+        False when the remote refused it for that reason (fetch, redo the change on its new head,
+        try again); GitError for anything else (authentication, a protected branch, the network:
+        `permanent` says which)."""
+        d = self._repo_dir(repo)
+        target = _Target("branch", branch, f"refs/heads/{branch}", f"refs/heads/{branch}")
+        _check_ref_name(self.git, "branch", branch, target.remote)
+        timeout = float(repo.timeout)
+        with self._locked(d, timeout * 2 + 10):
+            session, git_url = _open_session(url, credentials, timeout)
+            try:
+                code, out, err = self._run(["push", "--porcelain", "--", git_url, f"{sha}:{target.remote}"], d,
+                                           session, timeout, what=f"to {safe_url(url)}")
+            finally:
+                session.close()
+        if code == 0:
+            return True
+        # --porcelain reports each ref on stdout: "!\t<src>:<dst>\t[rejected] (fetch first)".
+        low = f"{out}\n{err}".lower()
+        if any(s in low for s in ("non-fast-forward", "fetch first", "\t[rejected]", "cannot lock ref",
+                                  "stale info")):
+            return False
+        refused = [ln.split("\t")[-1] for ln in str(out).splitlines() if ln.startswith("!")]
+        raise self._failure("push", "\n".join([err, *refused]), url, session, target)
+
+
+@dataclass(frozen=True)
+class Author:
+    """Who image automation commits as (ImageUpdateAutomation `git.commit.author`)."""
+
+    name: str
+    email: str
+
+
 @dataclass(frozen=True)
 class TreeEntry:
     """One entry of `git ls-tree -r`: mode 100644/100755 file, 120000 symlink, 160000 submodule."""
