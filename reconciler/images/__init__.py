@@ -1,0 +1,1 @@
+"""Image automation: Flux's image-policy markers, applied to the bytes they mark."""
