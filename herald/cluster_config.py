@@ -1,8 +1,9 @@
 """Herald's configuration read from the cluster (`--from-cluster`), and kept current by watching it.
 
-Flux users keep Receivers, Providers, Alerts, GitRepositories and Kustomizations as custom
-resources; with `--from-cluster` Herald reads the same kinds in its own group (`herald.dev/v1`,
-CRDs in deploy/crds) and, beside them, any `-c` files. Each object becomes a YAML document whose
+Flux users keep Receivers, Providers, Alerts, GitRepositories, Kustomizations and the image
+automation kinds (ImageRepository, ImagePolicy, ImageUpdateAutomation) as custom resources;
+with `--from-cluster` Herald reads the same kinds in its own group (`herald.dev/v1`, CRDs in
+deploy/crds) and, beside them, any `-c` files. Each object becomes a YAML document whose
 "file" is `cluster:<Kind>/<namespace>/<name>`, so it goes through exactly the checks a file does
 (`herald.config`). Unlike files, one bad object never stops Herald: it is logged, marked
 `Ready=False` in its status, and left out, with whatever depended on it; the rest loads.
@@ -53,7 +54,9 @@ log = logging.getLogger("herald.config")
 
 GROUP_VERSION = "herald.dev/v1"
 PLURALS = {"Receiver": "receivers", "Provider": "providers", "Alert": "alerts",
-           "GitRepository": "gitrepositories", "Kustomization": "kustomizations"}
+           "GitRepository": "gitrepositories", "Kustomization": "kustomizations",
+           "ImageRepository": "imagerepositories", "ImagePolicy": "imagepolicies",
+           "ImageUpdateAutomation": "imageupdateautomations"}
 # Which command writes the status of which kinds: one writer per kind, the component that uses it.
 STATUS_OWNERS: dict[str, tuple[str, ...]] = {
     "serve": tuple(PLURALS), "receiver": ("Receiver",), "notifier": ("Provider", "Alert"),
@@ -228,6 +231,8 @@ def secret_refs(cfg: Config) -> set[tuple[str, str]]:
     for p in cfg.providers.values():
         refs |= {(p.meta.namespace, ref.name) for ref in (p.secret_ref, p.cert_secret_ref) if ref}
     refs |= {(g.meta.namespace, g.secret_ref.name) for g in cfg.git_repositories.values() if g.secret_ref}
+    for i in cfg.image_repositories.values():
+        refs |= {(i.meta.namespace, ref.name) for ref in (i.secret_ref, i.cert_secret_ref) if ref}
     return refs
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from herald import model as m
 from herald.schema import (
+    Check,
     Ctx,
     Diagnostic,
     Obj,
@@ -29,6 +30,7 @@ from herald.schema import (
     string_map,
     template,
 )
+from herald.schema import _type_name as type_name
 from herald.yamlsrc import (
     Document,
     LocDict,
@@ -44,18 +46,25 @@ NOTIFICATION_VERSIONS = (
     "notification.toolkit.fluxcd.io/v1beta2",
     "herald.dev/v1",
 )
+# image-reflector-controller (ImageRepository, ImagePolicy) and image-automation-controller
+# (ImageUpdateAutomation) share one group; v1beta2 has the same fields as v1.
+IMAGE_VERSIONS = ("image.toolkit.fluxcd.io/v1", "image.toolkit.fluxcd.io/v1beta2", "herald.dev/v1")
 API_VERSIONS: dict[str, tuple[str, ...]] = {
     "Receiver": RECEIVER_VERSIONS,
     "Provider": NOTIFICATION_VERSIONS,
     "Alert": NOTIFICATION_VERSIONS,
     "GitRepository": ("source.toolkit.fluxcd.io/v1", "source.toolkit.fluxcd.io/v1beta2", "herald.dev/v1"),
     "Kustomization": ("kustomize.toolkit.fluxcd.io/v1", "herald.dev/v1"),
+    "ImageRepository": IMAGE_VERSIONS,
+    "ImagePolicy": IMAGE_VERSIONS,
+    "ImageUpdateAutomation": IMAGE_VERSIONS,
     "Secret": ("v1",),
 }
 
 # Kinds Herald can reconcile; Receivers and Alerts may name Flux's other kinds (a Flux
 # manifest set often does) and are warned about rather than rejected.
 RECONCILABLE_KINDS = ("GitRepository", "Kustomization")
+IMAGE_KINDS = ("ImageRepository", "ImagePolicy", "ImageUpdateAutomation")
 FLUX_SOURCE_KINDS = (
     "Bucket", "GitRepository", "HelmChart", "HelmRelease", "HelmRepository",
     "ImagePolicy", "ImageRepository", "ImageUpdateAutomation", "Kustomization", "OCIRepository",
@@ -83,6 +92,142 @@ _METADATA = Obj(
     flux_only=("finalizers", "generateName", "uid", "resourceVersion", "generation",
                "creationTimestamp", "managedFields", "ownerReferences", "deletionTimestamp"),
 )
+
+_GIT_REF = Obj({"branch": string(), "tag": string(), "semver": string(), "name": string(),
+                "commit": string(pattern=r"^[0-9a-f]{40}$")})
+# Flux's ImageRepository providers; Herald has only `generic` (see _provider).
+IMAGE_PROVIDERS = ("generic", "aws", "azure", "gcp")
+METADATA_NAME_LABEL = "kubernetes.io/metadata.name"  # every namespace has it, set by Kubernetes
+
+
+def _go_regex() -> Check:
+    """A regular expression in Go's RE2 syntax (Flux compiles it with Go's regexp)."""
+
+    def check(v: Any, path: str, line: int, ctx: Ctx) -> Any:
+        if not isinstance(v, str):
+            ctx.error(line, f"{path}: must be a regular expression string, got {type_name(v)}")
+            return None
+        from reconciler.images.policy import PolicyError, compile_go_regex
+
+        try:
+            compile_go_regex(v)
+        except PolicyError as exc:
+            ctx.error(line, f"{path}: {exc}")
+            return None
+        return v
+
+    return check
+
+
+def _semver_range() -> Check:
+    """An ImagePolicy's range: Masterminds/semver syntax, as image-reflector-controller reads it."""
+
+    def check(v: Any, path: str, line: int, ctx: Ctx) -> Any:
+        if not isinstance(v, str):
+            ctx.error(line, f"{path}: must be a semver range string such as '>=1.0.0 <2.0.0', got {type_name(v)}")
+            return None
+        from reconciler.images.policy import PolicyError, parse_constraints
+
+        try:
+            parse_constraints(v)
+        except PolicyError as exc:
+            ctx.error(line, f"{path}: {exc}")
+            return None
+        return v
+
+    return check
+
+
+def _image() -> Check:
+    """ImageRepository.spec.image: a repository, refused with image-reflector-controller's
+    own words when it holds a scheme, a tag or a digest."""
+
+    def check(v: Any, path: str, line: int, ctx: Ctx) -> Any:
+        if not isinstance(v, str):
+            ctx.error(line, f"{path}: must be a string, got {type_name(v)}")
+            return None
+        from herald.registry.names import ImageNameError, parse_image
+
+        try:
+            parse_image(v)
+        except ImageNameError as exc:
+            ctx.error(line, f"{path}: {exc}")
+            return None
+        return v
+
+    return check
+
+
+def _provider() -> Check:
+    def check(v: Any, path: str, line: int, ctx: Ctx) -> Any:
+        if v == "generic":
+            return v
+        if isinstance(v, str) and v in IMAGE_PROVIDERS:
+            ctx.error(line, f"{path}: {v!r} is not supported by Herald: it has no {v} workload identity to "
+                            "log in to the registry with; use 'generic' with spec.secretRef (a "
+                            "kubernetes.io/dockerconfigjson Secret)")
+            return None
+        ctx.error(line, f"{path}: {v!r} is not one of: {', '.join(IMAGE_PROVIDERS)}")
+        return None
+
+    return check
+
+
+def _one_policy(out: dict[str, Any], loc: LocDict, path: str, ctx: Ctx) -> None:
+    chosen = [k for k in ("semver", "alphabetical", "numerical") if k in out]
+    if len(chosen) != 1:
+        found = f"; found {', '.join(chosen)}" if chosen else ""
+        ctx.error(loc.line_of(chosen[1]) if len(chosen) > 1 else loc.line,
+                  f"{path}: exactly one of semver, alphabetical, numerical is required{found}")
+
+
+def _digest_interval(out: dict[str, Any], loc: LocDict, path: str, ctx: Ctx) -> None:
+    """Flux's two validation rules of an ImagePolicy spec, with Flux's own messages."""
+    always = out.get("digestReflectionPolicy") == "Always"
+    if always and "interval" not in out:
+        ctx.error(loc.line_of("digestReflectionPolicy"),
+                  "spec.interval must be set when spec.digestReflectionPolicy is set to 'Always'")
+    elif "interval" in out and not always:
+        ctx.error(loc.line_of("interval"),
+                  "spec.interval is only accepted when spec.digestReflectionPolicy is set to 'Always'")
+
+
+def _extract_groups(out: dict[str, Any], loc: LocDict, path: str, ctx: Ctx) -> None:
+    """A `$name` in `extract` that the pattern has no group for expands to "" (Go's rule, so
+    every tag would become the same empty string): valid in Flux, but surely a mistake."""
+    if not out.get("extract"):
+        return
+    from reconciler.images.policy import compile_go_regex, template_references
+
+    rx = compile_go_regex(out.get("pattern") or "")
+    for name in template_references(out["extract"]):
+        if not (name.isdigit() and int(name) <= rx.groups) and name not in rx.groupindex:
+            ctx.warn(loc.line_of("extract"), f"{path}.extract: ${name} names no group of {path}.pattern, "
+                                             "so it expands to an empty string")
+
+
+def _exclusion_limit(out: dict[str, Any], loc: LocDict, path: str, ctx: Ctx) -> None:
+    if len(out.get("exclusionList") or ()) > 25:
+        ctx.error(loc.line_of("exclusionList"), f"{path}.exclusionList: at most 25 entries (Flux's limit)")
+
+
+def _requirement_values(out: dict[str, Any], loc: LocDict, path: str, ctx: Ctx) -> None:
+    """Kubernetes' rule for a label selector requirement's values."""
+    values = out.get("values") or []
+    if out["operator"] in ("In", "NotIn") and not values:
+        ctx.error(loc.line_of("operator"), f"{path}.values: must list at least one value with operator "
+                                           f"{out['operator']}")
+    elif out["operator"] in ("Exists", "DoesNotExist") and values:
+        ctx.error(loc.line_of("values"), f"{path}.values: must be empty with operator {out['operator']}")
+
+
+_LABEL_SELECTOR = Obj({
+    "matchLabels": string_map(),
+    "matchExpressions": list_of(Obj(
+        {"key": string(nonempty=True), "operator": string(choices=("In", "NotIn", "Exists", "DoesNotExist")),
+         "values": list_of(string())},
+        required=("key", "operator"), extra=_requirement_values)),
+})
 
 _RESOURCE = Obj(
     {"apiVersion": string(), "kind": string(nonempty=True), "name": _name,
@@ -132,8 +277,7 @@ _SPECS: dict[str, Obj] = {
     "GitRepository": Obj(
         {"url": string(nonempty=True), "secretRef": _ref, "interval": duration(),
          "timeout": duration(),
-         "ref": Obj({"branch": string(), "tag": string(), "semver": string(),
-                     "name": string(), "commit": string(pattern=r"^[0-9a-f]{40}$")}),
+         "ref": _GIT_REF,
          "suspend": boolean()},
         required=("url", "interval"),
         flux_only=("verify", "proxySecretRef", "ignore", "recurseSubmodules", "include",
@@ -151,6 +295,51 @@ _SPECS: dict[str, Obj] = {
                    "components", "postBuild", "force", "serviceAccountName", "kubeConfig",
                    "commonMetadata", "namePrefix", "nameSuffix", "deletionPolicy"),
     ),
+    "ImageRepository": Obj(
+        {"image": _image(), "interval": duration(), "timeout": duration(), "secretRef": _ref,
+         "certSecretRef": _ref, "provider": _provider(), "insecure": boolean(),
+         "exclusionList": list_of(_go_regex()), "suspend": boolean(),
+         "accessFrom": Obj({"namespaceSelectors": list_of(Obj({"matchLabels": string_map()}))},
+                           required=("namespaceSelectors",))},
+        required=("image", "interval"),
+        flux_only=("proxySecretRef",),
+        refused={"serviceAccountName": "Herald has no cloud workload identity and does not log in with a "
+                                       "ServiceAccount's image pull secrets; ignoring it would change as whom "
+                                       "Herald acts, so it is refused (name the credentials in spec.secretRef)"},
+        extra=_exclusion_limit,
+    ),
+    "ImagePolicy": Obj(
+        {"imageRepositoryRef": Obj({"name": _name, "namespace": _name}, required=("name",)),
+         "policy": Obj({"semver": Obj({"range": _semver_range()}, required=("range",)),
+                        "alphabetical": Obj({"order": string(choices=("asc", "desc"))}),
+                        "numerical": Obj({"order": string(choices=("asc", "desc"))})},
+                       extra=_one_policy),
+         "filterTags": Obj({"pattern": _go_regex(), "extract": string()}, extra=_extract_groups),
+         "digestReflectionPolicy": string(choices=("Never", "IfNotPresent", "Always")),
+         "interval": duration(), "suspend": boolean()},
+        required=("imageRepositoryRef", "policy"),
+        extra=_digest_interval,
+    ),
+    "ImageUpdateAutomation": Obj(
+        {"sourceRef": Obj({"apiVersion": string(), "kind": string(choices=("GitRepository",)),
+                           "name": _name, "namespace": _name}, required=("name",)),
+         "interval": duration(),
+         "git": Obj(
+             {"checkout": Obj({"ref": _GIT_REF}, required=("ref",)),
+              "commit": Obj({"author": Obj({"name": string(), "email": string(nonempty=True)},
+                                           required=("email",)),
+                             "messageTemplate": string(), "messageTemplateValues": string_map()},
+                            required=("author",),
+                            refused={"signingKey": "Herald does not sign commits yet; pushing unsigned commits "
+                                                   "where signed ones were asked for would defeat the point"}),
+              "push": Obj({"branch": string(), "refspec": string(), "options": string_map()})},
+             required=("commit",)),
+         "update": Obj({"path": string(), "strategy": string(choices=("Setters",))}),
+         "policySelector": _LABEL_SELECTOR, "suspend": boolean()},
+        # Flux's CRD leaves git optional, and its controller then fails: "source kind
+        # 'GitRepository' necessitates field .spec.git". Herald says so at load time.
+        required=("sourceRef", "interval", "git"),
+    ),
 }
 
 
@@ -163,6 +352,9 @@ class Config:
     alerts: dict[tuple[str, str], m.Alert] = field(default_factory=dict)
     git_repositories: dict[tuple[str, str], m.GitRepository] = field(default_factory=dict)
     kustomizations: dict[tuple[str, str], m.Kustomization] = field(default_factory=dict)
+    image_repositories: dict[tuple[str, str], m.ImageRepository] = field(default_factory=dict)
+    image_policies: dict[tuple[str, str], m.ImagePolicy] = field(default_factory=dict)
+    image_update_automations: dict[tuple[str, str], m.ImageUpdateAutomation] = field(default_factory=dict)
     secrets: dict[tuple[str, str], m.Secret] = field(default_factory=dict)
     secrets_dir: Path | None = None
     # Secrets read from the Kubernetes API (`--from-cluster`): consulted after the two above.
@@ -176,7 +368,8 @@ class Config:
         return {
             "Receiver": self.receivers, "Provider": self.providers, "Alert": self.alerts,
             "GitRepository": self.git_repositories, "Kustomization": self.kustomizations,
-            "Secret": self.secrets,
+            "ImageRepository": self.image_repositories, "ImagePolicy": self.image_policies,
+            "ImageUpdateAutomation": self.image_update_automations, "Secret": self.secrets,
         }.get(kind, {})
 
     def secret(self, namespace: str, name: str) -> dict[str, str] | None:
@@ -284,8 +477,7 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
             suspend=bool(spec.get("suspend")), template=spec.get("template") or "",
             include_plans=bool(spec.get("includePlans")))
     if kind == "GitRepository":
-        ref = spec.get("ref") or {}
-        git_ref = m.GitRef(**{k: ref.get(k) or "" for k in ("branch", "tag", "semver", "commit", "name")})
+        git_ref = _git_ref(spec.get("ref") or {})
         if not any((git_ref.branch, git_ref.tag, git_ref.semver, git_ref.commit, git_ref.name)):
             git_ref = m.GitRef(branch="master")  # Flux's default when ref is empty
         sref = spec.get("secretRef")
@@ -304,9 +496,70 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
             depends_on=tuple(m.ResourceRef(kind="Kustomization", name=d["name"], namespace=d.get("namespace"))
                              for d in spec.get("dependsOn") or ()),
             wait=bool(spec.get("wait")), timeout=spec.get("timeout"), suspend=bool(spec.get("suspend")))
+    if kind in IMAGE_KINDS:
+        return _build_image_kind(kind, meta, spec)
     if kind == "Secret":
         return m.Secret(meta=meta, data=doc["__secret_data"])
     raise AssertionError(kind)
+
+
+def _git_ref(ref: dict[str, Any]) -> m.GitRef:
+    return m.GitRef(**{k: ref.get(k) or "" for k in ("branch", "tag", "semver", "commit", "name")})
+
+
+def _secret_ref(ref: dict[str, Any] | None) -> m.SecretRef | None:
+    return m.SecretRef(ref["name"]) if ref else None
+
+
+def _build_image_kind(kind: str, meta: m.Meta, spec: dict[str, Any]) -> Any:
+    if kind == "ImageRepository":
+        interval = spec["interval"]
+        access = spec.get("accessFrom")
+        return m.ImageRepository(
+            meta=meta, image=spec["image"], interval=interval,
+            timeout=max(1.0, spec.get("timeout") or interval),  # Flux's GetTimeout
+            secret_ref=_secret_ref(spec.get("secretRef")), cert_secret_ref=_secret_ref(spec.get("certSecretRef")),
+            provider=spec.get("provider") or "generic", insecure=bool(spec.get("insecure")),
+            # Flux's GetExclusionList: an empty list is the default too.
+            exclusion_list=tuple(spec.get("exclusionList") or m.DEFAULT_EXCLUSION_LIST),
+            suspend=bool(spec.get("suspend")),
+            access_from=tuple(s.get("matchLabels") or {} for s in access["namespaceSelectors"] or ())
+            if access else None)
+    if kind == "ImagePolicy":
+        ref, choice = spec["imageRepositoryRef"], spec["policy"]
+        which = next(k for k in ("semver", "alphabetical", "numerical") if k in choice)
+        flt = spec.get("filterTags")
+        return m.ImagePolicy(
+            meta=meta,
+            image_repository_ref=m.ResourceRef(kind="ImageRepository", name=ref["name"],
+                                               namespace=ref.get("namespace")),
+            policy=m.TagPolicy(kind=which, range=(choice[which] or {}).get("range") or "",
+                               order=(choice[which] or {}).get("order") or "asc"),
+            filter_tags=m.TagFilter(pattern=flt.get("pattern") or "", extract=flt.get("extract") or "")
+            if flt is not None else None,
+            digest_reflection_policy=spec.get("digestReflectionPolicy") or "Never",
+            interval=spec.get("interval"), suspend=bool(spec.get("suspend")))
+    s, git = spec["sourceRef"], spec["git"]
+    commit, push, update = git["commit"], git.get("push") or {}, spec.get("update") or {}
+    checkout = git.get("checkout")
+    selector = spec.get("policySelector") or {}
+    return m.ImageUpdateAutomation(
+        meta=meta,
+        source_ref=m.ResourceRef(kind=s.get("kind") or "GitRepository", name=s["name"], namespace=s.get("namespace"),
+                                 api_version=s.get("apiVersion") or ""),
+        interval=spec["interval"],
+        author=m.CommitAuthor(email=commit["author"]["email"], name=commit["author"].get("name") or ""),
+        checkout_ref=_git_ref(checkout["ref"]) if checkout else None,
+        message_template=commit.get("messageTemplate") or "",
+        message_template_values=commit.get("messageTemplateValues") or {},
+        push_branch=push.get("branch") or "", push_refspec=push.get("refspec") or "",
+        push_options=push.get("options") or {},
+        update_path=update.get("path") or "./", update_strategy=update.get("strategy") or "Setters",
+        policy_selector=m.LabelSelector(
+            match_labels=selector.get("matchLabels") or {},
+            match_expressions=tuple(m.LabelRequirement(r["key"], r["operator"], tuple(r.get("values") or ()))
+                                    for r in selector.get("matchExpressions") or ())),
+        suspend=bool(spec.get("suspend")))
 
 
 def _secret_data(doc: LocDict, ctx: Ctx) -> dict[str, str] | None:
@@ -333,20 +586,18 @@ def _secret_data(doc: LocDict, ctx: Ctx) -> dict[str, str] | None:
     return data if ok else None
 
 
-def _field_lines(spec: Any) -> dict[str, int]:
-    """Where each field of `spec` is, two levels deep: "spec.x", "spec.x.y", "spec.x[i]"."""
+def _field_lines(spec: Any, here: str = "spec") -> dict[str, int]:
+    """Where each field and item of `spec` is, at every depth: "spec.x", "spec.x.y",
+    "spec.x[i]", "spec.x[i].y"."""
     lines: dict[str, int] = {}
-    if not isinstance(spec, LocDict):
-        return lines
-    for key, value in spec.items():
-        here = f"spec.{key}"
-        lines[here] = spec.line_of(key)
-        if isinstance(value, LocDict):
-            for sub in value:
-                lines[f"{here}.{sub}"] = value.line_of(sub)
-        elif isinstance(value, LocList):
-            for i in range(len(value)):
-                lines[f"{here}[{i}]"] = value.line_of(i)
+    if isinstance(spec, LocDict):
+        for key, value in spec.items():
+            lines[f"{here}.{key}"] = spec.line_of(key)
+            lines.update(_field_lines(value, f"{here}.{key}"))
+    elif isinstance(spec, LocList):
+        for i, value in enumerate(spec):
+            lines[f"{here}[{i}]"] = spec.line_of(i)
+            lines.update(_field_lines(value, f"{here}[{i}]"))
     return lines
 
 
@@ -468,8 +719,11 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
             if res.kind not in RECONCILABLE_KINDS:
                 err(r, f"spec.resources: Herald does not reconcile {res.kind}; requests for it are ignored",
                     "warning", at=item)
-            elif (res.name != "*" and (res.namespace or r.meta.namespace, res.name) not in cfg.by_kind(res.kind)
-                  and not rejected(res.kind, res.namespace or r.meta.namespace, res.name)):
+            # Names are looked up for the kinds Herald loads (the image kinds too: Flux allows a
+            # Receiver to name them); other Flux kinds have no table to look in.
+            if (res.kind in (*RECONCILABLE_KINDS, *IMAGE_KINDS) and res.name != "*"
+                    and (res.namespace or r.meta.namespace, res.name) not in cfg.by_kind(res.kind)
+                    and not rejected(res.kind, res.namespace or r.meta.namespace, res.name)):
                 err(r, f"spec.resources: {res.kind} {res.namespace or r.meta.namespace}/{res.name} not found",
                     at=item)
             if res.name != "*" and res.match_labels:
@@ -517,6 +771,63 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
             dns = d.namespace or k.meta.namespace
             if (dns, d.name) not in cfg.kustomizations and not rejected("Kustomization", dns, d.name):
                 err(k, f"spec.dependsOn: Kustomization {dns}/{d.name} not found", at=f"spec.dependsOn[{i}]")
+
+    for repo in cfg.image_repositories.values():
+        for field_name, ref in (("secretRef", repo.secret_ref), ("certSecretRef", repo.cert_secret_ref)):
+            if (ref and cfg.secret(repo.meta.namespace, ref.name) is None
+                    and not rejected("Secret", repo.meta.namespace, ref.name)):
+                err(repo, f"spec.{field_name}: Secret {repo.meta.namespace}/{ref.name} not found",
+                    at=f"spec.{field_name}.name")
+    for p in cfg.image_policies.values():
+        ref = p.image_repository_ref
+        ns = ref.namespace or p.meta.namespace
+        found = cfg.image_repositories.get((ns, ref.name))
+        if found is None:
+            if not rejected("ImageRepository", ns, ref.name):
+                err(p, f"spec.imageRepositoryRef: ImageRepository {ns}/{ref.name} not found",
+                    at="spec.imageRepositoryRef.name")
+        elif ns != p.meta.namespace and (denied := access_denied(found, p.meta.namespace)):
+            err(p, f"spec.imageRepositoryRef: {denied}", at="spec.imageRepositoryRef")
+    for a in cfg.image_update_automations.values():
+        ns = a.source_ref.namespace or a.meta.namespace
+        source = cfg.git_repositories.get((ns, a.source_ref.name))
+        if source is None:
+            if not rejected("GitRepository", ns, a.source_ref.name):
+                err(a, f"spec.sourceRef: GitRepository {ns}/{a.source_ref.name} not found",
+                    at="spec.sourceRef.name")
+        elif not a.push_branch and not (a.checkout_ref or source.ref).branch:
+            # image-automation-controller's check, in its words: it pushes to a branch.
+            err(a, "spec.git.push: push spec not provided, and cannot be inferred from .spec.git.checkout.ref "
+                   "or GitRepository .spec.ref", at="spec.git")
+        if a.checkout_ref and a.checkout_ref.semver:
+            from reconciler.git import GitError, parse_semver_range
+
+            try:
+                parse_semver_range(a.checkout_ref.semver)
+            except GitError as exc:
+                # GitError names GitRepository's field; this one is the checkout's.
+                err(a, f"spec.git.checkout.ref.semver: {str(exc).replace(' in spec.ref.semver', '')}",
+                    at="spec.git.checkout.ref.semver")
+
+
+def access_denied(repo: m.ImageRepository, namespace: str) -> str:
+    """Why an ImagePolicy in `namespace` may not use `repo` (another namespace's), or "".
+
+    Flux's ACL (fluxcd/pkg/runtime/acl): allowed when one of `accessFrom.namespaceSelectors`
+    matches the policy's namespace's labels. Herald reads no Namespace objects, so the one
+    label it can match is `kubernetes.io/metadata.name`, which Kubernetes sets on every
+    namespace to its name; an empty selector matches every namespace. A selector on any other
+    label cannot be verified and does not match (an ACL is not guessed open).
+    """
+    where = f"ImageRepository '{repo.meta.namespace}/{repo.meta.name}'"
+    if repo.access_from is None:
+        return f"{where} can't be accessed due to missing ACL labels on 'accessFrom'"
+    if any(all(k == METADATA_NAME_LABEL and v == namespace for k, v in sel.items()) for sel in repo.access_from):
+        return ""
+    unknown = sorted({k for sel in repo.access_from for k in sel if k != METADATA_NAME_LABEL})
+    hint = (f" (Herald matches a namespace by its {METADATA_NAME_LABEL} label only, not by "
+            f"{', '.join(unknown)})") if unknown else ""
+    return f"{where} can't be accessed due to ACL labels mismatch on namespace '{namespace}'{hint}"
 
 
 def read_documents(paths: Iterable[str | Path], out: list[Diagnostic]) -> list[Document]:

@@ -6,6 +6,7 @@ Flux can map one to the other at a glance. Parsing and validation live in `heral
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -147,3 +148,113 @@ class Kustomization:
 class Secret:
     meta: Meta
     data: dict[str, str]  # decoded; values never logged
+
+
+# ---- image automation (Flux's image.toolkit.fluxcd.io kinds) -------------------------------
+
+@dataclass(frozen=True)
+class LabelRequirement:
+    """One `matchExpressions` entry of a Kubernetes label selector."""
+
+    key: str
+    operator: str  # In, NotIn, Exists, DoesNotExist
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        if self.operator == "NotIn":  # as in Kubernetes: an object without the label matches
+            return labels.get(self.key) not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels  # DoesNotExist
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A Kubernetes label selector; the empty one selects everything (Flux's default for an
+    ImageUpdateAutomation's `policySelector`)."""
+
+    match_labels: dict[str, str] = field(default_factory=dict)
+    match_expressions: tuple[LabelRequirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return (all(labels.get(k) == v for k, v in self.match_labels.items())
+                and all(r.matches(labels) for r in self.match_expressions))
+
+
+DEFAULT_EXCLUSION_LIST = ("^.*\\.sig$",)
+"""Flux's default `exclusionList`: cosign signature tags are not images to deploy."""
+
+
+@dataclass(frozen=True)
+class ImageRepository:
+    """A container image repository whose tags are scanned (`image` as written: no scheme,
+    tag or digest; `herald.registry.parse_image` gives its canonical name)."""
+
+    meta: Meta
+    image: str
+    interval: float
+    timeout: float  # Flux's default is the interval, and never less than a second
+    secret_ref: SecretRef | None = None  # a kubernetes.io/dockerconfigjson Secret
+    cert_secret_ref: SecretRef | None = None  # tls.crt/tls.key and/or ca.crt
+    provider: str = "generic"  # the only one Herald has: no cloud workload identity here
+    insecure: bool = False  # plain http to the registry
+    exclusion_list: tuple[str, ...] = DEFAULT_EXCLUSION_LIST  # Go RE2 syntax, as written
+    suspend: bool = False
+    # Which namespaces' ImagePolicies may use it (`accessFrom.namespaceSelectors[].matchLabels`,
+    # any one matching). None: only ImagePolicies of its own namespace, as in Flux.
+    access_from: tuple[dict[str, str], ...] | None = None
+
+
+@dataclass(frozen=True)
+class TagPolicy:
+    """How an ImagePolicy orders the tags it keeps: exactly one of Flux's three policies."""
+
+    kind: str  # "semver", "alphabetical" or "numerical"
+    range: str = ""  # semver: a Masterminds/semver constraint, e.g. ">=1.0.0 <2.0.0"
+    order: str = "asc"  # alphabetical, numerical: asc picks the last in ascending order
+
+
+@dataclass(frozen=True)
+class TagFilter:
+    """`filterTags`: keep the tags `pattern` (Go RE2 syntax) matches; with `extract`, order
+    them by the expansion of `extract` (`$name`, `${name}`, `$1`) instead of the whole tag."""
+
+    pattern: str = ""
+    extract: str = ""
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    meta: Meta
+    image_repository_ref: ResourceRef
+    policy: TagPolicy
+    filter_tags: TagFilter | None = None
+    digest_reflection_policy: str = "Never"  # or IfNotPresent, Always
+    interval: float | None = None  # only with Always: how often the digest is refreshed
+    suspend: bool = False
+
+
+@dataclass(frozen=True)
+class CommitAuthor:
+    email: str
+    name: str = ""  # optional in Flux's v1 API
+
+
+@dataclass(frozen=True)
+class ImageUpdateAutomation:
+    meta: Meta
+    source_ref: ResourceRef  # a GitRepository
+    interval: float
+    author: CommitAuthor
+    checkout_ref: GitRef | None = None  # None: the GitRepository's own spec.ref
+    message_template: str = ""  # a Go text/template, as in Flux
+    message_template_values: dict[str, str] = field(default_factory=dict)
+    push_branch: str = ""  # "": the checkout branch
+    push_refspec: str = ""
+    push_options: dict[str, str] = field(default_factory=dict)
+    update_path: str = "./"
+    update_strategy: str = "Setters"
+    policy_selector: LabelSelector = LabelSelector()  # the empty selector: every ImagePolicy
+    suspend: bool = False

@@ -4,16 +4,18 @@ Each field is described once (its YAML name and shape); checking walks the docum
 every problem with file and line instead of stopping at the first, because `herald validate`
 is most useful when one run shows everything to fix.
 
-Fields fall in three groups: honoured (checked and used), `flux_only` (valid in Flux, not acted
+Fields fall in four groups: honoured (checked and used), `flux_only` (valid in Flux, not acted
 on by Herald yet: a warning, so Flux manifests still load but nobody believes they took effect),
-and unknown (an error: usually a typo that would otherwise be silently ignored).
+`refused` (valid in Flux, but ignoring it would change what Herald does in a way nobody asked
+for, e.g. as whom it authenticates: an error giving the reason), and unknown (an error: usually a
+typo that would otherwise be silently ignored).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from herald.yamlsrc import LocDict, LocList
@@ -211,6 +213,7 @@ class Obj:
     required: tuple[str, ...] = ()
     flux_only: tuple[str, ...] = ()
     extra: Callable[[dict[str, Any], LocDict, str, Ctx], None] | None = None
+    refused: dict[str, str] = field(default_factory=dict)  # Flux field -> why Herald refuses it
 
     def __call__(self, v: Any, path: str, line: int, ctx: Ctx) -> Any:
         if not isinstance(v, dict):
@@ -231,6 +234,9 @@ class Obj:
                 out[key] = cleaned
             elif key in self.flux_only:
                 ctx.warn(kl, f"{sub}: Flux field not acted on by Herald yet; it is ignored")
+            elif key in self.refused:
+                ctx.error(kl, f"{sub}: not supported by Herald: {self.refused[key]}")
+                ok = False
             else:
                 known = ", ".join(sorted(self.fields))
                 ctx.error(kl, f"{sub}: unknown field (known fields: {known})")

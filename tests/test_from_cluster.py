@@ -109,7 +109,7 @@ def ready(kube_api: KubeAPIServer, kind: str, name: str) -> dict[str, Any]:
 def test_validate_and_hooks_read_the_cluster(installed: Kubectl, kubeconfig: Path, tmp_path: Path) -> None:
     done = herald("validate", "--from-cluster", kubeconfig=kubeconfig)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip() == "ok: 5 object(s), 0 warning(s)"
+    assert done.stdout.strip() == "ok: 8 object(s), 0 warning(s)"
 
     hooks = herald("hooks", kubeconfig=kubeconfig, HERALD_FROM_CLUSTER="true")
     assert hooks.returncode == 0, hooks.stderr
