@@ -60,7 +60,8 @@ PLURALS = {"Receiver": "receivers", "Provider": "providers", "Alert": "alerts",
 # Which command writes the status of which kinds: one writer per kind, the component that uses it.
 STATUS_OWNERS: dict[str, tuple[str, ...]] = {
     "serve": tuple(PLURALS), "receiver": ("Receiver",), "notifier": ("Provider", "Alert"),
-    "worker": ("GitRepository", "Kustomization"), "validate": (), "hooks": (),
+    "worker": ("GitRepository", "Kustomization", "ImageRepository", "ImagePolicy", "ImageUpdateAutomation"),
+    "validate": (), "hooks": (),
 }
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 REQUEST_TIMEOUT = 30.0
