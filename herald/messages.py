@@ -16,6 +16,7 @@ from typing import Any
 
 RECONCILE_QUEUE = "herald.reconcile"
 PLAN_QUEUE = "herald.plan"  # pull requests: plan, never apply (reconciler.plans)
+IMAGE_QUEUE = "herald.images"  # registry pushes: scan ImageRepositories, update Git (reconciler.images)
 EVENTS_QUEUE = "herald.events"
 NOTIFY_QUEUE = "herald.notifications"
 
