@@ -87,6 +87,7 @@ from reconciler.coalesce import (
 )
 from reconciler.git import GitCache, GitError, Revision, resolve_url
 from reconciler.health import HealthCheckFailed, go_duration, wait_for
+from reconciler.images.worker import ImageWorker
 from reconciler.inventory import (
     Inventory,
     InventoryStore,
@@ -253,6 +254,8 @@ class Reconciler:
         # Pull-request plans: their own consumer thread, so a plan never waits behind a
         # reconcile nor holds one up; the same cluster (found the same way).
         self.plans = PlanWorker(cfg, bus, self.state_dir, self._cluster_or_none)
+        # Registry pushes: scan, select, commit (reconciler.images.worker), on a thread of their own.
+        self.images = ImageWorker(cfg, bus, self.state_dir)
 
     def update(self, cfg: Config) -> None:
         """A new configuration (`--from-cluster`): requests handled from now on, and the interval
@@ -261,6 +264,7 @@ class Reconciler:
         if self._poller is not None:
             self._poller.update(cfg)
         self.plans.update(cfg)
+        self.images.update(cfg)
 
     # ---- bus handler -------------------------------------------------------------------
 
@@ -643,6 +647,9 @@ class Reconciler:
             t = threading.Thread(target=self.plans.run, args=(stop,), name=f"reconciler-plans-{i}", daemon=True)
             t.start()
             threads.append(t)
+        t = threading.Thread(target=self.images.run, args=(stop,), name="reconciler-images", daemon=True)
+        t.start()
+        threads.append(t)
         if self.settings.poll:
             poller = Poller(self.cfg, self.bus, self.peek, jitter=self.settings.jitter, skew=self.settings.skew)
             self._poller = poller

@@ -1,0 +1,280 @@
+"""Image scans from the bus: a registry push in, a Git commit and a reconcile of it out.
+
+An image scan request is a ReconcileRequest on `herald.images` for one ImageRepository
+(ARCHITECTURE.md; the receiver publishes one per ImageRepository a registry webhook concerns).
+Handling it, with Flux's events at each step:
+
+1. list the ImageRepository's tags (`herald.registry`), less its `exclusionList`;
+2. select each of its ImagePolicies' latest tag (`reconciler.images.policy`), with the digest
+   when the policy reflects digests: `Latest image tag for '<image>' resolved to <tag>`;
+3. run every ImageUpdateAutomation whose `policySelector` selects one of those policies, with the
+   latest image of each policy it selects (the other ImageRepositories those need are listed
+   too): the changed values as one commit, pushed (`reconciler.images.automation`):
+   `pushed commit '<sha7>' to branch '<branch>'` and the commit message;
+4. publish a reconcile request for the GitRepository that follows that branch, naming the commit
+   (so no second webhook is needed, and the delivery id of the registry's webhook follows the
+   commit, the apply and the notifications).
+
+A registry that cannot be reached, or answers 429/5xx, makes the bus try the request again; one
+that refuses the credentials, or a policy that matches no tag, is reported and left for the next
+push or the interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from herald.bus import Bus, Delivery, Reject, RetryLater
+from herald.config import Config
+from herald.logs import DELIVERY_HEADER, correlated, correlation_id
+from herald.messages import (
+    EVENTS_QUEUE,
+    IMAGE_QUEUE,
+    RECONCILE_QUEUE,
+    SEVERITY_ERROR,
+    SEVERITY_INFO,
+    Event,
+    MessageError,
+    ReconcileRequest,
+)
+from herald.model import ImagePolicy, ImageRepository, ImageUpdateAutomation
+from herald.registry import (
+    CredentialsError,
+    RegistryClient,
+    RegistryError,
+    parse_dockerconfigjson,
+    parse_image,
+)
+from reconciler.git import GitCache
+from reconciler.images import automation
+from reconciler.images.policy import PolicyError, compile_go_regex, latest
+from reconciler.images.setters import PolicyValue
+
+log = logging.getLogger(__name__)
+
+
+def _key(namespace: str, name: str) -> str:
+    return f"{namespace}:{name}"
+
+
+def client_for(cfg: Config, repo: ImageRepository) -> RegistryClient:
+    """A registry client with the ImageRepository's credentials (`secretRef`, a
+    dockerconfigjson Secret), TLS (`certSecretRef`) and `insecure`."""
+    ns = repo.meta.namespace
+    credentials = None
+    if repo.secret_ref:
+        secret = cfg.secret(ns, repo.secret_ref.name)
+        if secret is None:
+            raise RegistryError(f"ImageRepository {ns}/{repo.meta.name}: Secret {ns}/{repo.secret_ref.name} "
+                                "not found", None, retryable=False)
+        try:
+            credentials = parse_dockerconfigjson(secret.get(".dockerconfigjson", "") or "{}")
+        except CredentialsError as exc:
+            raise RegistryError(f"ImageRepository {ns}/{repo.meta.name}: Secret {ns}/{repo.secret_ref.name}: "
+                                f"{exc}", None, retryable=False) from None
+    tls: dict[str, str] = {}
+    if repo.cert_secret_ref:
+        tls = cfg.secret(ns, repo.cert_secret_ref.name) or {}
+    return RegistryClient(credentials, ca_pem=tls.get("ca.crt"), cert_pem=tls.get("tls.crt"),
+                          key_pem=tls.get("tls.key"), insecure=repo.insecure, timeout=repo.timeout)
+
+
+def listed_tags(cfg: Config, repo: ImageRepository) -> list[str]:
+    """The repository's tags, less those its `exclusionList` matches."""
+    excluded = [compile_go_regex(p) for p in repo.exclusion_list]
+    with client_for(cfg, repo) as client:
+        tags = client.tags(parse_image(repo.image))
+    return [t for t in tags if not any(rx.search(t) for rx in excluded)]
+
+
+@dataclass
+class _Scan:
+    """What this request learnt: tags per ImageRepository, latest value per policy."""
+
+    tags: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    values: dict[str, PolicyValue | None] = field(default_factory=dict)
+
+
+class ImageWorker:
+    """Consumes `herald.images`; `git` is a Git cache of its own (`<state>/git-automation`)."""
+
+    def __init__(self, cfg: Config, bus: Bus, state_dir: Path) -> None:
+        self.cfg = cfg
+        self.bus = bus
+        self.git = GitCache(Path(state_dir) / "git-automation")
+        self._previous: dict[str, str] = {}  # policy → the tag it last resolved to (for the message)
+        self._lock = threading.Lock()
+
+    def update(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    # -- the bus handler -----------------------------------------------------------------
+
+    def handle(self, delivery: Delivery) -> None:
+        try:
+            req = ReconcileRequest.from_json(delivery.body)
+        except MessageError as exc:
+            raise Reject(str(exc)) from None
+        cfg = self.cfg
+        repo = cfg.image_repositories.get((req.namespace, req.name)) if req.kind == "ImageRepository" else None
+        if repo is None:
+            raise Reject(f"image scan: ImageRepository {req.namespace}/{req.name} is not in the configuration")
+        headers = {"x-herald-request": req.id,
+                   DELIVERY_HEADER: str(req.origin.get("delivery") or correlation_id() or req.id)}
+        events: list[Event] = []
+        try:
+            self._handle(cfg, repo, req, events)
+        finally:
+            for event in events:
+                self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
+
+    def _handle(self, cfg: Config, repo: ImageRepository, req: ReconcileRequest, events: list[Event]) -> None:
+        where = f"image scan request={req.id} ImageRepository/{repo.meta.namespace}/{repo.meta.name}"
+        if repo.suspend:
+            log.info("%s: suspended; not scanned", where)
+            return
+        scan = _Scan()
+        if not self._scan(cfg, repo, scan, events, where):
+            return
+        policies = self._policies_of(cfg, repo)
+        for policy in policies:
+            self._resolve(cfg, policy, repo, scan, events)
+        changed = {_key(p.meta.namespace, p.meta.name) for p in policies}
+        for auto in sorted(cfg.image_update_automations.values(), key=lambda a: a.meta.key):
+            selected = automation.selected_policies(cfg, auto)
+            if auto.suspend or not changed & {_key(p.meta.namespace, p.meta.name) for p in selected}:
+                continue
+            for policy in selected:  # the values of the other policies it selects
+                key = _key(policy.meta.namespace, policy.meta.name)
+                if key not in scan.values:
+                    other = self._repository_of(cfg, policy)
+                    if other is not None and (other.meta.namespace, other.meta.name) not in scan.tags:
+                        self._scan(cfg, other, scan, events, where)
+                    self._resolve(cfg, policy, other, scan, events)
+            self._automate(cfg, auto, {k: scan.values.get(k) for k in
+                                       (_key(p.meta.namespace, p.meta.name) for p in selected)}, req, events, where)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _scan(self, cfg: Config, repo: ImageRepository, scan: _Scan, events: list[Event], where: str) -> bool:
+        try:
+            tags = listed_tags(cfg, repo)
+        except RegistryError as exc:
+            log.warning("%s: %s", where, exc)
+            reason = "AuthenticationFailed" if exc.status in (401, 403) else "ScanFailed"
+            events.append(self._event("ImageRepository", repo.meta.namespace, repo.meta.name, SEVERITY_ERROR,
+                                      reason, str(exc)))
+            if exc.retryable:
+                raise RetryLater(str(exc), exc.retry_after) from None
+            return False
+        except PolicyError as exc:  # an exclusionList entry that does not compile
+            events.append(self._event("ImageRepository", repo.meta.namespace, repo.meta.name, SEVERITY_ERROR,
+                                      "ScanFailed", f"spec.exclusionList: {exc}"))
+            return False
+        scan.tags[(repo.meta.namespace, repo.meta.name)] = tags
+        events.append(self._event("ImageRepository", repo.meta.namespace, repo.meta.name, SEVERITY_INFO,
+                                  "Succeeded", f"successful scan: found {len(tags)} tags"))
+        return True
+
+    def _resolve(self, cfg: Config, policy: ImagePolicy, repo: ImageRepository | None, scan: _Scan,
+                 events: list[Event]) -> None:
+        key = _key(policy.meta.namespace, policy.meta.name)
+        scan.values[key] = None
+        tags = scan.tags.get((repo.meta.namespace, repo.meta.name)) if repo is not None else None
+        if repo is None or tags is None:
+            return
+        try:
+            selection = latest(tags, policy)
+        except PolicyError as exc:
+            events.append(self._event("ImagePolicy", policy.meta.namespace, policy.meta.name, SEVERITY_ERROR,
+                                      "PolicyFailed", f"spec.policy: {exc}"))
+            return
+        if selection.tag is None:
+            events.append(self._event("ImagePolicy", policy.meta.namespace, policy.meta.name, SEVERITY_ERROR,
+                                      "PolicyFailed", selection.reason))
+            return
+        digest = ""
+        if policy.digest_reflection_policy != "Never":
+            try:
+                with client_for(cfg, repo) as client:
+                    digest = client.digest(parse_image(repo.image), selection.tag) or ""
+            except RegistryError as exc:
+                events.append(self._event("ImagePolicy", policy.meta.namespace, policy.meta.name, SEVERITY_ERROR,
+                                          "PolicyFailed", f"cannot read the digest of {selection.tag}: {exc}"))
+                return
+        scan.values[key] = PolicyValue(repo.image, selection.tag, digest)
+        with self._lock:
+            previous = self._previous.get(key, "")
+            self._previous[key] = selection.tag
+        if previous != selection.tag:
+            said = f" (previously {previous})" if previous else ""
+            events.append(self._event("ImagePolicy", policy.meta.namespace, policy.meta.name, SEVERITY_INFO,
+                                      "Succeeded", f"Latest image tag for '{repo.image}' resolved to "
+                                                   f"{selection.tag}{said}"))
+
+    def _automate(self, cfg: Config, auto: ImageUpdateAutomation, values: dict[str, PolicyValue | None],
+                  req: ReconcileRequest, events: list[Event], where: str) -> None:
+        ns, name = auto.meta.namespace, auto.meta.name
+        result = automation.run(cfg, self.git, auto, values)
+        problems = [f"{path}:{p.line}: {p.message}" for path, p in result.problems]
+        if result.error:
+            log.error("%s: ImageUpdateAutomation %s/%s: %s", where, ns, name, result.error)
+            events.append(self._event("ImageUpdateAutomation", ns, name, SEVERITY_ERROR, "UpdateFailed",
+                                      "\n".join([result.error, *problems])))
+            if not result.permanent:
+                raise RetryLater(result.error) from None
+            return
+        if problems:
+            events.append(self._event("ImageUpdateAutomation", ns, name, SEVERITY_INFO, "MarkersNotApplied",
+                                      "\n".join(problems)))
+        if not result.commit:
+            log.info("%s: ImageUpdateAutomation %s/%s: nothing to change", where, ns, name)
+            return
+        log.info("%s: ImageUpdateAutomation %s/%s pushed %s to %s", where, ns, name, result.commit[:7], result.branch)
+        events.append(self._event("ImageUpdateAutomation", ns, name, SEVERITY_INFO, "Succeeded",
+                                  f"pushed commit '{result.commit[:7]}' to branch '{result.branch}'\n{result.message}",
+                                  {"revision": f"{result.branch}@sha1:{result.commit}"}))
+        self._reconcile(cfg, auto, result, req)
+
+    def _reconcile(self, cfg: Config, auto: ImageUpdateAutomation, result: automation.Result,
+                   req: ReconcileRequest) -> None:
+        """The commit, reconciled like a push: for the GitRepository when it follows that branch
+        (with a separate push branch, merging is left to people, and so is the deploy)."""
+        src = auto.source_ref
+        repo = cfg.git_repositories.get((src.namespace or auto.meta.namespace, src.name))
+        if repo is None or repo.ref.branch != result.branch:
+            return
+        follow = ReconcileRequest(kind="GitRepository", name=repo.meta.name, namespace=repo.meta.namespace,
+                                  reason="image-update", origin={
+                                      "delivery": str(req.origin.get("delivery") or ""),
+                                      "revision": f"{result.branch}@sha1:{result.commit}",
+                                      "automation": f"{auto.meta.namespace}/{auto.meta.name}",
+                                      "image": str(req.origin.get("image") or "")})
+        self.bus.publish(RECONCILE_QUEUE, follow.to_json(), message_id=follow.id,
+                         headers={DELIVERY_HEADER: str(req.origin.get("delivery") or correlation_id() or follow.id)})
+
+    # -- lookups -------------------------------------------------------------------------
+
+    @staticmethod
+    def _policies_of(cfg: Config, repo: ImageRepository) -> list[ImagePolicy]:
+        return [p for _, p in sorted(cfg.image_policies.items()) if not p.suspend
+                and (p.image_repository_ref.namespace or p.meta.namespace, p.image_repository_ref.name)
+                == (repo.meta.namespace, repo.meta.name)]
+
+    @staticmethod
+    def _repository_of(cfg: Config, policy: ImagePolicy) -> ImageRepository | None:
+        ref = policy.image_repository_ref
+        return cfg.image_repositories.get((ref.namespace or policy.meta.namespace, ref.name))
+
+    @staticmethod
+    def _event(kind: str, namespace: str, name: str, severity: str, reason: str, message: str,
+               metadata: dict[str, str] | None = None) -> Event:
+        return Event.for_object(kind, name, namespace, severity=severity, reason=reason, message=message,
+                                metadata=metadata)
+
+    def run(self, stop: threading.Event) -> None:
+        self.bus.consume(IMAGE_QUEUE, correlated(self.handle), stop)
+

@@ -1,0 +1,177 @@
+"""A registry push becomes a Git commit and a reconcile of it (issue 15), against a real
+registry (Debian's docker-registry) and a real Git remote.
+
+Each scenario pushes images to the registry with its HTTP API, writes Flux's kinds as a user
+would, and hands the worker's bus handler the image scan request the receiver publishes for a
+registry webhook."""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from herald import config
+from herald.bus import Delivery, RetryLater, open_bus
+from herald.messages import IMAGE_QUEUE, RECONCILE_QUEUE, ReconcileRequest
+from reconciler.worker import Reconciler
+from tests.fixtures_herald import Repo, git
+from tests.registry import Registry, install, push_image, start_registry
+from tests.test_end_to_end import wait_until
+from tests.test_honest_runs import drain_events
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    problem = install()
+    if problem:
+        pytest.fail(f"no docker-registry for the image automation scenarios: {problem}")
+    with start_registry(tmp_path_factory.mktemp("registry")) as running:
+        yield running
+
+
+def image_config(tmp_path: Path, repo: Repo, image: str, policy: str = '{semver: {range: ">=1.0.0"}}') -> Path:
+    path = tmp_path / "herald.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        apiVersion: source.toolkit.fluxcd.io/v1
+        kind: GitRepository
+        metadata: {{name: app, namespace: flux-system}}
+        spec: {{interval: 10m, url: {repo.url}, ref: {{branch: main}}}}
+        ---
+        apiVersion: kustomize.toolkit.fluxcd.io/v1
+        kind: Kustomization
+        metadata: {{name: app, namespace: flux-system}}
+        spec: {{interval: 10m, path: ./deploy, prune: true, sourceRef: {{kind: GitRepository, name: app}}}}
+        ---
+        apiVersion: image.toolkit.fluxcd.io/v1
+        kind: ImageRepository
+        metadata: {{name: web, namespace: flux-system}}
+        spec: {{image: {image}, interval: 5m, insecure: true}}
+        ---
+        apiVersion: image.toolkit.fluxcd.io/v1
+        kind: ImagePolicy
+        metadata: {{name: web, namespace: flux-system}}
+        spec:
+          imageRepositoryRef: {{name: web}}
+          policy: {policy}
+        ---
+        apiVersion: image.toolkit.fluxcd.io/v1
+        kind: ImageUpdateAutomation
+        metadata: {{name: app, namespace: flux-system}}
+        spec:
+          interval: 30m
+          sourceRef: {{kind: GitRepository, name: app}}
+          git:
+            commit:
+              author: {{name: Herald Bot, email: herald@example.com}}
+              messageTemplate: "Update {{{{ Changed.Changes | map(attribute='NewValue') | join(', ') }}}}"
+          update: {{path: ./deploy, strategy: Setters}}
+        """))
+    return path
+
+
+def deployment(image: str) -> str:
+    return textwrap.dedent(f"""\
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {{name: web, namespace: shop}}
+        spec:
+          template:
+            spec:
+              containers:
+                - name: web
+                  image: {image}:1.4.2  # {{"$imagepolicy": "flux-system:web"}}
+        """)
+
+
+@pytest.fixture
+def scene(tmp_path: Path, repo: Repo, registry: Registry):
+    image = f"{registry.host}/acme/web-{uuid.uuid4().hex[:8]}"  # a repository of the scenario's own
+    repository = image.split("/", 1)[1]
+    for tag in ("1.4.2", "1.5.0", "2.0.0-rc.1", "latest"):
+        push_image(registry, repository, tag)
+    repo.commit({"deploy/web.yaml": deployment(image)}, "the web tier")
+    bus = open_bus(None, tmp_path / "state")
+    worker = Reconciler(config.load([image_config(tmp_path, repo, image)]), bus, tmp_path / "state", cluster=None)
+    yield worker, image, repository
+    bus.close()
+
+
+def scan(worker: Reconciler, delivery: str = "registry-delivery-1") -> list[dict]:
+    req = ReconcileRequest(kind="ImageRepository", name="web", namespace="flux-system", reason="webhook",
+                           origin={"receiver": "flux-system/registry", "type": "generic", "delivery": delivery})
+    worker.images.handle(Delivery(IMAGE_QUEUE, req.to_json(), req.id))
+    return drain_events(worker.bus)
+
+
+def test_a_new_image_becomes_a_commit_and_a_reconcile_of_it(scene, repo: Repo, registry: Registry) -> None:
+    worker, image, _ = scene
+    events = scan(worker)
+    said = [(e["involvedObject"]["kind"], e["reason"], e["message"].splitlines()[0]) for e in events]
+    head = git("rev-parse", "main", cwd=repo.bare)
+    assert said == [
+        ("ImageRepository", "Succeeded", "successful scan: found 4 tags"),
+        ("ImagePolicy", "Succeeded", f"Latest image tag for '{image}' resolved to 1.5.0"),
+        ("ImageUpdateAutomation", "Succeeded", f"pushed commit '{head[:7]}' to branch 'main'"),
+    ]
+    assert events[-1]["message"].splitlines()[1] == f"Update {image}:1.5.0"
+    assert git("show", "main:deploy/web.yaml", cwd=repo.bare) + "\n" == deployment(image).replace(":1.4.2", ":1.5.0")
+    # the commit is reconciled like a push, under the registry delivery's id
+    [req] = pending(worker, RECONCILE_QUEUE)
+    assert (req.kind, req.name, req.origin["revision"]) == ("GitRepository", "app", f"main@sha1:{head}")
+    assert req.origin["delivery"] == "registry-delivery-1"
+
+
+def test_the_next_release_is_a_second_commit_and_says_what_it_replaced(scene, repo: Repo, registry: Registry) -> None:
+    worker, image, repository = scene
+    scan(worker)
+    commits = int(git("rev-list", "--count", "main", cwd=repo.bare))
+    push_image(registry, repository, "1.6.0")
+    events = scan(worker, "registry-delivery-2")
+    assert f"Latest image tag for '{image}' resolved to 1.6.0 (previously 1.5.0)" in [e["message"] for e in events]
+    assert f"{image}:1.6.0" in git("show", "main:deploy/web.yaml", cwd=repo.bare)
+    assert int(git("rev-list", "--count", "main", cwd=repo.bare)) == commits + 1  # one commit for 1.6.0
+
+
+def test_a_tag_the_policy_rejects_commits_nothing(scene, repo: Repo, registry: Registry) -> None:
+    worker, _, repository = scene
+    scan(worker)
+    before = git("rev-parse", "main", cwd=repo.bare)
+    push_image(registry, repository, "3.0.0-rc.1")  # a pre-release: ">=1.0.0" does not take it
+    events = scan(worker, "registry-delivery-3")
+    assert git("rev-parse", "main", cwd=repo.bare) == before
+    assert [e["involvedObject"]["kind"] for e in events] == ["ImageRepository"]  # nothing new to say
+
+
+def test_a_registry_that_cannot_be_reached_is_tried_again_later(tmp_path: Path, repo: Repo) -> None:
+    repo.commit({"deploy/web.yaml": deployment("127.0.0.1:1/acme/web")}, "the web tier")
+    bus = open_bus(None, tmp_path / "state")
+    worker = Reconciler(config.load([image_config(tmp_path, repo, "127.0.0.1:1/acme/web")]), bus,
+                        tmp_path / "state", cluster=None)
+    try:
+        with pytest.raises(RetryLater):
+            scan(worker)
+        [event] = drain_events(bus)
+        assert (event["reason"], event["severity"]) == ("ScanFailed", "error")
+    finally:
+        bus.close()
+
+
+def pending(worker: Reconciler, queue: str) -> list[ReconcileRequest]:
+    """Messages waiting on `queue`, consumed as the worker's reconcile threads would."""
+    got: list[ReconcileRequest] = []
+    stop = threading.Event()
+    t = threading.Thread(target=worker.bus.consume,
+                         args=(queue, lambda d: got.append(ReconcileRequest.from_json(d.body)), stop))
+    t.start()
+    try:
+        wait_until(lambda: worker.bus.depth(queue) == 0, 10, f"{queue} to be drained")
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    return got
+
