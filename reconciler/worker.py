@@ -87,6 +87,7 @@ from reconciler.coalesce import (
 )
 from reconciler.git import GitCache, GitError, Revision, resolve_url
 from reconciler.health import HealthCheckFailed, go_duration, wait_for
+from reconciler.images.poller import ImagePoller
 from reconciler.images.worker import ImageWorker
 from reconciler.inventory import (
     Inventory,
@@ -247,6 +248,7 @@ class Reconciler:
                                                poll=min(0.5, s.lease_duration / 4)))
         self._stop = threading.Event()  # set by run()'s caller: stop waiting, hand work back
         self._poller: Poller | None = None
+        self._image_poller: ImagePoller | None = None
         # The policy run() consumes with, so that a failed reconcile's event can say when the
         # bus tries again, or that it gives up: the bus's own, which both buses keep as `retry`.
         policy = getattr(bus, "retry", None)
@@ -265,6 +267,8 @@ class Reconciler:
             self._poller.update(cfg)
         self.plans.update(cfg)
         self.images.update(cfg)
+        if self._image_poller is not None:
+            self._image_poller.update(cfg)
 
     # ---- bus handler -------------------------------------------------------------------
 
@@ -651,6 +655,11 @@ class Reconciler:
         t.start()
         threads.append(t)
         if self.settings.poll:
+            scans = ImagePoller(self.cfg, self.bus, jitter=self.settings.jitter)
+            self._image_poller = scans
+            t = threading.Thread(target=scans.run, args=(stop,), name="reconciler-image-interval", daemon=True)
+            t.start()
+            threads.append(t)
             poller = Poller(self.cfg, self.bus, self.peek, jitter=self.settings.jitter, skew=self.settings.skew)
             self._poller = poller
             t = threading.Thread(target=poller.run, args=(stop,), name="reconciler-interval", daemon=True)
