@@ -1,4 +1,4 @@
-"""The receiver's WSGI app: verify a webhook, publish reconcile (or plan) requests, answer honestly.
+"""The receiver's WSGI app: verify a webhook, publish reconcile (plan, scan) requests, answer honestly.
 
 A 2xx means the request is on durable storage (the broker confirmed it): a Git host that got
 a 202 never needs to send the delivery again. Anything that stops us short of that answers
@@ -31,12 +31,18 @@ from herald import config as config_mod
 from herald.bus import Bus, BusError, BusUnavailable, open_bus
 from herald.bus.deliveries import DeliveryLog, open_delivery_log
 from herald.logs import DELIVERY_HEADER, printable, set_correlation
-from herald.messages import PLAN_QUEUE, RECONCILE_QUEUE, ReconcileRequest
+from herald.messages import IMAGE_QUEUE, PLAN_QUEUE, RECONCILE_QUEUE, ReconcileRequest
 from herald.model import Receiver
 from herald.settings import Settings
 from receiver import metrics
 from receiver.ratelimit import RateLimiter, retry_after_header
-from receiver.selection import plan_targets, select, split_by_ref
+from receiver.selection import (
+    image_targets,
+    plan_targets,
+    select,
+    split_by_ref,
+    webhook_image,
+)
 from receiver.types import TYPES, BadDelivery, Hook, Keys, PullRequest, ReceiverType
 
 if TYPE_CHECKING:
@@ -229,28 +235,33 @@ def create_app(
         return resp
 
     def publish(queue: str, reqs: list[ReconcileRequest], point: Hookpoint, *, cid: str, ctx: str,
-                dedupe_key: str, started: float) -> Response | None:
-        """Put `reqs` on `queue`, each confirmed by the broker, then remember the delivery.
+                dedupe_key: str, started: float,
+                more: tuple[tuple[str, list[ReconcileRequest]], ...] = ()) -> Response | None:
+        """Put `reqs` on `queue` (and each of `more`'s requests on its queue), each confirmed by
+        the broker, then remember the delivery: only once all are on the bus, so a retry after
+        a 503 halfway is not taken for a duplicate.
 
         None once all are on the bus; else the 503 to answer, so the sender retries.
         """
         where, rtype = point.where, point.receiver.type
-        done = 0
+        batches = ((queue, reqs), *more)
+        done, total = 0, sum(len(b) for _, b in batches)
         try:
-            for req in reqs:
-                bus.publish(queue, req.to_json(), message_id=req.id, headers={DELIVERY_HEADER: cid})
-                done += 1
-                metrics.PUBLISHED.labels(receiver=where, type=rtype).inc()
+            for into, batch in batches:
+                for req in batch:
+                    bus.publish(into, req.to_json(), message_id=req.id, headers={DELIVERY_HEADER: cid})
+                    done += 1
+                    metrics.PUBLISHED.labels(receiver=where, type=rtype).inc()
         except BusUnavailable as exc:
             # During a broker outage the bus says so once, and again when it is back with the
             # count; a line per delivery would be thousands of lines a minute.
             log.log(logging.DEBUG if exc.outage else logging.ERROR,
                     "%s: bus unavailable after %d of %d requests, answered 503 so the sender retries: %s",
-                    ctx, done, len(reqs), exc)
+                    ctx, done, total, exc)
             return _answer(503, error="message bus unavailable; retry later")
         except BusError as exc:  # refused for good (access, a closing bus): still never a 500
             log.error("%s: the bus refused the request after %d of %d, answered 503: %s",
-                      ctx, done, len(reqs), exc)
+                      ctx, done, total, exc)
             return _answer(503, error="message bus unavailable; retry later")
         metrics.PUBLISH_SECONDS.observe(time.monotonic() - started)
         if dedupe_key:
@@ -338,7 +349,8 @@ def create_app(
         delivery = printable(parsed.delivery_id)
         # The delivery id follows the push through every component's logs; senders that give
         # none (Docker Hub, generic hooks) get one made up here.
-        cid = delivery or f"herald-{uuid.uuid4().hex[:20]}"
+        # (printable() writes "-" for nothing: the sender's id itself decides.)
+        cid = delivery if parsed.delivery_id else f"herald-{uuid.uuid4().hex[:20]}"
         set_correlation(cid)
         ctx = f"receiver={where} type={r.type} event={printable(parsed.event)} delivery={delivery}"
         if parsed.ping:
@@ -373,12 +385,27 @@ def create_app(
             return plan(current.cfg, point, parsed, parsed.pull_request, cid=cid, ctx=ctx,
                         dedupe_key=dedupe_key, started=started)
 
+        # A registry push asks for a scan of the ImageRepositories of its image (and of those
+        # spec.resources names, as in Flux); GitRepositories and Kustomizations spec.resources
+        # selects are reconciled as well, whatever the sender.
         selected, skipped = split_by_ref(current.cfg, select(current.cfg, r), parsed)
-        for s in skipped:
+        scans, scans_skipped = image_targets(current.cfg, r, parsed)
+        image = webhook_image(parsed)
+        if parsed.image and image.name is None:
+            log.info("%s: image %s not matched to ImageRepositories: %s", ctx, printable(parsed.image, 200),
+                     image.why)
+        for s in (*skipped, *scans_skipped):
             log.info("%s: skipped: %s", ctx, s.why)
-        if not selected:
-            return _answer(200, message="no selected resource follows this ref; nothing to do",
-                           skipped=[s.why for s in skipped])
+        if not selected and not scans:
+            whys = [s.why for s in (*skipped, *scans_skipped)]
+            if not parsed.image:
+                return _answer(200, message="no selected resource follows this ref; nothing to do", skipped=whys)
+            if image.name is None:
+                why = image.why
+            else:
+                why = f"no ImageRepository to scan for {image.name}" + (" (those found are suspended)" if scans_skipped else "")
+            return _answer(200, message=f"{why}, and spec.resources selects nothing to reconcile; nothing to do",
+                           skipped=whys)
 
         reqs = []
         for sel in selected:
@@ -391,16 +418,21 @@ def create_app(
                 origin["digest"] = parsed.digest
             reqs.append(ReconcileRequest(kind=t.kind, name=t.name, namespace=t.namespace,
                                          reason="webhook", origin=origin))
-        failed = publish(RECONCILE_QUEUE, reqs, point, cid=cid, ctx=ctx, dedupe_key=dedupe_key, started=started)
+        scan_reqs = [ReconcileRequest(kind=t.kind, name=t.name, namespace=t.namespace, reason="webhook",
+                                      origin={"receiver": where, "type": r.type, "event": parsed.event,
+                                              "delivery": parsed.delivery_id, "image": parsed.image,
+                                              "tag": image.tag, "digest": image.digest})
+                     for t in scans]
+        failed = publish(RECONCILE_QUEUE, reqs, point, cid=cid, ctx=ctx, dedupe_key=dedupe_key, started=started,
+                         more=((IMAGE_QUEUE, scan_reqs),))
         if failed is not None:
             return failed
-        ids = [req.id for req in reqs]
+        targets = [s.target for s in selected] + scans
+        ids = [req.id for req in (*reqs, *scan_reqs)]
         named = parsed.image or next((s.revision for s in selected if s.revision), "-")
         log.info("%s revision=%s: published %s", ctx, printable(named, 200),
-                 ", ".join(f"{s.target.kind}/{s.target.namespace}/{s.target.name}={i}"
-                           for s, i in zip(selected, ids, strict=True)))
-        return _answer(202, requests=ids,
-                       targets=[f"{s.target.kind}/{s.target.namespace}/{s.target.name}" for s in selected])
+                 ", ".join(f"{t.kind}/{t.namespace}/{t.name}={i}" for t, i in zip(targets, ids, strict=True)))
+        return _answer(202, requests=ids, targets=[f"{t.kind}/{t.namespace}/{t.name}" for t in targets])
 
     app.extensions["herald"] = {"config": cfg, "bus": bus, "hooks": routes.hooks, "deliveries": deliveries,
                                 "update": update, "source": source}

@@ -1,13 +1,15 @@
-"""Which objects a verified delivery asks to reconcile (pure functions over the config)."""
+"""Which objects a verified delivery asks to reconcile, plan or scan (pure functions over the config)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from herald import model as m
 from herald.config import RECONCILABLE_KINDS, Config
+from herald.registry.names import ImageName, ImageNameError, parse_image
 from receiver.types.base import Hook, PullRequest, RefChange
 
 
@@ -35,10 +37,16 @@ def _labels_match(labels: dict[str, str], selector: dict[str, str]) -> bool:
 
 
 def select(cfg: Config, receiver: m.Receiver) -> list[Target]:
-    """Expand `spec.resources`: by name, or `name: "*"` with matchLabels, as Flux does."""
+    """Expand `spec.resources`: by name, or `name: "*"` with matchLabels, as Flux does.
+
+    Only the kinds the reconciler reconciles; ImageRepositories are image_targets'."""
+    return _expand(cfg, receiver, RECONCILABLE_KINDS)
+
+
+def _expand(cfg: Config, receiver: m.Receiver, kinds: tuple[str, ...]) -> list[Target]:
     targets: list[Target] = []
     for res in receiver.resources:
-        if res.kind not in RECONCILABLE_KINDS:
+        if res.kind not in kinds:
             continue
         ns = res.namespace or receiver.meta.namespace
         if res.name == "*":
@@ -48,6 +56,85 @@ def select(cfg: Config, receiver: m.Receiver) -> list[Target]:
         elif (ns, res.name) in cfg.by_kind(res.kind):
             targets.append(Target(res.kind, res.name, ns))
     return list(dict.fromkeys(targets))  # a target named twice is reconciled once
+
+
+@dataclass(frozen=True)
+class WebhookImage:
+    """The image a registry delivery names, taken apart: `name` is its canonical repository,
+    or None when it cannot be told (then `why` says so, for the answer and the logs)."""
+
+    name: ImageName | None
+    tag: str
+    digest: str
+    why: str = ""
+
+
+def split_reference(reference: str) -> tuple[str, str, str]:
+    """`host/repo:tag@sha256:...` -> ("host/repo", "tag", "sha256:..."): the digest after `@`,
+    the tag after a `:` that follows the last `/` (so a registry's port is not a tag)."""
+    name, _, digest = reference.strip().partition("@")
+    colon = name.rfind(":")
+    if colon > name.rfind("/"):
+        return name[:colon], name[colon + 1:], digest
+    return name, "", digest
+
+
+def webhook_image(hook: Hook) -> WebhookImage:
+    """What `hook.image` names, with `hook.digest` (or the reference's own) as the digest.
+
+    An image without a registry host (Nexus never names its Docker connector's host; ACR and
+    Harbor leave it out when their payload lacks it) is not taken for a Docker Hub image, as
+    `docker pull` would take it: the registry is unknown, so no ImageRepository matches it by
+    image. The repository is lowercased first: registries name repositories in lowercase, and
+    GitHub writes a ghcr.io owner as it is spelled (`ghcr.io/Codertocat/hello-world`).
+    """
+    name, tag, digest = split_reference(hook.image)
+    digest = hook.digest or digest
+    if not name:
+        return WebhookImage(None, tag, digest, "the delivery names no image")
+    first, slash, _ = name.partition("/")
+    if not slash or not ("." in first or ":" in first or first.lower() == "localhost"):
+        return WebhookImage(None, tag, digest, f"the image {name[:200]!r} names no registry host, so no "
+                                               "ImageRepository can be matched to it by image")
+    try:
+        return WebhookImage(_canonical(name.lower()), tag, digest)
+    except ImageNameError as exc:
+        return WebhookImage(None, tag, digest, f"the image is not a repository name: {str(exc)[:200]}")
+
+
+@lru_cache(maxsize=4096)
+def _canonical(image: str) -> ImageName:
+    """parse_image, remembered: every delivery compares with every ImageRepository's image."""
+    return parse_image(image)
+
+
+def image_targets(cfg: Config, receiver: m.Receiver, hook: Hook) -> tuple[list[Target], list[Skipped]]:
+    """The ImageRepositories a delivery asks to scan, each once.
+
+    Those the Receiver's `spec.resources` names (by name, or `*` with matchLabels), whatever
+    image they are for, as Flux's notification-controller requests them; and, beyond Flux,
+    every ImageRepository in any namespace whose canonical image is the one the delivery
+    names (`nginx`, `docker.io/library/nginx` and `index.docker.io/library/nginx` are one).
+    Suspended ImageRepositories are skipped.
+    """
+    found = _expand(cfg, receiver, ("ImageRepository",))
+    wanted = webhook_image(hook).name if hook.image else None
+    if wanted is not None:
+        for (ns, name), repo in sorted(cfg.image_repositories.items()):
+            try:
+                if _canonical(repo.image) == wanted:
+                    found.append(Target("ImageRepository", name, ns))
+            except ImageNameError:  # refused at load; never matched
+                continue
+    keep: list[Target] = []
+    skipped: list[Skipped] = []
+    for t in dict.fromkeys(found):
+        repo = cfg.image_repositories.get((t.namespace, t.name))
+        if repo is not None and repo.suspend:
+            skipped.append(Skipped(t, f"ImageRepository {t.namespace}/{t.name} is suspended"))
+        else:
+            keep.append(t)
+    return keep, skipped
 
 
 def _tracked_ref(cfg: Config, target: Target) -> m.GitRef | None:
