@@ -716,7 +716,8 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
                 at="spec.secretRef.name")
         for i, res in enumerate(r.resources):
             item = f"spec.resources[{i}]"
-            if res.kind not in RECONCILABLE_KINDS:
+            # ImageRepositories are scanned (the receiver asks on herald.images), not reconciled.
+            if res.kind not in (*RECONCILABLE_KINDS, "ImageRepository"):
                 err(r, f"spec.resources: Herald does not reconcile {res.kind}; requests for it are ignored",
                     "warning", at=item)
             # Names are looked up for the kinds Herald loads (the image kinds too: Flux allows a
