@@ -6,6 +6,7 @@ line. `check(paths)` returns the diagnostics (errors and warnings) for `herald v
 
 from __future__ import annotations
 
+import re
 import base64
 import binascii
 import hashlib
@@ -221,6 +222,24 @@ def _requirement_values(out: dict[str, Any], loc: LocDict, path: str, ctx: Ctx) 
         ctx.error(loc.line_of("values"), f"{path}.values: must be empty with operator {out['operator']}")
 
 
+def _commit_message() -> Check:
+    """An ImageUpdateAutomation's `git.commit.messageTemplate`: Jinja2, with Flux's value names
+    (reconciler.images.automation). A Go template (Flux's syntax, `{{ .Changed.Changes }}`) does
+    not compile as Jinja2: refused at its line, with the way to write it, rather than a commit that
+    fails at the first image update."""
+    compiled = template()
+
+    def check(v: Any, path: str, line: int, ctx: Ctx) -> Any:
+        if isinstance(v, str) and re.search(r"\{\{-?\s*(?:\.|range\b|end\b|print)", v):
+            ctx.error(line, f"{path}: this is a Go template (Flux's syntax); Herald renders Jinja2 with the same "
+                            "names: write {{ AutomationObject }}, {% for c in Changed.Changes %}{{ c.OldValue }} -> "
+                            "{{ c.NewValue }}{% endfor %}, {{ Values.cluster }}")
+            return None
+        return compiled(v, path, line, ctx)
+
+    return check
+
+
 _LABEL_SELECTOR = Obj({
     "matchLabels": string_map(),
     "matchExpressions": list_of(Obj(
@@ -328,11 +347,15 @@ _SPECS: dict[str, Obj] = {
              {"checkout": Obj({"ref": _GIT_REF}, required=("ref",)),
               "commit": Obj({"author": Obj({"name": string(), "email": string(nonempty=True)},
                                            required=("email",)),
-                             "messageTemplate": string(), "messageTemplateValues": string_map()},
+                             "messageTemplate": _commit_message(), "messageTemplateValues": string_map()},
                             required=("author",),
                             refused={"signingKey": "Herald does not sign commits yet; pushing unsigned commits "
                                                    "where signed ones were asked for would defeat the point"}),
-              "push": Obj({"branch": string(), "refspec": string(), "options": string_map()})},
+              "push": Obj({"branch": string()},
+                          refused={"refspec": "Herald pushes to a branch (spec.git.push.branch) and does not "
+                                              "follow a refspec yet; pushing elsewhere than asked would be wrong",
+                                   "options": "Herald does not send push options yet; a Gerrit topic or a GitLab "
+                                              "merge request asked for that way would not be made"})},
              required=("commit",)),
          "update": Obj({"path": string(), "strategy": string(choices=("Setters",))}),
          "policySelector": _LABEL_SELECTOR, "suspend": boolean()},

@@ -148,11 +148,12 @@ def test_a_push_branch_collects_the_updates_and_main_is_left_to_people(tmp_path:
 
 
 def test_a_template_that_does_not_render_fails_naming_the_field(tmp_path: Path, repo: Repo) -> None:
+    """(A Go template, Flux's syntax, is refused when the configuration loads: tests/test_image_config.py.)"""
     cfg, cache = setup(tmp_path, repo, """\
           git:
             commit:
               author: {email: herald@example.com}
-              messageTemplate: "{{ .AutomationObject }}"
+              messageTemplate: "{{ Changed.Nothing.Here }}"
         """)
     before = git("rev-parse", "main", cwd=repo.bare)
     result = run(cfg, cache, web=WEB, proxy=PROXY)
