@@ -145,6 +145,7 @@ def main() -> None:
     kube = KubeAPIServer().start()
     broker = PrivateBroker(tmp)
     results = []
+    (tmp / "registry").mkdir()
     with start_registry(tmp / "registry") as registry:
         image = f"{registry.host}/acme/web"
         push_image(registry, "acme/web", "1.0.0")
