@@ -28,6 +28,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -42,59 +43,28 @@ from receiver_vs_webhook import PrivateBroker  # noqa: E402
 from webhook_to_applied import free_port, pct, wait_ready  # noqa: E402
 
 from herald import config  # noqa: E402
-from tests.fixtures_herald import FIXTURES, TOKEN, Repo, git  # noqa: E402
+from tests.fixtures_herald import FIXTURES, TOKEN, Repo, git, image_automation  # noqa: E402
 from tests.kubeapi import KubeAPIServer  # noqa: E402
 from tests.registry import install, push_image, start_registry  # noqa: E402
 
 
 def herald_config(path: Path, repo_url: str, image: str) -> Path:
-    path.write_text(f"""\
-apiVersion: v1
-kind: Secret
-metadata: {{name: registry-token, namespace: flux-system}}
-stringData: {{token: {TOKEN}}}
----
-apiVersion: notification.toolkit.fluxcd.io/v1
-kind: Receiver
-metadata: {{name: registry, namespace: flux-system}}
-spec:
-  type: harbor
-  secretRef: {{name: registry-token}}
-  resources: [{{kind: ImageRepository, name: web}}]
----
-apiVersion: source.toolkit.fluxcd.io/v1
-kind: GitRepository
-metadata: {{name: app, namespace: flux-system}}
-spec: {{interval: 10m, url: {repo_url}, ref: {{branch: main}}}}
----
-apiVersion: kustomize.toolkit.fluxcd.io/v1
-kind: Kustomization
-metadata: {{name: app, namespace: flux-system}}
-spec: {{interval: 10m, path: ./deploy, prune: true, sourceRef: {{kind: GitRepository, name: app}}}}
----
-apiVersion: image.toolkit.fluxcd.io/v1
-kind: ImageRepository
-metadata: {{name: web, namespace: flux-system}}
-spec: {{image: {image}, interval: 1h, insecure: true}}
----
-apiVersion: image.toolkit.fluxcd.io/v1
-kind: ImagePolicy
-metadata: {{name: web, namespace: flux-system}}
-spec:
-  imageRepositoryRef: {{name: web}}
-  policy: {{semver: {{range: ">=1.0.0"}}}}
----
-apiVersion: image.toolkit.fluxcd.io/v1
-kind: ImageUpdateAutomation
-metadata: {{name: app, namespace: flux-system}}
-spec:
-  interval: 1h
-  sourceRef: {{kind: GitRepository, name: app}}
-  git:
-    commit:
-      author: {{name: Herald Bot, email: herald@example.com}}
-  update: {{path: ./deploy}}
-""")
+    """A harbor Receiver naming the ImageRepository, and the scenario's image automation."""
+    path.write_text(textwrap.dedent(f"""\
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: registry-token, namespace: flux-system}}
+        stringData: {{token: {TOKEN}}}
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1
+        kind: Receiver
+        metadata: {{name: registry, namespace: flux-system}}
+        spec:
+          type: harbor
+          secretRef: {{name: registry-token}}
+          resources: [{{kind: ImageRepository, name: web}}]
+        ---
+        """) + image_automation(repo_url, image, insecure=True))
     return path
 
 

@@ -225,6 +225,53 @@ def github_pull_request(repo_url: str, number: int, head: str, action: str = "op
     return json.dumps(data).encode()
 
 
+AUTOMATION_GIT = """\
+    git:
+      commit:
+        author: {name: Herald Bot, email: herald@example.com}
+    """
+
+
+def image_automation(repo_url: str, image: str, *, git: str = AUTOMATION_GIT,
+                     policy: str = '{semver: {range: ">=1.0.0"}}', insecure: bool = False) -> str:
+    """Flux's image automation for the scenario's repository, as a user writes it: the
+    GitRepository `app` (main) and its Kustomization (./deploy), the ImageRepository `web` for
+    `image`, the ImagePolicy `web` (`policy`), and the ImageUpdateAutomation `app` writing into
+    ./deploy with the `git` section given (by default, only the commit author)."""
+    flags = ", insecure: true" if insecure else ""
+    return textwrap.dedent(f"""\
+        apiVersion: source.toolkit.fluxcd.io/v1
+        kind: GitRepository
+        metadata: {{name: app, namespace: flux-system}}
+        spec: {{interval: 10m, url: {repo_url}, ref: {{branch: main}}}}
+        ---
+        apiVersion: kustomize.toolkit.fluxcd.io/v1
+        kind: Kustomization
+        metadata: {{name: app, namespace: flux-system}}
+        spec: {{interval: 10m, path: ./deploy, prune: true, sourceRef: {{kind: GitRepository, name: app}}}}
+        ---
+        apiVersion: image.toolkit.fluxcd.io/v1
+        kind: ImageRepository
+        metadata: {{name: web, namespace: flux-system}}
+        spec: {{image: {image}, interval: 5m{flags}}}
+        ---
+        apiVersion: image.toolkit.fluxcd.io/v1
+        kind: ImagePolicy
+        metadata: {{name: web, namespace: flux-system}}
+        spec:
+          imageRepositoryRef: {{name: web}}
+          policy: {policy}
+        ---
+        apiVersion: image.toolkit.fluxcd.io/v1
+        kind: ImageUpdateAutomation
+        metadata: {{name: app, namespace: flux-system}}
+        spec:
+          interval: 30m
+          sourceRef: {{kind: GitRepository, name: app}}
+          update: {{path: ./deploy, strategy: Setters}}
+        """) + textwrap.indent(textwrap.dedent(git), "  ")
+
+
 def github_push(sha: str, branch: str = "main") -> bytes:
     """GitHub's real push delivery (octokit's fixture) pointed at our repository's commit."""
     data = json.loads((FIXTURES / "github" / "push.json").read_bytes())

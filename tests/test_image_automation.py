@@ -7,14 +7,13 @@ user would, and runs `reconciler.images.automation.run` against a local bare rep
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 from herald import config
 from reconciler.git import GitCache
 from reconciler.images import automation
 from reconciler.images.setters import PolicyValue
-from tests.fixtures_herald import Repo, git
+from tests.fixtures_herald import AUTOMATION_GIT, Repo, git, image_automation
 
 DEPLOYMENT = """\
 # The shop's web tier. Keep the replicas in step with the HPA!
@@ -38,39 +37,11 @@ WEB = PolicyValue("ghcr.io/acme/web", "1.5.0")
 PROXY = PolicyValue("ghcr.io/acme/proxy", "0.10.1")
 
 
-AUTHOR_ONLY = """\
-    git:
-      commit:
-        author: {name: Herald Bot, email: herald@example.com}
-    """
+AUTHOR_ONLY = AUTOMATION_GIT
 
 
 def configuration(tmp_path: Path, repo: Repo, git_spec: str = AUTHOR_ONLY) -> config.Config:
-    text = textwrap.dedent(f"""\
-        apiVersion: source.toolkit.fluxcd.io/v1
-        kind: GitRepository
-        metadata: {{name: app, namespace: flux-system}}
-        spec: {{interval: 10m, url: {repo.url}, ref: {{branch: main}}}}
-        ---
-        apiVersion: image.toolkit.fluxcd.io/v1
-        kind: ImageRepository
-        metadata: {{name: web, namespace: flux-system}}
-        spec: {{image: ghcr.io/acme/web, interval: 5m}}
-        ---
-        apiVersion: image.toolkit.fluxcd.io/v1
-        kind: ImagePolicy
-        metadata: {{name: web, namespace: flux-system}}
-        spec:
-          imageRepositoryRef: {{name: web}}
-          policy: {{semver: {{range: ">=1.0.0"}}}}
-        ---
-        apiVersion: image.toolkit.fluxcd.io/v1
-        kind: ImageUpdateAutomation
-        metadata: {{name: app, namespace: flux-system}}
-        spec:
-          interval: 30m
-          sourceRef: {{kind: GitRepository, name: app}}
-        """) + textwrap.indent(textwrap.dedent(git_spec), "  ")
+    text = image_automation(repo.url, "ghcr.io/acme/web", git=git_spec)
     path = tmp_path / "herald.yaml"
     path.write_text(text)
     return config.load([path])

@@ -19,7 +19,7 @@ from herald import config
 from herald.bus import Delivery, RetryLater, open_bus
 from herald.messages import IMAGE_QUEUE, RECONCILE_QUEUE, ReconcileRequest
 from reconciler.worker import Reconciler
-from tests.fixtures_herald import Repo, git
+from tests.fixtures_herald import Repo, git, image_automation
 from tests.registry import Registry, install, push_image, start_registry
 from tests.test_end_to_end import wait_until
 from tests.test_honest_runs import drain_events
@@ -34,42 +34,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         yield running
 
 
-def image_config(tmp_path: Path, repo: Repo, image: str, policy: str = '{semver: {range: ">=1.0.0"}}') -> Path:
+def image_config(tmp_path: Path, repo: Repo, image: str) -> Path:
     path = tmp_path / "herald.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        apiVersion: source.toolkit.fluxcd.io/v1
-        kind: GitRepository
-        metadata: {{name: app, namespace: flux-system}}
-        spec: {{interval: 10m, url: {repo.url}, ref: {{branch: main}}}}
-        ---
-        apiVersion: kustomize.toolkit.fluxcd.io/v1
-        kind: Kustomization
-        metadata: {{name: app, namespace: flux-system}}
-        spec: {{interval: 10m, path: ./deploy, prune: true, sourceRef: {{kind: GitRepository, name: app}}}}
-        ---
-        apiVersion: image.toolkit.fluxcd.io/v1
-        kind: ImageRepository
-        metadata: {{name: web, namespace: flux-system}}
-        spec: {{image: {image}, interval: 5m, insecure: true}}
-        ---
-        apiVersion: image.toolkit.fluxcd.io/v1
-        kind: ImagePolicy
-        metadata: {{name: web, namespace: flux-system}}
-        spec:
-          imageRepositoryRef: {{name: web}}
-          policy: {policy}
-        ---
-        apiVersion: image.toolkit.fluxcd.io/v1
-        kind: ImageUpdateAutomation
-        metadata: {{name: app, namespace: flux-system}}
-        spec:
-          interval: 30m
-          sourceRef: {{kind: GitRepository, name: app}}
-          git:
-            commit:
-              author: {{name: Herald Bot, email: herald@example.com}}
-              messageTemplate: "Update {{{{ Changed.Changes | map(attribute='NewValue') | join(', ') }}}}"
-          update: {{path: ./deploy, strategy: Setters}}
+    path.write_text(image_automation(repo.url, image, insecure=True, git="""\
+        git:
+          commit:
+            author: {name: Herald Bot, email: herald@example.com}
+            messageTemplate: "Update {{ Changed.Changes | map(attribute='NewValue') | join(', ') }}"
         """))
     return path
 
