@@ -257,7 +257,7 @@ class Reconciler:
         # reconcile nor holds one up; the same cluster (found the same way).
         self.plans = PlanWorker(cfg, bus, self.state_dir, self._cluster_or_none)
         # Registry pushes: scan, select, commit (reconciler.images.worker), on a thread of their own.
-        self.images = ImageWorker(cfg, bus, self.state_dir)
+        self.images = ImageWorker(cfg, bus, self.state_dir, window=self.settings.window, stop=self._stop)
 
     def update(self, cfg: Config) -> None:
         """A new configuration (`--from-cluster`): requests handled from now on, and the interval
@@ -641,6 +641,7 @@ class Reconciler:
         waiting (for health, for the coalescing window, for another worker's Lease) is handed
         back to the bus and its Lease released, so another worker takes it over at once."""
         self._stop = stop
+        self.images.stop = stop  # a scan waiting for its window is handed back at once
         threads = []
         for i in range(1, self.settings.threads):
             t = threading.Thread(target=self.bus.consume, args=(RECONCILE_QUEUE, correlated(self.handle), stop),

@@ -146,3 +146,49 @@ def pending(worker: Reconciler, queue: str) -> list[ReconcileRequest]:
         t.join(timeout=10)
     return got
 
+
+
+def test_two_images_of_one_release_pushed_together_become_one_commit(tmp_path: Path, repo: Repo,
+                                                                      registry: Registry) -> None:
+    """web and api pushed within the window: the first webhook's scan waits for it, sees both,
+    and commits both; the second finds every value current and commits nothing."""
+    suffix = uuid.uuid4().hex[:8]
+    web, api = f"{registry.host}/acme/web-{suffix}", f"{registry.host}/acme/api-{suffix}"
+    for image in (web, api):
+        push_image(registry, image.split("/", 1)[1], "1.4.2")
+    repo.commit({"deploy/web.yaml": deployment(web), "deploy/api.yaml": deployment(api).replace(
+        "name: web", "name: api").replace("flux-system:web", "flux-system:api")}, "web and api")
+    path = image_config(tmp_path, repo, web)
+    path.write_text(path.read_text() + textwrap.dedent(f"""\
+        ---
+        apiVersion: image.toolkit.fluxcd.io/v1
+        kind: ImageRepository
+        metadata: {{name: api, namespace: flux-system}}
+        spec: {{image: {api}, interval: 5m, insecure: true}}
+        ---
+        apiVersion: image.toolkit.fluxcd.io/v1
+        kind: ImagePolicy
+        metadata: {{name: api, namespace: flux-system}}
+        spec:
+          imageRepositoryRef: {{name: api}}
+          policy: {{semver: {{range: ">=1.0.0"}}}}
+        """))
+    bus = open_bus(None, tmp_path / "state")
+    worker = Reconciler(config.load([path]), bus, tmp_path / "state", cluster=None)
+    worker.images.window = 0.5
+    try:
+        before = int(git("rev-list", "--count", "main", cwd=repo.bare))
+        requests = []
+        for name, image in (("web", web), ("api", api)):  # the release: both pushed, both webhooks sent
+            push_image(registry, image.split("/", 1)[1], "1.5.0")
+            requests.append(ReconcileRequest(kind="ImageRepository", name=name, namespace="flux-system",
+                                             reason="webhook", origin={"delivery": f"release-{name}"}))
+        for req in requests:  # one after the other, as the worker's consumer takes them
+            worker.images.handle(Delivery(IMAGE_QUEUE, req.to_json(), req.id))
+        assert int(git("rev-list", "--count", "main", cwd=repo.bare)) == before + 1
+        assert git("show", "--name-only", "--format=", "main", cwd=repo.bare).split() == \
+            ["deploy/api.yaml", "deploy/web.yaml"]
+        assert f"{web}:1.5.0" in git("show", "main:deploy/web.yaml", cwd=repo.bare)
+        assert f"{api}:1.5.0" in git("show", "main:deploy/api.yaml", cwd=repo.bare)
+    finally:
+        bus.close()

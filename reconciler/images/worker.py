@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,10 +49,12 @@ from herald.registry import (
     parse_dockerconfigjson,
     parse_image,
 )
+from reconciler.coalesce import ShuttingDown
 from reconciler.git import GitCache
 from reconciler.images import automation
 from reconciler.images.policy import PolicyError, compile_go_regex, latest
 from reconciler.images.setters import PolicyValue
+from reconciler.locks import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +104,15 @@ class _Scan:
 class ImageWorker:
     """Consumes `herald.images`; `git` is a Git cache of its own (`<state>/git-automation`)."""
 
-    def __init__(self, cfg: Config, bus: Bus, state_dir: Path) -> None:
+    def __init__(self, cfg: Config, bus: Bus, state_dir: Path, *, window: float = 0.0,
+                 stop: threading.Event | None = None) -> None:
+        """`window`: how long after a registry webhook was received its scan starts, so that the
+        pushes of one release (several images within a second or so) are seen by one scan and
+        become one commit; `stop` ends that wait (the request is handed back to the bus)."""
         self.cfg = cfg
         self.bus = bus
+        self.window = window
+        self.stop = stop or threading.Event()
         self.git = GitCache(Path(state_dir) / "git-automation")
         self._previous: dict[str, str] = {}  # policy → the tag it last resolved to (for the message)
         self._lock = threading.Lock()
@@ -124,12 +133,24 @@ class ImageWorker:
             raise Reject(f"image scan: ImageRepository {req.namespace}/{req.name} is not in the configuration")
         headers = {"x-herald-request": req.id,
                    DELIVERY_HEADER: str(req.origin.get("delivery") or correlation_id() or req.id)}
+        self._wait_for_the_window(req)
         events: list[Event] = []
         try:
             self._handle(cfg, repo, req, events)
         finally:
             for event in events:
                 self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
+
+    def _wait_for_the_window(self, req: ReconcileRequest) -> None:
+        """A webhook's scan waits until `window` after the webhook came: the other images of the
+        same release, pushed meanwhile, are then in the same scan and the same commit (a later
+        scan finds every value current and commits nothing)."""
+        if req.reason != "webhook" or self.window <= 0:
+            return
+        came = parse_time(req.requestedAt)
+        delay = self.window if came is None else came + self.window - time.time()
+        if delay > 0 and self.stop.wait(min(delay, self.window)):
+            raise ShuttingDown("worker shutting down; handing the image scan back")
 
     def _handle(self, cfg: Config, repo: ImageRepository, req: ReconcileRequest, events: list[Event]) -> None:
         where = f"image scan request={req.id} ImageRepository/{repo.meta.namespace}/{repo.meta.name}"
