@@ -11,7 +11,16 @@ import pytest
 
 from reconciler.git import Author, GitCache, GitError
 from tests.fixtures_herald import Repo, git, make_repo
-from tests.test_git_sources import PASSWORD, GitHttpServer, assert_no_secret, cache, http_git, source  # noqa: F401
+from tests.fixtures_sshd import Sshd, sshd  # noqa: F401 (sshd: the fixture)
+from tests.test_git_sources import (  # noqa: F401 (cache, http_git: fixtures)
+    PASSWORD,
+    GitHttpServer,
+    assert_no_secret,
+    cache,
+    http_git,
+    source,
+    ssh_creds,
+)
 
 AUTHOR = Author("Herald Bot", "herald@example.com")
 WEB = "deploy/web.yaml"
@@ -80,3 +89,11 @@ def test_a_branch_name_git_would_refuse_is_an_error_before_any_push(cache: GitCa
     rev = cache.fetch(source(repo.url), repo.url)
     with pytest.raises(GitError, match="branch"):
         cache.push(source(repo.url), repo.url, None, rev.sha, "bad..name")
+
+
+def test_over_ssh_the_commit_is_pushed_with_the_secrets_key(cache: GitCache, sshd: Sshd, repo: Repo) -> None:  # noqa: F811
+    url = sshd.url(repo.bare)
+    rev = cache.fetch(source(url), url, ssh_creds(sshd))
+    sha = cache.commit_files(source(url), rev.sha, {WEB: bump(content(repo, "main", WEB))}, "bump\n", AUTHOR)
+    assert cache.push(source(url), url, ssh_creds(sshd), sha, "main") is True
+    assert git("rev-parse", "main", cwd=repo.bare) == sha
