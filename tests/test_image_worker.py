@@ -192,3 +192,26 @@ def test_two_images_of_one_release_pushed_together_become_one_commit(tmp_path: P
         assert f"{api}:1.5.0" in git("show", "main:deploy/api.yaml", cwd=repo.bare)
     finally:
         bus.close()
+
+
+def test_a_worker_that_dies_before_or_after_its_push_leaves_one_commit(scene, repo: Repo) -> None:
+    """The scan request stays on the bus until handled: a worker killed before its push is
+    redelivered and pushes then; one killed after its push (before the ack) is redelivered,
+    finds every value current, and commits nothing more."""
+    worker, image, _ = scene
+    before = int(git("rev-list", "--count", "main", cwd=repo.bare))
+    req = ReconcileRequest(kind="ImageRepository", name="web", namespace="flux-system", reason="interval")
+    git_push = worker.images.git.push
+
+    def dies_before_pushing(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise SystemExit("killed")
+
+    worker.images.git.push = dies_before_pushing  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        worker.images.handle(Delivery(IMAGE_QUEUE, req.to_json(), req.id))
+    assert int(git("rev-list", "--count", "main", cwd=repo.bare)) == before  # nothing pushed
+    worker.images.git.push = git_push  # type: ignore[method-assign]
+    for attempt in (2, 3):  # redelivered; then redelivered again, as if killed before the ack
+        worker.images.handle(Delivery(IMAGE_QUEUE, req.to_json(), req.id, attempt=attempt))
+    assert int(git("rev-list", "--count", "main", cwd=repo.bare)) == before + 1
+    assert f"{image}:1.5.0" in git("show", "main:deploy/web.yaml", cwd=repo.bare)
