@@ -920,7 +920,7 @@ def test_knative_overlay() -> None:
 
 
 def test_keda_overlay() -> None:
-    from herald.messages import EVENTS_QUEUE, NOTIFY_QUEUE, RECONCILE_QUEUE
+    from herald.messages import EVENTS_QUEUE, IMAGE_QUEUE, NOTIFY_QUEUE, PLAN_QUEUE, RECONCILE_QUEUE
 
     objs = render("overlays/keda")
     deployments = {d["metadata"]["name"]: d for d in by_kind(objs, "Deployment")}
@@ -941,7 +941,10 @@ def test_keda_overlay() -> None:
             queues.setdefault(target["name"], set()).add(meta["queueName"])
         # KEDA owns the replica count.
         assert "replicas" not in deployments[target["name"]]["spec"]
-    assert queues == {"herald-reconciler": {RECONCILE_QUEUE}, "herald-notifier": {EVENTS_QUEUE, NOTIFY_QUEUE}}
+    # Scaled to zero, a worker must be started for a pull request's plan or an image scan too, or
+    # a check would stay pending for good.
+    assert queues == {"herald-reconciler": {RECONCILE_QUEUE, PLAN_QUEUE, IMAGE_QUEUE},
+                      "herald-notifier": {EVENTS_QUEUE, NOTIFY_QUEUE}}
     assert deployments["herald-receiver"]["spec"]["replicas"] >= 1
 
 
