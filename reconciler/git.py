@@ -32,6 +32,7 @@ import base64
 import contextlib
 import errno
 import fcntl
+import functools
 import io
 import logging
 import os
@@ -48,19 +49,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from semantic_version import NpmSpec, Version
-
 from herald.model import GitRef, GitRepository
+from reconciler.images.policy import Constraints, PolicyError, parse_constraints, parse_version
+from reconciler.images.policy import Version as SemVersion
 
 log = logging.getLogger("herald.reconciler.git")
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _SCP_LIKE = re.compile(r"^(?:[^@/:]+@)?[\w.-]+:(?!//)")
-# A tag that names a version: Masterminds/semver's loose form, as Flux parses tags
-# ("v1.2.3", "1.2.3-rc.1", "v1.2" = 1.2.0). Anything else is not a version and is ignored.
-_TAG_VERSION = re.compile(
-    r"^v?(0|[1-9]\d*)(?:\.(0|[1-9]\d*))?(?:\.(0|[1-9]\d*))?"
-    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$")
 # Environment variables passed through to git although they start with GIT_: they point git at
 # the operator's CA bundle and change nothing else.
 _PASS_THROUGH = ("GIT_SSL_CAINFO", "GIT_SSL_CAPATH")
@@ -133,46 +129,40 @@ def _redact(text: str, secrets: list[str]) -> str:
     return re.sub(r"(https?://)[^/@\s'\"]+@", r"\1", text)
 
 
-def parse_semver_range(text: str) -> NpmSpec:
-    """A Flux semver range (Masterminds syntax) as a `semantic_version.NpmSpec`.
-
-    The npm grammar covers Masterminds' ranges (">=1.0.0 <2.0.0", "~1.2", "^1.2", "1.x",
-    "1.2 - 1.4", "a || b"); Masterminds also allows a space after an operator and a comma
-    between the parts of an AND, which are rewritten to npm's spelling first.
-    """
-    spec = re.sub(r"(<=|>=|<|>|=|~|\^)\s+", r"\1", text.strip())
-    spec = re.sub(r"\s*,\s*", " ", spec)
-    if not spec:
+def parse_semver_range(text: str) -> Constraints:
+    """A GitRepository's `spec.ref.semver`, read as Flux's source-controller reads it:
+    Masterminds/semver constraints (`reconciler.images.policy`, which ImagePolicies use too), so
+    `>=1.0.0-0` takes pre-releases and `^1.x-0` is a range, as in Flux."""
+    if not text.strip():
         raise GitError("spec.ref.semver is empty", permanent=True)
     try:
-        return NpmSpec(spec)
-    except ValueError as exc:
-        raise GitError(f"invalid semver range {text!r} in spec.ref.semver: {exc}", permanent=True) from None
+        return parse_constraints(text.strip())
+    except PolicyError as exc:
+        why = str(exc).split(": ", 1)[-1]  # "invalid semver range '…': <why>"
+        raise GitError(f"invalid semver range {text!r} in spec.ref.semver: {why}", permanent=True) from None
 
 
-def tag_version(tag: str) -> Version | None:
-    """The version a tag names ("v1.2.3", "1.2.3-rc.1", "v1.2"), or None."""
-    m = _TAG_VERSION.match(tag)
-    if not m:
-        return None
-    major, minor, patch, pre, build = m.groups()
-    return Version(major=int(major), minor=int(minor or 0), patch=int(patch or 0),
-                   prerelease=tuple(pre.split(".")) if pre else (),
-                   build=tuple(build.split(".")) if build else ())
+def tag_version(tag: str) -> SemVersion | None:
+    """The version a tag names, as fluxcd/pkg's `version.ParseVersion` reads it (three parts,
+    an optional `v`: "v1.2.3", "1.2.3-rc.1"; "v1.2" is no version for Flux), or None."""
+    return parse_version(tag)
 
 
-def highest_matching_tag(tags: list[str], spec: NpmSpec) -> str | None:
-    """The tag naming the highest version `spec` accepts (pre-releases follow npm's rules:
-    only when the range names a pre-release of the same major.minor.patch). Equal versions
-    ("1.0.0" and "v1.0.0") are broken by name so that the choice is stable."""
-    best: tuple[Version, str] | None = None
+def highest_matching_tag(tags: list[str], spec: Constraints) -> str | None:
+    """The tag naming the highest version `spec` accepts. Equal versions ("1.0.0" and "v1.0.0")
+    are broken by name so that the choice is stable (Flux takes the one on the newer commit,
+    which would cost a fetch of each)."""
+    best: tuple[SemVersion, str] | None = None
     for tag in tags:
         v = tag_version(tag)
-        if v is None or v not in spec:
+        if v is None or not spec.check(v):
             continue
-        if best is None or v > best[0] or (v == best[0] and tag > best[1]):
+        if best is None or (order := v.compare(best[0])) > 0 or (order == 0 and tag > best[1]):
             best = (v, tag)
     return best[1] if best else None
+
+
+_BY_VERSION = functools.cmp_to_key(lambda a, b: a[0].compare(b[0]) or (a[1] > b[1]) - (a[1] < b[1]))
 
 
 # ---- one git invocation's environment --------------------------------------------------
@@ -512,7 +502,7 @@ class GitCache:
             finally:
                 session.close()
 
-    def _target(self, ref: GitRef, spec: NpmSpec | None, d: Path, url: str, session: _Session,
+    def _target(self, ref: GitRef, spec: Constraints | None, d: Path, url: str, session: _Session,
                 timeout: float) -> _Target:
         if ref.name:
             if not ref.name.startswith("refs/"):
@@ -543,13 +533,13 @@ class GitCache:
                 refs.append((sha, name))
         return refs
 
-    def _pick_semver_tag(self, text: str, spec: NpmSpec, d: Path, url: str, session: _Session,
+    def _pick_semver_tag(self, text: str, spec: Constraints, d: Path, url: str, session: _Session,
                          timeout: float) -> str:
         refs = self._ls_remote(["--tags", "--refs"], d, url, session, timeout)
         tags = [name.removeprefix("refs/tags/") for _, name in refs]
         tag = highest_matching_tag(tags, spec)
         if tag is None:
-            versions = sorted((v, t) for t in tags if (v := tag_version(t)) is not None)
+            versions = sorted(((v, t) for t in tags if (v := tag_version(t)) is not None), key=_BY_VERSION)
             seen = f"the highest version tag is {versions[-1][1]}" if versions else "it has no version tags"
             raise GitError(f"no tag in {safe_url(url)} matches semver {text!r} ({seen})", permanent=True)
         return tag

@@ -190,7 +190,8 @@ def tagged(repo: Repo) -> dict[str, str]:
     ("^1.2", "1.10.0"),
     (">= 1.0, < 1.5", "v1.2.0"),      # Masterminds spelling: spaces and a comma
     ("*", "v2.0.0"),                   # a pre-release is not picked by a range without one…
-    (">=2.1.0-rc.0", "v2.1.0-rc.1"),   # …unless the range names one (npm's rule)
+    (">=2.1.0-rc.0", "v2.1.0-rc.1"),   # …unless the range names one
+    (">=1.0.0-0", "v2.1.0-rc.1"),      # of any version, as Masterminds (and so Flux) reads it; npm would not
     ("<1.0.0 || >=2.0.0 <2.1.0", "v2.0.0"),
 ])
 def test_semver_picks_the_highest_matching_tag(cache: GitCache, repo: Repo, tagged: dict[str, str],
