@@ -22,13 +22,11 @@ Goal (issue 15): commit p50 ≤ 2 s, applied p50 ≤ 3 s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -39,60 +37,34 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import components  # noqa: E402
 from receiver_vs_webhook import PrivateBroker  # noqa: E402
 from webhook_to_applied import free_port, pct, wait_ready  # noqa: E402
 
 from herald import config  # noqa: E402
-from tests.fixtures_herald import FIXTURES, TOKEN, Repo, git, image_automation  # noqa: E402
+from tests.fixtures_herald import (  # noqa: E402
+    TOKEN,
+    Repo,
+    git,
+    harbor_push,
+    image_automation,
+    marked_deployment,
+    receiver_yaml,
+)
 from tests.kubeapi import KubeAPIServer  # noqa: E402
 from tests.registry import install, push_image, start_registry  # noqa: E402
 
 
 def herald_config(path: Path, repo_url: str, image: str) -> Path:
     """A harbor Receiver naming the ImageRepository, and the scenario's image automation."""
-    path.write_text(textwrap.dedent(f"""\
-        apiVersion: v1
-        kind: Secret
-        metadata: {{name: registry-token, namespace: flux-system}}
-        stringData: {{token: {TOKEN}}}
-        ---
-        apiVersion: notification.toolkit.fluxcd.io/v1
-        kind: Receiver
-        metadata: {{name: registry, namespace: flux-system}}
-        spec:
-          type: harbor
-          secretRef: {{name: registry-token}}
-          resources: [{{kind: ImageRepository, name: web}}]
-        ---
-        """) + image_automation(repo_url, image, insecure=True))
+    path.write_text(receiver_yaml("registry", "harbor", "[{kind: ImageRepository, name: web}]")
+                    + image_automation(repo_url, image, insecure=True))
     return path
 
 
 def manifests(image: str, tag: str) -> dict[str, str]:
-    return {
-        "deploy/namespace.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
-        "deploy/web.yaml": f"""\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: shop}}
-spec:
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      containers:
-        - name: web
-          image: {image}:{tag} # {{"$imagepolicy": "flux-system:web"}}
-""",
-    }
-
-
-def harbor_push(image: str, tag: str) -> bytes:
-    data = json.loads((FIXTURES / "harbor" / "PUSH_ARTIFACT.json").read_bytes())
-    resource = data["event_data"]["resources"][0]
-    resource.update(tag=tag, resource_url=f"{image}:{tag}")
-    resource.pop("digest", None)
-    return json.dumps(data).encode()
+    return {"deploy/namespace.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+            "deploy/web.yaml": marked_deployment(image, tag)}
 
 
 def main() -> None:
@@ -128,12 +100,7 @@ def main() -> None:
         env = dict(os.environ, KUBECONFIG=str(kube.write_kubeconfig(tmp / "kubeconfig")), HERALD_LOG_LEVEL="INFO",
                    HERALD_LISTEN=f"127.0.0.1:{port}", HERALD_BROKER_URL=f"{broker.url}/%2F",
                    HERALD_INTERVAL_POLLING="false")
-        procs = {}
-        for command in ("receiver", "worker"):
-            with open(tmp / f"{command}.log", "wb") as out:
-                procs[command] = subprocess.Popen(
-                    [sys.executable, "-m", "herald.cli", command, "-c", str(cfg_path)], stdout=out,
-                    stderr=subprocess.STDOUT, env={**env, "HERALD_STATE_DIR": str(tmp / f"state-{command}")}, cwd=ROOT)
+        procs = components.start(("receiver", "worker"), cfg_path, env, tmp)
         committed: dict[str, float] = {}
         applied: dict[str, float] = {}
         stop = threading.Event()
@@ -187,20 +154,14 @@ def main() -> None:
                 while tag not in applied and time.time() < deadline:
                     time.sleep(0.01)
                 if tag not in applied:
-                    logs = "\n".join(f"--- {c}.log\n" + (tmp / f"{c}.log").read_text()[-3000:] for c in procs)
+                    logs = components.logs(procs, tmp)
                     raise SystemExit(f"{tag} not applied within 60 s\n{logs}")
                 time.sleep(rng.uniform(args.min_gap, args.max_gap))
             for tag, t0, t_202 in sent:
                 results.append({"accept": t_202 - t0, "commit": committed[tag] - t_202, "applied": applied[tag] - t_202})
         finally:
             stop.set()
-            for proc in procs.values():
-                proc.terminate()
-            for proc in procs.values():
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            components.stop(procs)
             broker.stop()
             kube.stop()
     print(f"\n{len(results)} registry pushes, one every {args.min_gap}–{args.max_gap} s; RabbitMQ; receiver and "

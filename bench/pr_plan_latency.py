@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import components  # noqa: E402
 from apply_vs_kubectl import app_docs, load_average  # noqa: E402
 from receiver_vs_webhook import PrivateBroker  # noqa: E402
 from webhook_to_applied import free_port, pct, wait_ready  # noqa: E402
@@ -110,12 +111,7 @@ def main() -> None:
     env = dict(os.environ, KUBECONFIG=str(kube.write_kubeconfig(tmp / "kubeconfig")), HERALD_LOG_LEVEL="INFO",
                HERALD_LISTEN=f"127.0.0.1:{port}", HERALD_BROKER_URL=f"{broker.url}/%2F",
                HERALD_INTERVAL_POLLING="false")
-    procs = {}
-    for command in ("receiver", "worker", "notifier"):
-        with open(tmp / f"{command}.log", "wb") as out:
-            procs[command] = subprocess.Popen(
-                [sys.executable, "-m", "herald.cli", command, "-c", str(cfg_path)], stdout=out,
-                stderr=subprocess.STDOUT, env={**env, "HERALD_STATE_DIR": str(tmp / f"state-{command}")}, cwd=ROOT)
+    procs = components.start(("receiver", "worker", "notifier"), cfg_path, env, tmp)
     session = requests.Session()
 
     def statuses(sha: str) -> list[dict]:
@@ -128,7 +124,7 @@ def main() -> None:
             if got:
                 return got
             time.sleep(0.01)
-        logs = "\n".join(f"--- {c}.log\n" + (tmp / f"{c}.log").read_text()[-3000:] for c in procs)
+        logs = components.logs(procs, tmp)
         raise SystemExit(f"{what}: not within {timeout:.0f} s\n{logs}")
 
     results = []
@@ -170,13 +166,7 @@ def main() -> None:
             results.append({"accept": t_202 - t0, "pending": stamp[first_pending["id"]] - t_202,
                             "final": stamp[final[0]["id"]] - t_202, "comment": stamp[comment[0]["id"]] - t_202})
     finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        components.stop(procs)
         broker.stop()
         kube.stop()
         forges.__exit__(None, None, None)

@@ -176,6 +176,7 @@ def main() -> None:
     if args.quick:
         args.pushes, args.burst = min(args.pushes, 10), min(args.burst, 5)
 
+    import components
     import yaml
     from apply_vs_kubectl import app_docs, busy_processes, load_average
 
@@ -232,13 +233,8 @@ def main() -> None:
     env = dict(os.environ, KUBECONFIG=str(kube.write_kubeconfig(tmp / "kubeconfig")), HERALD_LOG_LEVEL="INFO",
                HERALD_LISTEN=f"127.0.0.1:{port}", HERALD_BROKER_URL=f"{args.broker}/{vhost}")
     env.update(kv.split("=", 1) for kv in args.env)
-    procs: dict[str, subprocess.Popen] = {}
+    procs = components.start(("receiver", "worker"), cfg_path, env, tmp)
     spies: list[subprocess.Popen] = []
-    for command in ("receiver", "worker"):
-        with open(tmp / f"{command}.log", "wb") as out:
-            procs[command] = subprocess.Popen(
-                [sys.executable, "-m", "herald.cli", command, "-c", str(cfg_path)], stdout=out,
-                stderr=subprocess.STDOUT, env={**env, "HERALD_STATE_DIR": str(tmp / f"state-{command}")}, cwd=ROOT)
 
     watch = RevisionWatch(kube).start()
     session = requests.Session()
@@ -265,7 +261,7 @@ def main() -> None:
         deadline = time.monotonic() + timeout
         while m not in watch.applied or sha not in watch.recorded:
             if time.monotonic() > deadline:
-                logs = "\n".join(f"--- {c}.log\n" + (tmp / f"{c}.log").read_text()[-3000:] for c in procs)
+                logs = components.logs(procs, tmp)
                 raise SystemExit(f"revision {m} ({sha[:12]}) not applied after {timeout:.0f} s\n{logs}")
             time.sleep(0.01)
 
@@ -328,13 +324,7 @@ def main() -> None:
                 spy.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 spy.kill()
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        components.stop(procs)
         watch.stop()
         kube.stop()
         subprocess.run([*ctl, "-q", "delete_vhost", vhost], check=False)

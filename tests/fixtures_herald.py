@@ -225,6 +225,53 @@ def github_pull_request(repo_url: str, number: int, head: str, action: str = "op
     return json.dumps(data).encode()
 
 
+def receiver_yaml(name: str, rtype: str, resources: str, *, namespace: str = "flux-system",
+                  spec: str = "") -> str:
+    """A Receiver of `rtype` naming `resources` (a YAML flow list), with its token Secret
+    (TOKEN), as YAML documents to put before others; `spec`: more fields, one per line."""
+    extra = "".join(f"\n  {line}" for line in spec.splitlines() if line.strip())
+    return textwrap.dedent(f"""\
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: {name}-token, namespace: {namespace}}}
+        stringData: {{token: "{TOKEN}"}}
+        ---
+        apiVersion: notification.toolkit.fluxcd.io/v1
+        kind: Receiver
+        metadata: {{name: {name}, namespace: {namespace}}}
+        spec:
+          type: {rtype}
+          secretRef: {{name: {name}-token}}
+          resources: {resources}""") + extra + "\n---\n"
+
+
+def harbor_push(image: str, tag: str) -> bytes:
+    """Harbor's real PUSH_ARTIFACT delivery (tests/webhooks), naming `image:tag`."""
+    data = json.loads((FIXTURES / "harbor" / "PUSH_ARTIFACT.json").read_bytes())
+    resource = data["event_data"]["resources"][0]
+    resource.update(tag=tag, resource_url=f"{image}:{tag}")
+    resource.pop("digest", None)
+    return json.dumps(data).encode()
+
+
+def marked_deployment(image: str, tag: str = "1.4.2") -> str:
+    """The Deployment `shop/web` running `image:tag`, its image marked for the ImagePolicy
+    `flux-system:web` as Flux's image automation marks it."""
+    return textwrap.dedent(f"""\
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {{name: web, namespace: shop}}
+        spec:
+          selector: {{matchLabels: {{app: web}}}}
+          template:
+            metadata: {{labels: {{app: web}}}}
+            spec:
+              containers:
+                - name: web
+                  image: {image}:{tag}  # {{"$imagepolicy": "flux-system:web"}}
+        """)
+
+
 AUTOMATION_GIT = """\
     git:
       commit:

@@ -4,20 +4,20 @@ running in the cluster, with `herald serve` as a user runs it (embedded bus), a 
 
 from __future__ import annotations
 
-import json
 import os
-import textwrap
 from pathlib import Path
 
 import requests
 
 from herald import config
 from tests.fixtures_herald import (
-    FIXTURES,
     TOKEN,
     Repo,
     git,
+    harbor_push,
     image_automation,
+    marked_deployment,
+    receiver_yaml,
     start_herald,
     stop_herald,
     wait_ready,
@@ -28,53 +28,15 @@ from tests.test_end_to_end import free_port, wait_until
 from tests.test_image_worker import registry  # noqa: F401 (the fixture)
 
 
-def deployment(image: str) -> str:
-    return textwrap.dedent(f"""\
-        apiVersion: apps/v1
-        kind: Deployment
-        metadata: {{name: web, namespace: shop}}
-        spec:
-          selector: {{matchLabels: {{app: web}}}}
-          template:
-            metadata: {{labels: {{app: web}}}}
-            spec:
-              containers:
-                - name: web
-                  image: {image}:1.4.2  # {{"$imagepolicy": "flux-system:web"}}
-        """)
-
-
-def harbor_push(image: str, tag: str) -> bytes:
-    """Harbor's real PUSH_ARTIFACT delivery (tests/webhooks), naming `image:tag`."""
-    data = json.loads((FIXTURES / "harbor" / "PUSH_ARTIFACT.json").read_bytes())
-    resource = data["event_data"]["resources"][0]
-    resource.update(tag=tag, resource_url=f"{image}:{tag}")
-    resource.pop("digest", None)
-    return json.dumps(data).encode()
-
-
 def test_a_registry_push_is_committed_to_git_and_rolled_out(tmp_path: Path, repo: Repo, registry: Registry,
                                                             kube_api: KubeAPIServer, kubeconfig: Path) -> None:
     image = f"{registry.host}/acme/shop-{os.getpid()}"
     push_image(registry, image.split("/", 1)[1], "1.4.2")
     repo.commit({"deploy/namespace.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
-                 "deploy/web.yaml": deployment(image)}, "the web tier at 1.4.2")
+                 "deploy/web.yaml": marked_deployment(image)}, "the web tier at 1.4.2")
     cfg = tmp_path / "herald.yaml"
-    cfg.write_text(textwrap.dedent(f"""\
-        apiVersion: v1
-        kind: Secret
-        metadata: {{name: registry-token, namespace: flux-system}}
-        stringData: {{token: {TOKEN}}}
-        ---
-        apiVersion: notification.toolkit.fluxcd.io/v1
-        kind: Receiver
-        metadata: {{name: registry, namespace: flux-system}}
-        spec:
-          type: harbor
-          secretRef: {{name: registry-token}}
-          resources: [{{kind: ImageRepository, name: web}}]
-        ---
-        """) + image_automation(repo.url, image, insecure=True))
+    cfg.write_text(receiver_yaml("registry", "harbor", "[{kind: ImageRepository, name: web}]")
+                   + image_automation(repo.url, image, insecure=True))
     loaded = config.load([cfg])
     port = free_port()
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), HERALD_STATE_DIR=str(tmp_path / "state"),
@@ -101,7 +63,7 @@ def test_a_registry_push_is_committed_to_git_and_rolled_out(tmp_path: Path, repo
     finally:
         assert stop_herald(proc) == 0, (tmp_path / "serve.log").read_text()
     # only the marked value changed in Git, in one commit by the automation's author
-    assert git("show", "main:deploy/web.yaml", cwd=repo.bare) + "\n" == deployment(image).replace(":1.4.2", ":1.5.0")
+    assert git("show", "main:deploy/web.yaml", cwd=repo.bare) + "\n" == marked_deployment(image, "1.5.0")
     assert git("log", "-1", "--format=%an", "main", cwd=repo.bare) == "Herald Bot"
     # one trace: the registry delivery's correlation id is on the scan, the push and the apply
     log = (tmp_path / "serve.log").read_text()

@@ -19,7 +19,7 @@ from herald import config
 from herald.bus import Delivery, RetryLater, open_bus
 from herald.messages import IMAGE_QUEUE, RECONCILE_QUEUE, ReconcileRequest
 from reconciler.worker import Reconciler
-from tests.fixtures_herald import Repo, git, image_automation
+from tests.fixtures_herald import Repo, git, image_automation, marked_deployment
 from tests.registry import Registry, install, push_image, start_registry
 from tests.test_end_to_end import wait_until
 from tests.test_honest_runs import drain_events
@@ -45,27 +45,13 @@ def image_config(tmp_path: Path, repo: Repo, image: str) -> Path:
     return path
 
 
-def deployment(image: str) -> str:
-    return textwrap.dedent(f"""\
-        apiVersion: apps/v1
-        kind: Deployment
-        metadata: {{name: web, namespace: shop}}
-        spec:
-          template:
-            spec:
-              containers:
-                - name: web
-                  image: {image}:1.4.2  # {{"$imagepolicy": "flux-system:web"}}
-        """)
-
-
 @pytest.fixture
 def scene(tmp_path: Path, repo: Repo, registry: Registry):
     image = f"{registry.host}/acme/web-{uuid.uuid4().hex[:8]}"  # a repository of the scenario's own
     repository = image.split("/", 1)[1]
     for tag in ("1.4.2", "1.5.0", "2.0.0-rc.1", "latest"):
         push_image(registry, repository, tag)
-    repo.commit({"deploy/web.yaml": deployment(image)}, "the web tier")
+    repo.commit({"deploy/web.yaml": marked_deployment(image)}, "the web tier")
     bus = open_bus(None, tmp_path / "state")
     worker = Reconciler(config.load([image_config(tmp_path, repo, image)]), bus, tmp_path / "state", cluster=None)
     yield worker, image, repository
@@ -90,7 +76,7 @@ def test_a_new_image_becomes_a_commit_and_a_reconcile_of_it(scene, repo: Repo, r
         ("ImageUpdateAutomation", "Succeeded", f"pushed commit '{head[:7]}' to branch 'main'"),
     ]
     assert events[-1]["message"].splitlines()[1] == f"Update {image}:1.5.0"
-    assert git("show", "main:deploy/web.yaml", cwd=repo.bare) + "\n" == deployment(image).replace(":1.4.2", ":1.5.0")
+    assert git("show", "main:deploy/web.yaml", cwd=repo.bare) + "\n" == marked_deployment(image, "1.5.0")
     # the commit is reconciled like a push, under the registry delivery's id
     [req] = pending(worker, RECONCILE_QUEUE)
     assert (req.kind, req.name, req.origin["revision"]) == ("GitRepository", "app", f"main@sha1:{head}")
@@ -119,7 +105,7 @@ def test_a_tag_the_policy_rejects_commits_nothing(scene, repo: Repo, registry: R
 
 
 def test_a_registry_that_cannot_be_reached_is_tried_again_later(tmp_path: Path, repo: Repo) -> None:
-    repo.commit({"deploy/web.yaml": deployment("127.0.0.1:1/acme/web")}, "the web tier")
+    repo.commit({"deploy/web.yaml": marked_deployment("127.0.0.1:1/acme/web")}, "the web tier")
     bus = open_bus(None, tmp_path / "state")
     worker = Reconciler(config.load([image_config(tmp_path, repo, "127.0.0.1:1/acme/web")]), bus,
                         tmp_path / "state", cluster=None)
@@ -156,7 +142,7 @@ def test_two_images_of_one_release_pushed_together_become_one_commit(tmp_path: P
     web, api = f"{registry.host}/acme/web-{suffix}", f"{registry.host}/acme/api-{suffix}"
     for image in (web, api):
         push_image(registry, image.split("/", 1)[1], "1.4.2")
-    repo.commit({"deploy/web.yaml": deployment(web), "deploy/api.yaml": deployment(api).replace(
+    repo.commit({"deploy/web.yaml": marked_deployment(web), "deploy/api.yaml": marked_deployment(api).replace(
         "name: web", "name: api").replace("flux-system:web", "flux-system:api")}, "web and api")
     path = image_config(tmp_path, repo, web)
     path.write_text(path.read_text() + textwrap.dedent(f"""\
