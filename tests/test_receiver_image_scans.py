@@ -41,7 +41,7 @@ from receiver.app import create_app
 from receiver.selection import Target, image_targets, split_reference, webhook_image
 from receiver.signatures import digest
 from receiver.types.base import Hook
-from tests.fixtures_herald import FIXTURES, TOKEN, github_push
+from tests.fixtures_herald import FIXTURES, TOKEN, github_push, receiver_yaml
 
 HARBOR_DIGEST = "sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4"
 GHCR_DIGEST = "sha256:3da1996a8115d7616457760d9920b815241d0a03b34cf5f04e9a0e9d8de37498"
@@ -139,21 +139,8 @@ def write_config(path: Path, rtype: str, repositories: str, resources: str = NOT
                  rate_limit: str = "") -> Path:
     """A Receiver of `rtype` in `registry`, the given ImageRepositories, and a GitRepository and
     Kustomization `app` in `apps` that `resources` may name."""
-    path.write_text(dedent(f"""\
-        apiVersion: v1
-        kind: Secret
-        metadata: {{name: hook-token, namespace: {NS}}}
-        stringData: {{token: "{TOKEN}"}}
-        ---
-        apiVersion: notification.toolkit.fluxcd.io/v1
-        kind: Receiver
-        metadata: {{name: registry, namespace: {NS}}}
-        spec:
-          type: {rtype}
-          secretRef: {{name: hook-token}}
-          resources: {resources}
-          {f"rateLimit: {rate_limit}" if rate_limit else ""}
-        ---
+    path.write_text(receiver_yaml("registry", rtype, resources, namespace=NS,
+                                  spec=f"rateLimit: {rate_limit}" if rate_limit else "") + dedent(f"""\
         apiVersion: source.toolkit.fluxcd.io/v1
         kind: GitRepository
         metadata: {{name: app, namespace: {APPS}}}

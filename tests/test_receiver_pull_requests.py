@@ -39,7 +39,7 @@ from receiver.app import create_app
 from receiver.selection import Target, plan_targets, repository_key
 from receiver.signatures import digest
 from receiver.types.base import PullRequest
-from tests.fixtures_herald import FIXTURES, TOKEN, github_push
+from tests.fixtures_herald import FIXTURES, TOKEN, github_push, receiver_yaml
 
 NS = "flux-system"
 
@@ -99,21 +99,8 @@ def signed(rtype: str, event: str, body: bytes, delivery: str) -> dict[str, str]
 def write_config(path: Path, rtype: str, url: str, branch: str, *, plan_forks: bool = False,
                  resources: str = "[{kind: GitRepository, name: app}]") -> Path:
     """A Receiver of `rtype` → GitRepository `app` (`url`, following `branch`) → Kustomization `app`."""
-    path.write_text(dedent(f"""\
-        apiVersion: v1
-        kind: Secret
-        metadata: {{name: hook-token, namespace: {NS}}}
-        stringData: {{token: "{TOKEN}"}}
-        ---
-        apiVersion: notification.toolkit.fluxcd.io/v1
-        kind: Receiver
-        metadata: {{name: forge, namespace: {NS}}}
-        spec:
-          type: {rtype}
-          secretRef: {{name: hook-token}}
-          resources: {resources}
-        """) + ("  planForks: true\n" if plan_forks else "") + dedent(f"""\
-        ---
+    path.write_text(receiver_yaml("forge", rtype, resources, namespace=NS,
+                                  spec="planForks: true" if plan_forks else "") + dedent(f"""\
         apiVersion: source.toolkit.fluxcd.io/v1
         kind: GitRepository
         metadata: {{name: app, namespace: {NS}}}
