@@ -85,11 +85,10 @@ def client_for(cfg: Config, repo: ImageRepository) -> RegistryClient:
                           key_pem=tls.get("tls.key"), insecure=repo.insecure, timeout=repo.timeout)
 
 
-def listed_tags(cfg: Config, repo: ImageRepository) -> list[str]:
+def listed_tags(client: RegistryClient, repo: ImageRepository) -> list[str]:
     """The repository's tags, less those its `exclusionList` matches."""
     excluded = [compile_go_regex(p) for p in repo.exclusion_list]
-    with client_for(cfg, repo) as client:
-        tags = client.tags(parse_image(repo.image))
+    tags = client.tags(parse_image(repo.image))
     return [t for t in tags if not any(rx.search(t) for rx in excluded)]
 
 
@@ -98,6 +97,19 @@ class _Scan:
     """What this request learnt: tags per ImageRepository, latest value per policy."""
 
     tags: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    # One client per ImageRepository for the whole request: the tag listing and the digests
+    # share its registry token instead of asking the token service again.
+    clients: dict[tuple[str, str], RegistryClient] = field(default_factory=dict)
+
+    def client(self, cfg: Config, repo: ImageRepository) -> RegistryClient:
+        key = (repo.meta.namespace, repo.meta.name)
+        if key not in self.clients:
+            self.clients[key] = client_for(cfg, repo)
+        return self.clients[key]
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
     values: dict[str, PolicyValue | None] = field(default_factory=dict)
 
 
@@ -158,6 +170,13 @@ class ImageWorker:
             log.info("%s: suspended; not scanned", where)
             return
         scan = _Scan()
+        try:
+            self._work(cfg, repo, req, scan, events, where)
+        finally:
+            scan.close()
+
+    def _work(self, cfg: Config, repo: ImageRepository, req: ReconcileRequest, scan: _Scan, events: list[Event],
+              where: str) -> None:
         if not self._scan(cfg, repo, scan, events, where):
             return
         policies = self._policies_of(cfg, repo)
@@ -182,7 +201,7 @@ class ImageWorker:
 
     def _scan(self, cfg: Config, repo: ImageRepository, scan: _Scan, events: list[Event], where: str) -> bool:
         try:
-            tags = listed_tags(cfg, repo)
+            tags = listed_tags(scan.client(cfg, repo), repo)
         except RegistryError as exc:
             log.warning("%s: %s", where, exc)
             reason = "AuthenticationFailed" if exc.status in (401, 403) else "ScanFailed"
@@ -220,8 +239,7 @@ class ImageWorker:
         digest = ""
         if policy.digest_reflection_policy != "Never":
             try:
-                with client_for(cfg, repo) as client:
-                    digest = client.digest(parse_image(repo.image), selection.tag) or ""
+                digest = scan.client(cfg, repo).digest(parse_image(repo.image), selection.tag) or ""
             except RegistryError as exc:
                 events.append(self._event("ImagePolicy", policy.meta.namespace, policy.meta.name, SEVERITY_ERROR,
                                           "PolicyFailed", f"cannot read the digest of {selection.tag}: {exc}"))
