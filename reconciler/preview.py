@@ -115,8 +115,7 @@ class Planner:
             if isinstance(revision, str):
                 result.error = revision
                 continue
-            result.revision = str(revision)
-            self._plan_one(result, repo, revision)
+            out[-1] = self.plan_fetched([ks], repo, revision)[0]
         return out
 
     def _plan_one(self, result: KustomizationPlan, repo: GitRepository, revision: Revision) -> None:
