@@ -11,7 +11,7 @@ import random
 import socket
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from typing import Any
 
 RECONCILE_QUEUE = "herald.reconcile"
@@ -22,6 +22,16 @@ NOTIFY_QUEUE = "herald.notifications"
 
 SEVERITY_INFO = "info"
 SEVERITY_ERROR = "error"
+
+STORY_KEY = "herald.dev/story"
+"""Event metadata: the story an event belongs to beyond its own object and revision. An image
+update (`image-update:<ns>/<automation>@<commit>`) is one story from the registry push to the
+rollout: the policy that resolved a new tag, the automation's commit, and the Kustomizations
+applying that commit. Threaded providers (Slack) keep a story in one thread."""
+STORY_TITLE_KEY = "herald.dev/story-title"
+"""Event metadata: what the story is about, in a few words (`ghcr.io/acme/web 1.4.2 → 1.5.0`)."""
+ROUTING_METADATA = frozenset({"commit_status", STORY_KEY, STORY_TITLE_KEY})
+"""Metadata that steers delivery and is not shown as a fact of the event."""
 
 API_VERSIONS = {
     "GitRepository": "source.toolkit.fluxcd.io/v1",

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from herald.bus import Bus, Delivery, Reject, RetryLater, RetryPolicy
 from herald.config import Config
 from herald.logs import correlated
-from herald.messages import EVENTS_QUEUE, NOTIFY_QUEUE, Event, MessageError
-from herald.model import Provider
+from herald.messages import EVENTS_QUEUE, NOTIFY_QUEUE, STORY_KEY, Event, MessageError
+from herald.model import Alert, Provider
 from herald.settings import env_seconds
-from notifier import metrics, plan_comments, templates
+from notifier import metrics, plan_comments, stories, templates
 from notifier.memory import DEFAULT_DEDUPE_WINDOW, NotifierMemory, dedupe_key
 from notifier.plan_comments import wants_comment
 from notifier.providers import (
@@ -115,6 +115,8 @@ class Notifier:
         except MessageError as exc:
             raise Reject(str(exc)) from None
         alerts = route(list(self.cfg.alerts.values()), event, self._labels)
+        if event.metadata.get(STORY_KEY) or self._threaded(alerts):
+            event = stories.follow(self.memory.providers, event)  # an image update's rollout joins its thread
         # One line per event (log collectors split on newlines); the change list stays readable.
         message = "; ".join(event.message.splitlines())
         if len(message) > 2000:
@@ -140,6 +142,14 @@ class Notifier:
             body = json.dumps({"alert": alert_key, "provider": provider_key, "event": routed.to_dict()},
                               separators=(",", ":")).encode()
             self.bus.publish(NOTIFY_QUEUE, body, headers=dict(delivery.headers))
+
+    def _threaded(self, alerts: list[Alert]) -> bool:
+        """Whether one of the Alerts sends to a provider that threads (and so tells stories)."""
+        for alert in alerts:
+            provider = self.cfg.providers.get((alert.meta.namespace, alert.provider_ref))
+            if provider is not None and kind_of(provider.type) == "threaded":
+                return True
+        return False
 
     # -- step 2: one delivery to one provider ----------------------------------------------
 

@@ -40,4 +40,4 @@ def kind_of(provider_type: str) -> str:
         return "commit-status"
     return "threaded" if provider_type in THREADED_TYPES else "message"
 
-__all__ = ["COMMIT_STATUS_TYPES", "PROVIDERS", "THREADED_TYPES", "kind_of", "DeliveryError", "Notification", "SendFn"]
+__all__ = ["COMMIT_STATUS_TYPES", "PROVIDERS", "THREADED_TYPES", "DeliveryError", "Notification", "SendFn", "kind_of"]

@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 
-from herald.messages import SEVERITY_ERROR, Event
+from herald.messages import ROUTING_METADATA, SEVERITY_ERROR, Event
 from herald.model import Provider
 from notifier.providers import generic, http
 from notifier.providers.base import DeliveryError, Notification
@@ -51,7 +51,7 @@ USERNAME_MAX = 80
 COLORS = {SEVERITY_ERROR: 0xED4245}  # Discord's red; anything else is its green
 DEFAULT_COLOR = 0x57F287
 
-_HIDDEN_METADATA = {"revision", "summary", "commit_status"}  # shown elsewhere, or a routing hint
+_HIDDEN_METADATA = {"revision", "summary", *ROUTING_METADATA}  # shown elsewhere, or routing hints
 _DESCRIPTION_RESERVE = 1500  # what the fields leave for the description, at least
 _HEX_TAIL = re.compile(r"(sha\d+:[0-9a-f]{12})[0-9a-f]+")
 _MARKDOWN = re.compile(r"([\\*_~`|>\[\]])")

@@ -45,7 +45,7 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid, parseaddr
 from urllib.parse import parse_qsl, urlsplit
 
-from herald.messages import SEVERITY_ERROR, Event
+from herald.messages import ROUTING_METADATA, SEVERITY_ERROR, Event
 from herald.model import Provider
 from notifier.providers import http
 from notifier.providers.base import DeliveryError, Notification
@@ -53,7 +53,7 @@ from notifier.providers.base import DeliveryError, Notification
 DEFAULT_PORTS = {"smtp": 587, "smtps": 465}
 SUBJECT_PREFIX = "[herald]"
 
-_HIDDEN_METADATA = {"revision", "summary", "commit_status"}  # shown elsewhere, or a routing hint
+_HIDDEN_METADATA = {"revision", "summary", *ROUTING_METADATA}  # shown elsewhere, or routing hints
 _SUBJECT_MAX = 250
 _SHORT_REVISION = re.compile(r"(sha\d+:[0-9a-f]{7})[0-9a-f]+")
 _LINE_BREAKS = re.compile(r"[\r\n]+")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from herald.messages import SEVERITY_ERROR, Event
+from herald.messages import ROUTING_METADATA, SEVERITY_ERROR, Event
 from herald.model import Provider
 from notifier.providers import generic, http
 from notifier.providers.base import DeliveryError, Notification
@@ -36,7 +36,7 @@ CARD_VERSION = "1.4"
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 
-_HIDDEN_METADATA = {"revision", "summary", "commit_status"}  # shown elsewhere, or a routing hint
+_HIDDEN_METADATA = {"revision", "summary", *ROUTING_METADATA}  # shown elsewhere, or routing hints
 _MESSAGE_MAX = 8000  # characters of message text
 _MESSAGE_LINES = 60
 _FACTS_MAX = 20

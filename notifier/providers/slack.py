@@ -26,6 +26,12 @@ revision are posted on their own. The cost: what the first event said is replace
 parent by later ones and is not in the thread (reading it back would need a history scope the
 bot does not otherwise need).
 
+An image update is one story across objects (`herald.messages.STORY_KEY`): the ImagePolicy
+that resolved the new tag, the ImageUpdateAutomation's commit and the Kustomizations applying
+that commit share one thread, whose parent is headed by the story's title ("ghcr.io/acme/web
+1.4.2 → 1.5.0") and shows the latest step, so the channel reads as the rollout of that image;
+every step, the first included, is a reply in the thread.
+
 Deliveries of one thread take turns. After an outage their retries come due together, on two
 delivery threads or two replicas; both found no thread and both posted a parent. So reading
 the thread, the Slack calls and remembering the thread happen under the Memory's claim on the
@@ -63,7 +69,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookClient
 
-from herald.messages import SEVERITY_ERROR, Event
+from herald.messages import (
+    ROUTING_METADATA,
+    SEVERITY_ERROR,
+    STORY_KEY,
+    STORY_TITLE_KEY,
+    Event,
+)
 from herald.model import Provider
 from notifier.providers.base import DeliveryError, Memory, Notification
 from notifier.providers.http import retry_after
@@ -72,13 +84,14 @@ DEFAULT_ADDRESS = "https://slack.com/api/chat.postMessage"
 SOURCE_URL_KEY = "source_url"
 """Event metadata naming the https URL of the revision's repository, used to link the commit."""
 THREAD_KEY_PREFIX = "slack:thread"
-"""Memory keys of threads: `slack:thread:<provider ns/name>:<channel>:<alert ns/name>:<Kind/ns/name>:<revision>`."""
+"""Memory keys of threads: `slack:thread:<provider ns/name>:<channel>:<alert ns/name>:<Kind/ns/name>:<revision>`,
+or `…:<alert ns/name>:story:<story>` for the events of one story (`herald.messages.STORY_KEY`)."""
 
 _METHOD = "chat.postMessage"
 _PROGRESSING = ("Progressing", "ProgressingWithRetry")
 _UPDATE = "chat.update"
 _COLORS = {SEVERITY_ERROR: "danger"}  # anything else is "good", as Flux colours it
-_HIDDEN_METADATA = {"revision", SOURCE_URL_KEY, "commit_status"}  # shown otherwise, or routing hints
+_HIDDEN_METADATA = {"revision", SOURCE_URL_KEY, *ROUTING_METADATA}  # shown otherwise, or routing hints
 
 # Block Kit limits: a section's text, one of its fields, and how many fields one section holds.
 _SECTION_MAX = 3000
@@ -143,6 +156,9 @@ def render(note: Notification) -> tuple[str, dict[str, Any]]:
     """The headline text and the coloured attachment; Slack-compatible providers may reuse it."""
     event = note.event
     headline = f"{event.object_ref}: {event.reason}"
+    title = event.metadata.get(STORY_TITLE_KEY, "")
+    if title:  # the parent of a story's thread says what the story is about, whatever its last step
+        headline = f"{title} · {headline}"
     if event.revision:
         headline += f" at {event.revision}"
     blocks: list[dict[str, Any]] = []
@@ -167,9 +183,12 @@ def thread_key(provider: Provider, note: Notification) -> str:
     coherent thread (their summaries differ) instead of replying twice into one.
     """
     event = note.event
-    if not event.revision or not provider.channel:
+    story = event.metadata.get(STORY_KEY, "")
+    if not (event.revision or story) or not provider.channel:
         return ""
     owner = note.provider or f"{provider.meta.namespace}/{provider.meta.name}"
+    if story:  # an image update: its policy, its commit and the rollout of that commit, together
+        return f"{THREAD_KEY_PREFIX}:{owner}:{provider.channel}:{note.alert}:story:{story}"
     return ":".join((THREAD_KEY_PREFIX, owner, provider.channel, note.alert, str(event.object_ref), event.revision))
 
 
@@ -272,6 +291,15 @@ class _WebAPI:
         channel = str(posted.get("channel") or "")
         if key and ts and channel:
             _remember(note.memory, key, Thread(channel, ts, note.event.timestamp, note.event.reason))
+            if STORY_KEY in note.event.metadata:
+                # A story's thread is its whole history, the step that opened it included (its
+                # parent moves on to the later steps). Should this reply fail, the retry finds
+                # the thread and replies then.
+                try:
+                    self._call(_METHOD, channel=channel, thread_ts=ts, text=text, attachments=[attachment],
+                               username=self.provider.username or None)
+                except _Refused as refused:
+                    raise refused.error from None
         log.debug("slack %s on %s: posted to %s", _METHOD, self.host, self.provider.channel)
         return ts
 

@@ -37,6 +37,8 @@ from herald.messages import (
     RECONCILE_QUEUE,
     SEVERITY_ERROR,
     SEVERITY_INFO,
+    STORY_KEY,
+    STORY_TITLE_KEY,
     Event,
     MessageError,
     ReconcileRequest,
@@ -53,7 +55,7 @@ from reconciler.coalesce import ShuttingDown
 from reconciler.git import GitCache
 from reconciler.images import automation
 from reconciler.images.policy import PolicyError, compile_go_regex, latest
-from reconciler.images.setters import PolicyValue
+from reconciler.images.setters import Change, PolicyValue
 from reconciler.locks import parse_time
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,29 @@ def listed_tags(client: RegistryClient, repo: ImageRepository) -> list[str]:
     excluded = [compile_go_regex(p) for p in repo.exclusion_list]
     tags = client.tags(parse_image(repo.image))
     return [t for t in tags if not any(rx.search(t) for rx in excluded)]
+
+
+def story_title(changes: list[tuple[str, Change]], values: dict[str, PolicyValue | None]) -> str:
+    """What an image update is about, for its thread: `ghcr.io/acme/web 1.4.2 → 1.5.0` per
+    image, the old tag as Git had it."""
+    parts = []
+    for policy in dict.fromkeys(change.policy for _, change in changes):
+        value = values.get(policy)
+        if value is None:
+            continue
+        olds = sorted({_tag_in(c) for _, c in changes if c.policy == policy} - {"", value.tag})
+        parts.append(f"{value.image} {', '.join(olds)} → {value.tag}" if olds else f"{value.image} {value.tag}")
+    return "; ".join(parts)
+
+
+def _tag_in(change: Change) -> str:
+    """The tag a changed value held: the value of a `:tag` marker, the tag of a reference."""
+    if change.field == "tag":
+        return change.old
+    if change.field != "image":
+        return ""
+    name, colon, tag = change.old.partition("@")[0].rpartition(":")
+    return tag if colon and name and "/" not in tag else ""
 
 
 @dataclass
@@ -147,11 +172,17 @@ class ImageWorker:
                    DELIVERY_HEADER: str(req.origin.get("delivery") or correlation_id() or req.id)}
         self._wait_for_the_window(req)
         events: list[Event] = []
+        follow_ups: list[ReconcileRequest] = []
         try:
-            self._handle(cfg, repo, req, events)
+            self._handle(cfg, repo, req, events, follow_ups)
         finally:
+            # The events first: the notifier links an image update's commit to its story from
+            # them, before the reconcile of that commit reports anything (notifier.stories).
             for event in events:
                 self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
+            for follow in follow_ups:
+                self.bus.publish(RECONCILE_QUEUE, follow.to_json(), message_id=follow.id, headers={
+                    DELIVERY_HEADER: str(req.origin.get("delivery") or correlation_id() or follow.id)})
 
     def _wait_for_the_window(self, req: ReconcileRequest) -> None:
         """A webhook's scan waits until `window` after the webhook came: the other images of the
@@ -164,19 +195,20 @@ class ImageWorker:
         if delay > 0 and self.stop.wait(min(delay, self.window)):
             raise ShuttingDown("worker shutting down; handing the image scan back")
 
-    def _handle(self, cfg: Config, repo: ImageRepository, req: ReconcileRequest, events: list[Event]) -> None:
+    def _handle(self, cfg: Config, repo: ImageRepository, req: ReconcileRequest, events: list[Event],
+                follow_ups: list[ReconcileRequest]) -> None:
         where = f"image scan request={req.id} ImageRepository/{repo.meta.namespace}/{repo.meta.name}"
         if repo.suspend:
             log.info("%s: suspended; not scanned", where)
             return
         scan = _Scan()
         try:
-            self._work(cfg, repo, req, scan, events, where)
+            self._work(cfg, repo, req, scan, events, follow_ups, where)
         finally:
             scan.close()
 
     def _work(self, cfg: Config, repo: ImageRepository, req: ReconcileRequest, scan: _Scan, events: list[Event],
-              where: str) -> None:
+              follow_ups: list[ReconcileRequest], where: str) -> None:
         if not self._scan(cfg, repo, scan, events, where):
             return
         policies = self._policies_of(cfg, repo)
@@ -195,7 +227,8 @@ class ImageWorker:
                         self._scan(cfg, other, scan, events, where)
                     self._resolve(cfg, policy, other, scan, events)
             self._automate(cfg, auto, {k: scan.values.get(k) for k in
-                                       (_key(p.meta.namespace, p.meta.name) for p in selected)}, req, events, where)
+                                       (_key(p.meta.namespace, p.meta.name) for p in selected)}, req, events,
+                           follow_ups, where)
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -255,7 +288,7 @@ class ImageWorker:
                                                    f"{selection.tag}{said}"))
 
     def _automate(self, cfg: Config, auto: ImageUpdateAutomation, values: dict[str, PolicyValue | None],
-                  req: ReconcileRequest, events: list[Event], where: str) -> None:
+                  req: ReconcileRequest, events: list[Event], follow_ups: list[ReconcileRequest], where: str) -> None:
         ns, name = auto.meta.namespace, auto.meta.name
         result = automation.run(cfg, self.git, auto, values)
         problems = [f"{path}:{p.line}: {p.message}" for path, p in result.problems]
@@ -273,27 +306,35 @@ class ImageWorker:
             log.info("%s: ImageUpdateAutomation %s/%s: nothing to change", where, ns, name)
             return
         log.info("%s: ImageUpdateAutomation %s/%s pushed %s to %s", where, ns, name, result.commit[:7], result.branch)
+        story = {STORY_KEY: f"image-update:{ns}/{name}@{result.commit}",
+                 STORY_TITLE_KEY: story_title(result.changes, values)}
+        changed = {change.policy for _, change in result.changes}
+        for event in events:  # the new tags that made this commit open its story
+            o = event.involvedObject
+            if (o.get("kind") == "ImagePolicy" and event.reason == "Succeeded" and STORY_KEY not in event.metadata
+                    and _key(o.get("namespace", ""), o.get("name", "")) in changed):
+                event.metadata.update(story)
         events.append(self._event("ImageUpdateAutomation", ns, name, SEVERITY_INFO, "Succeeded",
                                   f"pushed commit '{result.commit[:7]}' to branch '{result.branch}'\n{result.message}",
-                                  {"revision": f"{result.branch}@sha1:{result.commit}"}))
-        self._reconcile(cfg, auto, result, req)
+                                  {"revision": f"{result.branch}@sha1:{result.commit}", **story}))
+        follow = self._reconcile(cfg, auto, result, req)
+        if follow is not None:
+            follow_ups.append(follow)
 
     def _reconcile(self, cfg: Config, auto: ImageUpdateAutomation, result: automation.Result,
-                   req: ReconcileRequest) -> None:
+                   req: ReconcileRequest) -> ReconcileRequest | None:
         """The commit, reconciled like a push: for the GitRepository when it follows that branch
         (with a separate push branch, merging is left to people, and so is the deploy)."""
         src = auto.source_ref
         repo = cfg.git_repositories.get((src.namespace or auto.meta.namespace, src.name))
         if repo is None or repo.ref.branch != result.branch:
-            return
-        follow = ReconcileRequest(kind="GitRepository", name=repo.meta.name, namespace=repo.meta.namespace,
+            return None
+        return ReconcileRequest(kind="GitRepository", name=repo.meta.name, namespace=repo.meta.namespace,
                                   reason="image-update", origin={
                                       "delivery": str(req.origin.get("delivery") or ""),
                                       "revision": f"{result.branch}@sha1:{result.commit}",
                                       "automation": f"{auto.meta.namespace}/{auto.meta.name}",
                                       "image": str(req.origin.get("image") or "")})
-        self.bus.publish(RECONCILE_QUEUE, follow.to_json(), message_id=follow.id,
-                         headers={DELIVERY_HEADER: str(req.origin.get("delivery") or correlation_id() or follow.id)})
 
     # -- lookups -------------------------------------------------------------------------
 
