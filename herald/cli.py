@@ -68,10 +68,14 @@ def _parser() -> argparse.ArgumentParser:
         ("receiver", "the webhook receiver alone"),
         ("worker", "the reconciler alone"),
         ("notifier", "the notifier alone"),
-        ("validate", "check the configuration; exit 1 with file:line errors"),
         ("hooks", "print each Receiver's URL path"),
     ]:
         sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+    validate_help = ("check the configuration; exit 1 with file:line errors. The image markers of each "
+                     "ImageUpdateAutomation are read from its Git branch and those that cannot apply are warned about")
+    validate = sub.add_parser("validate", parents=[common], help=validate_help, description=validate_help)
+    validate.add_argument("--offline", action="store_true",
+                          help="do not fetch the automations' Git repositories (their markers are not checked)")
     plan_help = ("what a revision would change in the cluster (server-side dry-run, nothing applied); "
                  "exit 0 when nothing would change, 1 when something would, 2 on error")
     plan = sub.add_parser("plan", parents=[common], help=plan_help, description=plan_help)
@@ -139,7 +143,33 @@ def _from_cluster(settings: Settings, command: str) -> ClusterConfig:
     return source
 
 
-def cmd_validate(settings: Settings) -> int:
+def _marker_diagnostics(cfg: config_mod.Config) -> list[config_mod.Diagnostic]:
+    """The markers each ImageUpdateAutomation cannot apply, as warnings at the file and line of
+    the branch it edits (`reconciler.images.automation.check_markers`); fetched into a
+    directory of its own, removed afterwards."""
+    import tempfile
+
+    from reconciler.git import GitCache
+    from reconciler.images.automation import check_markers
+
+    out: list[config_mod.Diagnostic] = []
+    with tempfile.TemporaryDirectory(prefix="herald-validate-") as tmp:
+        git = GitCache(Path(tmp))
+        for auto in sorted(cfg.image_update_automations.values(), key=lambda a: a.meta.key):
+            if auto.suspend:
+                continue
+            who = f"ImageUpdateAutomation {auto.meta.namespace}/{auto.meta.name}"
+            report = check_markers(cfg, git, auto)
+            if report.error:
+                out.append(config_mod.Diagnostic(report.where, 0, f"{who}: its markers cannot be checked: "
+                                                                  f"{report.error}", "warning"))
+            for path, problem in report.problems:
+                out.append(config_mod.Diagnostic(f"{report.where}:{path}", problem.line,
+                                                 f"{who}: {problem.message}", "warning"))
+    return out
+
+
+def cmd_validate(settings: Settings, offline: bool = False) -> int:
     if not settings.config and not settings.from_cluster:
         print("herald validate: pass -c PATH or --from-cluster, or set HERALD_CONFIG", file=sys.stderr)
         return 2
@@ -151,6 +181,8 @@ def cmd_validate(settings: Settings) -> int:
     else:
         describe = str
         cfg, diagnostics = config_mod.check(settings.config, settings.secrets_dir or None)
+    if not offline and cfg.image_update_automations:
+        diagnostics = [*diagnostics, *_marker_diagnostics(cfg)]
     for d in sorted(diagnostics, key=lambda d: (d.path, d.line)):
         print(describe(d))
     errors = sum(d.severity == "error" for d in diagnostics)
@@ -339,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
     if args.command == "validate":
-        return cmd_validate(settings)
+        return cmd_validate(settings, args.offline)
     if args.command == "hooks":
         return cmd_hooks(settings)
     if args.command == "plan":

@@ -130,3 +130,27 @@ def test_a_template_that_does_not_render_fails_naming_the_field(tmp_path: Path, 
     result = run(cfg, cache, web=WEB, proxy=PROXY)
     assert result.permanent and result.error.startswith("spec.git.commit.messageTemplate does not render")
     assert git("rev-parse", "main", cwd=repo.bare) == before
+
+
+def test_a_marker_for_another_namespaces_policy_is_reported_and_the_others_still_apply(
+        tmp_path: Path, repo: Repo) -> None:
+    repo.commit({"deploy/web.yaml": DEPLOYMENT.replace("flux-system:proxy", "team-b:proxy")}, "the web tier")
+    path = tmp_path / "herald.yaml"
+    path.write_text(image_automation(repo.url, "ghcr.io/acme/web") + """\
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {name: proxy, namespace: team-b}
+spec: {image: ghcr.io/acme/proxy, interval: 5m}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {name: proxy, namespace: team-b}
+spec: {imageRepositoryRef: {name: proxy}, policy: {semver: {range: ">=0.1.0"}}}
+""")
+    cfg = config.load([path])
+    result = run(cfg, GitCache(tmp_path / "cache"), web=WEB)
+    assert [(f, c.new) for f, c in result.changes] == [("deploy/web.yaml", "ghcr.io/acme/web:1.5.0")]
+    assert [(f, p.line, p.message) for f, p in result.problems] == [
+        ("deploy/web.yaml", 15, "marker names ImagePolicy team-b/proxy, in another namespace than the "
+                                "automation (flux-system): never set")]

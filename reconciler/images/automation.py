@@ -18,6 +18,10 @@ list of changes; `Changes`: every change, each with `OldValue`, `NewValue`, `Set
 `Field`), and `Values` (`git.commit.messageTemplateValues`). Without a template, Flux's default
 text. A template that does not render fails the run naming the field: a commit is never made
 with a message nobody wrote.
+
+`check_markers` is what `herald validate` reports: every marker under `update.path` that cannot
+apply, read from the branch the automation would edit, without a registry (a policy without a
+tag yet shows only at run time, as the MarkersNotApplied event).
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ from herald.model import GitRef, GitRepository, ImagePolicy, ImageUpdateAutomati
 from reconciler.git import Author, GitCache, GitError, Revision, resolve_url
 from reconciler.images.setters import (
     Change,
+    Marker,
     PolicyValue,
     Problem,
     apply_setters,
     flux_reads,
+    marker_problems,
+    markers,
 )
 from reconciler.render import tree_folder
 
@@ -109,7 +116,7 @@ def run(cfg: Config, git: GitCache, auto: ImageUpdateAutomation, values: Mapping
         checkout, push = _branches(auto, repo)
         for attempt in range(1, attempts + 1):
             base = _fetch(git, repo, url, credentials, checkout, push)
-            result = _edit(git, repo, base, auto, values)
+            result = _edit(cfg, git, repo, base, auto, values)
             if result.error or not result.changes:
                 return result
             try:
@@ -145,7 +152,7 @@ class _Edited(Result):
     texts: dict[str, bytes] = field(default_factory=dict)
 
 
-def _edit(git: GitCache, repo: GitRepository, base: Revision, auto: ImageUpdateAutomation,
+def _edit(cfg: Config, git: GitCache, repo: GitRepository, base: Revision, auto: ImageUpdateAutomation,
           values: Mapping[str, PolicyValue | None]) -> _Edited:
     folder = tree_folder(auto.update_path)
     entries = [e for e in git.list_tree(repo, base.sha, folder) if e.is_file and flux_reads(e.path)]
@@ -159,9 +166,72 @@ def _edit(git: GitCache, repo: GitRepository, base: Revision, auto: ImageUpdateA
             result.problems.append((entry.path, Problem(0, "not UTF-8 text; its markers cannot be read")))
             continue
         edit = apply_setters(text, values, path=entry.path)
-        result.problems += [(entry.path, p) for p in edit.problems]
+        # A policy the automation does not set gets the reason why (another namespace, not selected).
+        unselected = {m.line: _unselected(cfg, auto, m) for m in markers(text, entry.path) if m.policy not in values}
+        result.problems += [(entry.path, unselected.get(p.line, p)) for p in edit.problems]
         if edit.changes:
             result.changes += [(entry.path, c) for c in edit.changes]
             result.texts[entry.path] = edit.text.encode("utf-8")
     return result
 
+
+
+@dataclass
+class MarkerReport:
+    """The markers of one automation that cannot apply: `where` names the repository and branch
+    read (`GitRepository/<ns>/<name>@<branch>`), `problems` the files and lines; `error` when
+    the branch could not be read."""
+
+    where: str
+    problems: list[tuple[str, Problem]] = field(default_factory=list)
+    error: str = ""
+
+
+def check_markers(cfg: Config, git: GitCache, auto: ImageUpdateAutomation) -> MarkerReport:
+    """The markers under the automation's `update.path` that cannot apply whatever the
+    registry holds: a file that does not parse, a marker that is not Flux's (text after the
+    JSON, no namespace, on a key or a block scalar), a policy that does not exist, one in
+    another namespace (Flux sets only the automation's own), one its `policySelector` leaves out."""
+    src = auto.source_ref
+    repo = cfg.git_repositories.get((src.namespace or auto.meta.namespace, src.name))
+    if repo is None:
+        return MarkerReport(f"GitRepository/{src.namespace or auto.meta.namespace}/{src.name}",
+                            error="the GitRepository is not in the configuration")
+    url = resolve_url(repo.url, repo.meta.source)
+    credentials = cfg.secret(repo.meta.namespace, repo.secret_ref.name) if repo.secret_ref else None
+    report = MarkerReport(f"GitRepository/{repo.meta.namespace}/{repo.meta.name}")
+    try:
+        checkout, push = _branches(auto, repo)
+        base = _fetch(git, repo, url, credentials, checkout, push)
+        report.where += f"@{base.ref or push}"
+        folder = tree_folder(auto.update_path)
+        entries = [e for e in git.list_tree(repo, base.sha, folder) if e.is_file and flux_reads(e.path)]
+        blobs = git.read_blobs(repo, [e.blob for e in entries])
+    except GitError as exc:
+        report.error = str(exc)
+        return report
+    selected = {f"{p.meta.namespace}:{p.meta.name}" for p in selected_policies(cfg, auto)}
+    for entry, raw in zip(entries, blobs, strict=True):
+        if b"$imagepolicy" not in raw.lower():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            report.problems.append((entry.path, Problem(0, "not UTF-8 text; its markers cannot be read")))
+            continue
+        found = [*marker_problems(text, entry.path)]
+        found += [_unselected(cfg, auto, m) for m in markers(text, entry.path) if m.policy not in selected]
+        report.problems += [(entry.path, p) for p in sorted(found, key=lambda p: p.line)]
+    return report
+
+
+def _unselected(cfg: Config, auto: ImageUpdateAutomation, marker: Marker) -> Problem:
+    """Why a marker's policy is not among those the automation sets."""
+    ns, _, name = marker.policy.partition(":")
+    if (ns, name) not in cfg.image_policies:
+        return Problem(marker.line, f"marker names ImagePolicy {ns}/{name}, which does not exist")
+    if ns != auto.meta.namespace:
+        return Problem(marker.line, f"marker names ImagePolicy {ns}/{name}, in another namespace than the "
+                                    f"automation ({auto.meta.namespace}): never set")
+    return Problem(marker.line, f"marker names ImagePolicy {ns}/{name}, which the automation's "
+                                "spec.policySelector does not select: never set")
