@@ -463,12 +463,16 @@ class PagingRegistry(TestServer):
     (`<http://host/v2/…>`); `overlap` starts each page with the previous page's last tag, as a
     registry with an inclusive `last` would. Manifests are small indexes, answered with their
     digest (unless `digest_header` is False); unknown repositories and tags get the spec's 404s.
+    `unlisted` tags have manifests but are not in `tags/list` yet: Docker Hub's and GHCR's lists
+    lag their manifests by seconds after a push.
     """
 
     def __init__(self, repos: dict[str, list[str]], *, page_size: int = 100,
                  links: Literal["relative", "absolute"] = "relative", overlap: bool = False,
-                 link_to: Callable[[str], str] | None = None, digest_header: bool = True) -> None:
+                 link_to: Callable[[str], str] | None = None, digest_header: bool = True,
+                 unlisted: frozenset[str] = frozenset()) -> None:
         super().__init__()
+        self.unlisted = unlisted
         self.digest_header = digest_header
         self.repos = repos
         self.page_size = page_size
@@ -502,7 +506,7 @@ class PagingRegistry(TestServer):
     def _tags(self, repo: str, query: dict[str, str]) -> Answer:
         if repo not in self.repos:
             return registry_error(404, "NAME_UNKNOWN", "repository name not known to registry")
-        tags = self.repos[repo]
+        tags = [t for t in self.repos[repo] if t not in self.unlisted]
         n = min(int(query.get("n", self.page_size)), self.page_size)
         start = 0
         if "last" in query:

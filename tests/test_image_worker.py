@@ -20,7 +20,7 @@ from herald.bus import Delivery, RetryLater, open_bus
 from herald.messages import IMAGE_QUEUE, RECONCILE_QUEUE, ReconcileRequest
 from reconciler.worker import Reconciler
 from tests.fixtures_herald import Repo, git, image_automation, marked_deployment
-from tests.registry import Registry, install, push_image, start_registry
+from tests.registry import PagingRegistry, Registry, install, push_image, start_registry
 from tests.test_end_to_end import wait_until
 from tests.test_honest_runs import drain_events
 
@@ -58,10 +58,14 @@ def scene(tmp_path: Path, repo: Repo, registry: Registry):
     bus.close()
 
 
-def scan(worker: Reconciler, delivery: str = "registry-delivery-1") -> list[dict]:
+def scan(worker: Reconciler, delivery: str = "registry-delivery-1", *, tag: str = "", attempt: int = 1) -> list[dict]:
+    """The receiver's scan request for a registry webhook (announcing `tag`, when given), handled."""
+    origin = {"receiver": "flux-system/registry", "type": "generic", "delivery": delivery}
+    if tag:
+        origin["tag"] = tag
     req = ReconcileRequest(kind="ImageRepository", name="web", namespace="flux-system", reason="webhook",
-                           origin={"receiver": "flux-system/registry", "type": "generic", "delivery": delivery})
-    worker.images.handle(Delivery(IMAGE_QUEUE, req.to_json(), req.id))
+                           origin=origin)
+    worker.images.handle(Delivery(IMAGE_QUEUE, req.to_json(), req.id, attempt=attempt))
     return drain_events(worker.bus)
 
 
@@ -116,6 +120,37 @@ def test_a_registry_that_cannot_be_reached_is_tried_again_later(tmp_path: Path, 
         assert (event["reason"], event["severity"]) == ("ScanFailed", "error")
     finally:
         bus.close()
+
+
+def test_a_webhook_for_a_tag_the_registry_does_not_serve_yet_is_asked_again_then_scanned(
+        scene, repo: Repo) -> None:
+    worker, image, _ = scene
+    before = git("rev-parse", "main", cwd=repo.bare)
+    for attempt in (1, 2):  # the webhook came before the registry's replicas had the tag
+        with pytest.raises(RetryLater, match="1.6.0, which the webhook announced, is not served"):
+            scan(worker, tag="1.6.0", attempt=attempt)
+        assert git("rev-parse", "main", cwd=repo.bare) == before
+        assert drain_events(worker.bus) == []
+    events = scan(worker, tag="1.6.0", attempt=3)  # the last try scans what the registry serves
+    assert f"Latest image tag for '{image}' resolved to 1.5.0" in [e["message"] for e in events]
+    assert f"{image}:1.5.0" in git("show", "main:deploy/web.yaml", cwd=repo.bare)
+
+
+def test_a_tag_the_registry_serves_before_it_lists_it_is_confirmed_with_one_head_and_deployed(
+        tmp_path: Path, repo: Repo) -> None:
+    with PagingRegistry({"acme/web": ["1.4.2", "1.5.0"]}, unlisted=frozenset({"1.5.0"})) as lagging:
+        image = f"{lagging.host}/acme/web"
+        repo.commit({"deploy/web.yaml": marked_deployment(image)}, "the web tier")
+        bus = open_bus(None, tmp_path / "state")
+        worker = Reconciler(config.load([image_config(tmp_path, repo, image)]), bus, tmp_path / "state", cluster=None)
+        try:
+            events = scan(worker, tag="1.5.0")
+        finally:
+            bus.close()
+        assert f"{image}:1.5.0" in git("show", "main:deploy/web.yaml", cwd=repo.bare)
+        assert f"Latest image tag for '{image}' resolved to 1.5.0" in [e["message"] for e in events]
+        asked = [(r.method, r.path) for r in lagging.requests]
+        assert asked == [("HEAD", "/v2/acme/web/manifests/1.5.0"), ("GET", "/v2/acme/web/tags/list")]
 
 
 def pending(worker: Reconciler, queue: str) -> list[ReconcileRequest]:

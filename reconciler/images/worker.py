@@ -4,7 +4,11 @@ An image scan request is a ReconcileRequest on `herald.images` for one ImageRepo
 (ARCHITECTURE.md; the receiver publishes one per ImageRepository a registry webhook concerns).
 Handling it, with Flux's events at each step:
 
-1. list the ImageRepository's tags (`herald.registry`), less its `exclusionList`;
+1. for a webhook, confirm the tag it names with one manifest `HEAD` (registries do not count it
+   as a pull). A tag the registry does not serve yet is asked again a little later (the webhook
+   came before the registry's replicas had it); one it serves is taken even when the tag list
+   does not show it yet (Docker Hub's and GHCR's lists lag their manifests);
+   then list the ImageRepository's tags (`herald.registry`), less its `exclusionList`;
 2. select each of its ImagePolicies' latest tag (`reconciler.images.policy`), with the digest
    when the policy reflects digests: `Latest image tag for '<image>' resolved to <tag>`;
 3. run every ImageUpdateAutomation whose `policySelector` selects one of those policies, with the
@@ -60,6 +64,10 @@ from reconciler.locks import parse_time
 
 log = logging.getLogger(__name__)
 
+CONFIRM_ATTEMPTS = 3
+"""Deliveries of a webhook's scan that wait for the registry to serve the tag it announced; the
+last one scans what the registry serves (the bus spaces them 1 s and 2 s apart)."""
+
 
 def _key(namespace: str, name: str) -> str:
     return f"{namespace}:{name}"
@@ -89,9 +97,11 @@ def client_for(cfg: Config, repo: ImageRepository) -> RegistryClient:
 
 def listed_tags(client: RegistryClient, repo: ImageRepository) -> list[str]:
     """The repository's tags, less those its `exclusionList` matches."""
-    excluded = [compile_go_regex(p) for p in repo.exclusion_list]
-    tags = client.tags(parse_image(repo.image))
-    return [t for t in tags if not any(rx.search(t) for rx in excluded)]
+    return [t for t in client.tags(parse_image(repo.image)) if not _excluded(repo, t)]
+
+
+def _excluded(repo: ImageRepository, tag: str) -> bool:
+    return any(compile_go_regex(p).search(tag) for p in repo.exclusion_list)
 
 
 def story_title(changes: list[tuple[str, Change]], values: dict[str, PolicyValue | None]) -> str:
@@ -136,6 +146,8 @@ class _Scan:
         for client in self.clients.values():
             client.close()
     values: dict[str, PolicyValue | None] = field(default_factory=dict)
+    # The tag a registry webhook announced, once a manifest HEAD confirmed it, per ImageRepository.
+    confirmed: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 class ImageWorker:
@@ -174,7 +186,7 @@ class ImageWorker:
         events: list[Event] = []
         follow_ups: list[ReconcileRequest] = []
         try:
-            self._handle(cfg, repo, req, events, follow_ups)
+            self._handle(cfg, repo, req, events, follow_ups, delivery.attempt)
         finally:
             # The events first: the notifier links an image update's commit to its story from
             # them, before the reconcile of that commit reports anything (notifier.stories).
@@ -196,13 +208,14 @@ class ImageWorker:
             raise ShuttingDown("worker shutting down; handing the image scan back")
 
     def _handle(self, cfg: Config, repo: ImageRepository, req: ReconcileRequest, events: list[Event],
-                follow_ups: list[ReconcileRequest]) -> None:
+                follow_ups: list[ReconcileRequest], attempt: int = 1) -> None:
         where = f"image scan request={req.id} ImageRepository/{repo.meta.namespace}/{repo.meta.name}"
         if repo.suspend:
             log.info("%s: suspended; not scanned", where)
             return
         scan = _Scan()
         try:
+            self._confirm(cfg, repo, req, scan, attempt, where)
             self._work(cfg, repo, req, scan, events, follow_ups, where)
         finally:
             scan.close()
@@ -232,9 +245,33 @@ class ImageWorker:
 
     # -- steps ---------------------------------------------------------------------------
 
+    def _confirm(self, cfg: Config, repo: ImageRepository, req: ReconcileRequest, scan: _Scan, attempt: int,
+                 where: str) -> None:
+        """Confirm the tag a registry webhook names with one manifest HEAD (see the module
+        docstring); a failure to ask is left to the scan, which reports it."""
+        tag = str(req.origin.get("tag") or "")
+        if req.reason != "webhook" or not tag:
+            return
+        try:
+            digest = scan.client(cfg, repo).digest(parse_image(repo.image), tag)
+        except (ValueError, RegistryError) as exc:
+            log.info("%s: the pushed tag %r could not be confirmed (%s); scanning", where, tag, exc)
+            return
+        if digest is not None:
+            scan.confirmed[(repo.meta.namespace, repo.meta.name)] = tag
+            return
+        if attempt < CONFIRM_ATTEMPTS:
+            raise RetryLater(f"{repo.image}:{tag}, which the webhook announced, is not served by the registry yet")
+        log.warning("%s: %s:%s, which the webhook announced, is still not served by the registry after %d tries; "
+                    "scanning what it serves", where, repo.image, tag, attempt)
+
     def _scan(self, cfg: Config, repo: ImageRepository, scan: _Scan, events: list[Event], where: str) -> bool:
         try:
             tags = listed_tags(scan.client(cfg, repo), repo)
+            confirmed = scan.confirmed.get((repo.meta.namespace, repo.meta.name))
+            if confirmed and confirmed not in tags and not _excluded(repo, confirmed):
+                log.info("%s: %s is served but not listed yet; taken as the webhook announced it", where, confirmed)
+                tags.append(confirmed)
         except RegistryError as exc:
             log.warning("%s: %s", where, exc)
             reason = "AuthenticationFailed" if exc.status in (401, 403) else "ScanFailed"
