@@ -181,7 +181,7 @@ def cmd_validate(settings: Settings, offline: bool = False) -> int:
     else:
         describe = str
         cfg, diagnostics = config_mod.check(settings.config, settings.secrets_dir or None)
-    if not offline and cfg.image_update_automations:
+    if not offline and cfg.image_update_automations and not any(d.severity == "error" for d in diagnostics):
         diagnostics = [*diagnostics, *_marker_diagnostics(cfg)]
     for d in sorted(diagnostics, key=lambda d: (d.path, d.line)):
         print(describe(d))
