@@ -76,7 +76,8 @@ def test_a_new_image_becomes_a_commit_and_a_reconcile_of_it(scene, repo: Repo, r
     head = git("rev-parse", "main", cwd=repo.bare)
     assert said == [
         ("ImageRepository", "Succeeded", "successful scan: found 4 tags"),
-        ("ImagePolicy", "Succeeded", f"Latest image tag for '{image}' resolved to 1.5.0"),
+        # the tag it replaced is read from Git when this worker has not resolved it before
+        ("ImagePolicy", "Succeeded", f"Latest image tag for '{image}' resolved to 1.5.0 (previously 1.4.2)"),
         ("ImageUpdateAutomation", "Succeeded", f"pushed commit '{head[:7]}' to branch 'main'"),
     ]
     assert events[-1]["message"].splitlines()[1] == f"Update {image}:1.5.0"
@@ -132,7 +133,7 @@ def test_a_webhook_for_a_tag_the_registry_does_not_serve_yet_is_asked_again_then
         assert git("rev-parse", "main", cwd=repo.bare) == before
         assert drain_events(worker.bus) == []
     events = scan(worker, tag="1.6.0", attempt=3)  # the last try scans what the registry serves
-    assert f"Latest image tag for '{image}' resolved to 1.5.0" in [e["message"] for e in events]
+    assert f"Latest image tag for '{image}' resolved to 1.5.0 (previously 1.4.2)" in [e["message"] for e in events]
     assert f"{image}:1.5.0" in git("show", "main:deploy/web.yaml", cwd=repo.bare)
 
 
@@ -148,7 +149,7 @@ def test_a_tag_the_registry_serves_before_it_lists_it_is_confirmed_with_one_head
         finally:
             bus.close()
         assert f"{image}:1.5.0" in git("show", "main:deploy/web.yaml", cwd=repo.bare)
-        assert f"Latest image tag for '{image}' resolved to 1.5.0" in [e["message"] for e in events]
+        assert f"Latest image tag for '{image}' resolved to 1.5.0 (previously 1.4.2)" in [e["message"] for e in events]
         asked = [(r.method, r.path) for r in lagging.requests]
         assert asked == [("HEAD", "/v2/acme/web/manifests/1.5.0"), ("GET", "/v2/acme/web/tags/list")]
 

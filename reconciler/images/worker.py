@@ -345,12 +345,18 @@ class ImageWorker:
         log.info("%s: ImageUpdateAutomation %s/%s pushed %s to %s", where, ns, name, result.commit[:7], result.branch)
         story = {STORY_KEY: f"image-update:{ns}/{name}@{result.commit}",
                  STORY_TITLE_KEY: story_title(result.changes, values)}
-        changed = {change.policy for _, change in result.changes}
+        olds: dict[str, set[str]] = {}
+        for _, change in result.changes:
+            olds.setdefault(change.policy, set()).add(_tag_in(change))
         for event in events:  # the new tags that made this commit open its story
             o = event.involvedObject
+            policy = _key(o.get("namespace", ""), o.get("name", ""))
             if (o.get("kind") == "ImagePolicy" and event.reason == "Succeeded" and STORY_KEY not in event.metadata
-                    and _key(o.get("namespace", ""), o.get("name", "")) in changed):
+                    and policy in olds):
                 event.metadata.update(story)
+                old = sorted(olds[policy] - {""})
+                if old and "(previously" not in event.message:  # this process had not seen it (a restart)
+                    event.message += f" (previously {', '.join(old)})"
         events.append(self._event("ImageUpdateAutomation", ns, name, SEVERITY_INFO, "Succeeded",
                                   f"pushed commit '{result.commit[:7]}' to branch '{result.branch}'\n{result.message}",
                                   {"revision": f"{result.branch}@sha1:{result.commit}", **story}))
