@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from jinja2 import StrictUndefined, TemplateError
@@ -154,25 +154,32 @@ class _Edited(Result):
 
 def _edit(cfg: Config, git: GitCache, repo: GitRepository, base: Revision, auto: ImageUpdateAutomation,
           values: Mapping[str, PolicyValue | None]) -> _Edited:
-    folder = tree_folder(auto.update_path)
-    entries = [e for e in git.list_tree(repo, base.sha, folder) if e.is_file and flux_reads(e.path)]
     result = _Edited()
+    for path, text in _marked_files(git, repo, base.sha, auto.update_path):
+        if isinstance(text, Problem):
+            result.problems.append((path, text))
+            continue
+        edit = apply_setters(text, values, path=path)
+        # A policy the automation does not set gets the reason why (another namespace, not selected).
+        unselected = {m.line: _unselected(cfg, auto, m) for m in markers(text, path) if m.policy not in values}
+        result.problems += [(path, unselected.get(p.line, p)) for p in edit.problems]
+        if edit.changes:
+            result.changes += [(path, c) for c in edit.changes]
+            result.texts[path] = edit.text.encode("utf-8")
+    return result
+
+
+def _marked_files(git: GitCache, repo: GitRepository, sha: str, update_path: str) -> Iterator[tuple[str, str | Problem]]:
+    """The files under `update_path` at `sha` that Flux reads and that mention a marker: each
+    path with its text, or the Problem that keeps it from being read."""
+    entries = [e for e in git.list_tree(repo, sha, tree_folder(update_path)) if e.is_file and flux_reads(e.path)]
     for entry, raw in zip(entries, git.read_blobs(repo, [e.blob for e in entries]), strict=True):
-        if b'"$imagepolicy"' not in raw and b"$imagepolicy" not in raw.lower():
+        if b"$imagepolicy" not in raw.lower():
             continue
         try:
-            text = raw.decode("utf-8")
+            yield entry.path, raw.decode("utf-8")
         except UnicodeDecodeError:
-            result.problems.append((entry.path, Problem(0, "not UTF-8 text; its markers cannot be read")))
-            continue
-        edit = apply_setters(text, values, path=entry.path)
-        # A policy the automation does not set gets the reason why (another namespace, not selected).
-        unselected = {m.line: _unselected(cfg, auto, m) for m in markers(text, entry.path) if m.policy not in values}
-        result.problems += [(entry.path, unselected.get(p.line, p)) for p in edit.problems]
-        if edit.changes:
-            result.changes += [(entry.path, c) for c in edit.changes]
-            result.texts[entry.path] = edit.text.encode("utf-8")
-    return result
+            yield entry.path, Problem(0, "not UTF-8 text; its markers cannot be read")
 
 
 
@@ -204,24 +211,18 @@ def check_markers(cfg: Config, git: GitCache, auto: ImageUpdateAutomation) -> Ma
         checkout, push = _branches(auto, repo)
         base = _fetch(git, repo, url, credentials, checkout, push)
         report.where += f"@{base.ref or push}"
-        folder = tree_folder(auto.update_path)
-        entries = [e for e in git.list_tree(repo, base.sha, folder) if e.is_file and flux_reads(e.path)]
-        blobs = git.read_blobs(repo, [e.blob for e in entries])
+        files = list(_marked_files(git, repo, base.sha, auto.update_path))
     except GitError as exc:
         report.error = str(exc)
         return report
     selected = {f"{p.meta.namespace}:{p.meta.name}" for p in selected_policies(cfg, auto)}
-    for entry, raw in zip(entries, blobs, strict=True):
-        if b"$imagepolicy" not in raw.lower():
+    for path, text in files:
+        if isinstance(text, Problem):
+            report.problems.append((path, text))
             continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            report.problems.append((entry.path, Problem(0, "not UTF-8 text; its markers cannot be read")))
-            continue
-        found = [*marker_problems(text, entry.path)]
-        found += [_unselected(cfg, auto, m) for m in markers(text, entry.path) if m.policy not in selected]
-        report.problems += [(entry.path, p) for p in sorted(found, key=lambda p: p.line)]
+        found = [*marker_problems(text, path)]
+        found += [_unselected(cfg, auto, m) for m in markers(text, path) if m.policy not in selected]
+        report.problems += [(path, p) for p in sorted(found, key=lambda p: p.line)]
     return report
 
 
