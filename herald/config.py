@@ -254,6 +254,36 @@ _RESOURCE = Obj(
     required=("kind", "name"),
 )
 
+_WHAT = ("ignoring it would change what Herald applies, so the Kustomization is not reconciled until "
+         "Herald implements it")
+# Kustomization fields Flux honours and Herald does not yet. Each one changes what, where, as whom
+# or when Herald applies: warning and applying anyway would deploy something nobody wrote (a
+# literal `${cluster_name}`, an unpatched Deployment), with Herald's own rights instead of a
+# tenant's, onto the hub instead of the spoke, or Secrets still encrypted. So they are refused.
+_KUSTOMIZATION_NOT_YET: dict[str, str] = {
+    "serviceAccountName": "Flux applies as this ServiceAccount (impersonation); applying with Herald's own "
+                          "identity would bypass the tenant's RBAC, so the Kustomization is not reconciled",
+    "kubeConfig": "Flux applies to the cluster this kubeconfig names; applying to Herald's own cluster instead "
+                  "would put the manifests in the wrong place, so the Kustomization is not reconciled",
+    "decryption": "Flux decrypts SOPS-encrypted manifests; applying them still encrypted would break them, "
+                  "so the Kustomization is not reconciled",
+    "postBuild": f"Flux substitutes ${{variables}} after the build; {_WHAT}",
+    "patches": f"Flux patches the objects it builds; {_WHAT}",
+    "images": f"Flux overrides image names and tags; {_WHAT}",
+    "components": f"Flux adds kustomize components to the build; {_WHAT}",
+    "namePrefix": f"Flux renames every object; {_WHAT}",
+    "nameSuffix": f"Flux renames every object; {_WHAT}",
+    "commonMetadata": f"Flux labels and annotates every object; {_WHAT}",
+    "force": "Flux recreates objects whose immutable fields changed; without it Herald would fail where Flux "
+             "succeeds, so the Kustomization is not reconciled until Herald implements it",
+    "deletionPolicy": "Flux decides with it whether deleting the Kustomization deletes its objects; ignoring it "
+                      "could delete what was to be orphaned, so the Kustomization is not reconciled",
+    "healthChecks": "Flux waits for these objects before it calls the Kustomization ready (and before its "
+                    "dependents apply); ignoring them would apply dependents too early",
+    "healthCheckExprs": "Flux judges custom resources' health with these CEL expressions; ignoring them would "
+                        "call the Kustomization ready (and apply its dependents) too early",
+}
+
 _SPECS: dict[str, Obj] = {
     "Receiver": Obj(
         {"type": string(nonempty=True), "events": list_of(string(nonempty=True)),
@@ -299,8 +329,17 @@ _SPECS: dict[str, Obj] = {
          "ref": _GIT_REF,
          "suspend": boolean()},
         required=("url", "interval"),
-        flux_only=("verify", "proxySecretRef", "ignore", "recurseSubmodules", "include",
-                   "sparseCheckout", "provider"),
+        flux_only=("proxySecretRef", "sparseCheckout"),
+        refused={
+            "ignore": "Flux leaves the files it matches out of the artifact; applying them anyway would apply "
+                      "what the repository excludes",
+            "include": "Flux adds other repositories' files to the artifact; without them the render differs",
+            "recurseSubmodules": "Flux checks out the submodules; without them the render differs",
+            "verify": "Flux applies only commits whose signature verifies; applying unverified commits would "
+                      "defeat the point",
+            "provider": "Flux authenticates as a cloud identity or GitHub App; Herald fetches only with "
+                        "spec.secretRef",
+        },
     ),
     "Kustomization": Obj(
         {"sourceRef": Obj({"apiVersion": string(), "kind": string(nonempty=True),
@@ -310,9 +349,7 @@ _SPECS: dict[str, Obj] = {
          "dependsOn": list_of(Obj({"name": _name, "namespace": _name}, required=("name",))),
          "wait": boolean(), "timeout": duration(), "suspend": boolean()},
         required=("sourceRef", "interval", "prune"),
-        flux_only=("decryption", "healthChecks", "healthCheckExprs", "patches", "images",
-                   "components", "postBuild", "force", "serviceAccountName", "kubeConfig",
-                   "commonMetadata", "namePrefix", "nameSuffix", "deletionPolicy"),
+        refused=_KUSTOMIZATION_NOT_YET,
     ),
     "ImageRepository": Obj(
         {"image": _image(), "interval": duration(), "timeout": duration(), "secretRef": _ref,
