@@ -521,3 +521,92 @@ class PagingRegistry(TestServer):
                 link = self.url + link
             headers["Link"] = f'<{link}>; rel="next"'
         return Answer(200, headers, json.dumps({"name": repo, "tags": page}).encode())
+
+
+# -- Flux OCI artifacts ---------------------------------------------------------------------------
+
+FLUX_CONFIG = "application/vnd.cncf.flux.config.v1+json"
+FLUX_CONTENT = "application/vnd.cncf.flux.content.v1.tar+gzip"
+SOURCE_ANNOTATION = "org.opencontainers.image.source"
+REVISION_ANNOTATION = "org.opencontainers.image.revision"
+CREATED_ANNOTATION = "org.opencontainers.image.created"
+
+
+def flux_tarball(files: dict[str, bytes]) -> bytes:
+    """`files` (slash-separated paths) as fluxcd/pkg/tar.Tar archives a directory holding them:
+    gzip over tar, walked as Go's filepath.WalkDir walks (depth first, names in byte order within
+    each directory, the root itself first as "."), directories without a trailing slash,
+    uid/gid/names and times zeroed. Only regular files and directories, as Tar skips the rest."""
+    tree: dict[str, Any] = {}
+    for path, data in files.items():
+        *dirs, leaf = path.split("/")
+        node = tree
+        for d in dirs:
+            node = node.setdefault(d, {})
+        node[leaf] = data
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        def add(name: str, entry: dict[str, Any] | bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.mtime = 0
+            if isinstance(entry, bytes):
+                info.size, info.mode = len(entry), 0o644
+                tar.addfile(info, io.BytesIO(entry))
+                return
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+            for child in sorted(entry, key=lambda n: n.encode()):
+                add(child if name == "." else f"{name}/{child}", entry[child])
+
+        add(".", tree)
+        end = tar.offset
+    # Go's tar.Writer ends with two zero blocks; Python's pads on to a 10 KiB record.
+    return gzip.compress(raw.getvalue()[:end + 2 * tarfile.BLOCKSIZE], compresslevel=6, mtime=0)
+
+
+def push_flux_artifact(registry: Registry, repo: str, tag: str, files: dict[str, bytes], *,
+                       source: str = "https://github.com/acme/fleet.git",
+                       revision: str = "main@sha1:0123456789abcdef0123456789abcdef01234567",
+                       created: str | None = None, annotations: dict[str, str] | None = None,
+                       layer: bytes | None = None, extra_layers: tuple[tuple[str, bytes], ...] = ()) -> str:
+    """Push `files` as `repo:tag` the way `flux push artifact` does (fluxcd/pkg oci/push.go); the
+    manifest's digest.
+
+    The manifest is an OCI image manifest whose config has Flux's media type
+    (application/vnd.cncf.flux.config.v1+json) and whose one layer is `flux_tarball(files)` as
+    application/vnd.cncf.flux.content.v1.tar+gzip; its annotations are the OpenContainers
+    source, revision and created (RFC 3339, UTC; now unless given) as oci/meta.go's
+    ToAnnotations writes them, plus `annotations`. The config is the image config
+    go-containerregistry writes for it (empty architecture and os, the created time, the
+    layer's diff ID). `layer` replaces the content layer's bytes (a hand-made archive);
+    `extra_layers` are (media type, bytes) appended after it, which `flux push` never makes.
+    """
+    content = flux_tarball(files) if layer is None else layer
+    if created is None:
+        created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        diff_id = _digest(gzip.decompress(content))
+    except (OSError, EOFError):
+        diff_id = _digest(content)  # not gzip: a hand-made layer of a test that wants a broken one
+    diff_ids = [diff_id, *(_digest(data) for _, data in extra_layers)]
+    config = json.dumps({"architecture": "", "created": created,
+                         "history": [{"created": "0001-01-01T00:00:00Z"} for _ in diff_ids], "os": "",
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}},
+                        separators=(",", ":")).encode()
+    with registry.session(repo) as s:
+        layers = [{"mediaType": FLUX_CONTENT, **_upload_blob(s, registry, repo, content)}]
+        layers += [{"mediaType": media_type, **_upload_blob(s, registry, repo, data)}
+                   for media_type, data in extra_layers]
+        config_ref = _upload_blob(s, registry, repo, config)
+        meta = {CREATED_ANNOTATION: created, SOURCE_ANNOTATION: source, REVISION_ANNOTATION: revision,
+                **(annotations or {})}
+        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": FLUX_CONFIG, "size": config_ref["size"], "digest": config_ref["digest"]},
+                    "layers": [{"mediaType": d["mediaType"], "size": d["size"], "digest": d["digest"]} for d in layers],
+                    "annotations": dict(sorted(meta.items()))}
+        body = json.dumps(manifest, separators=(",", ":")).encode()
+        put = s.put(f"{registry.url}/v2/{repo}/manifests/{tag}", data=body, headers={"Content-Type": OCI_MANIFEST},
+                    timeout=10)
+        assert put.status_code == 201, put.text
+        assert put.headers["Docker-Content-Digest"] == _digest(body)
+        return put.headers["Docker-Content-Digest"]
