@@ -20,6 +20,23 @@ client such as ``kubectl`` or the official ``kubernetes`` Python client sends:
   and ``generation`` untouched;
 * merge, strategic-merge (as merge patch with keyed lists) and JSON patches;
 * Status error bodies worded and shaped like the real ones;
+* authorization as on a kubeadm cluster.  The kubeconfig ``write_kubeconfig`` writes is
+  the admin (``kubernetes-admin`` in ``system:masters``: allowed everything, impersonation
+  included); ``add_user`` registers bearer tokens of other users.  ``Impersonate-User``,
+  ``Impersonate-Group``, ``Impersonate-Uid`` and ``Impersonate-Extra-*`` are honoured once the
+  requestor may ``impersonate`` each of them (a ServiceAccount user also gets
+  ``system:serviceaccounts`` and ``system:serviceaccounts:<ns>``, everyone
+  ``system:authenticated``).  Everyone but system:masters is authorized by RBAC from the
+  Roles, ClusterRoles, RoleBindings and ClusterRoleBindings in the store (verbs, apiGroups,
+  resources with ``x/subresource`` and ``*/subresource``, resourceNames, nonResourceURLs), on
+  the verb and scope kube-apiserver's request info gives each request (get, list, watch,
+  create, update, patch, delete, deletecollection; a server-side apply that creates its
+  object needs ``create`` besides ``patch``).  Discovery, ``/version`` and ``/openapi`` are open
+  to every authenticated user, as the bootstrap ``system:discovery`` and
+  ``system:public-info-viewer`` roles make them; ``add_default_cluster_roles`` stores
+  cluster-admin, admin, edit and view.  A refusal is the apiserver's 403 Status, word for
+  word.  ``SelfSubjectAccessReview`` and ``SelfSubjectReview`` answer ``kubectl auth can-i``
+  and ``kubectl auth whoami`` (read in protobuf too, as kubectl sends them);
 * CRDs: creating one registers its kinds in discovery and the REST paths;
 * Leases (``coordination.k8s.io/v1``) with ``leaseDurationSeconds``/``leaseTransitions``
   validated and updates refused with 409 when their ``resourceVersion`` is stale, the
@@ -56,19 +73,26 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
 from collections.abc import Callable, Iterable
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
 NOT_IMPLEMENTED = """
 Not implemented, on purpose (none of it is needed to test a GitOps client):
-authentication and authorization (every request is allowed), admission webhooks,
+authentication proper (no TLS, client certificates or 401s: a request without a token
+registered with `add_user` is the admin, whatever it carries), the node and webhook
+authorizers, ClusterRole aggregation, RBAC's escalation checks (writing a role or binding
+needs neither `escalate`/`bind` nor the rights it grants), selector-based authorization,
+SubjectAccessReview, LocalSubjectAccessReview, SelfSubjectRulesReview and TokenReview, the
+bootstrap RBAC objects as stored objects (system:discovery, system:basic-user and
+system:public-info-viewer are built into the authorizer; cluster-admin, admin, edit and view
+exist once a test calls `add_default_cluster_roles`), admission webhooks,
 OpenAPI schemas and schema validation (fieldValidation=Strict is accepted but
 unknown fields are kept and types are not checked; only names, labels, a
 workload's selector, a CRD's name and the immutable fields above are
@@ -78,7 +102,8 @@ deletion other than a namespace's termination (other deletes are immediate; a
 CRD takes its custom resources at once), garbage collection by
 ownerReferences, Table output (kubectl falls back to client-side printing),
 protobuf and CBOR request bodies (415, so typed kubectl generators such as
-`kubectl create configmap` fail; `kubectl create -f` works), aggregated
+`kubectl create configmap` fail; `kubectl create -f` works; only the two self reviews
+are read in protobuf), aggregated
 discovery (kubectl falls back to the legacy documents), strategic-merge-patch
 directives ($patch, $retainKeys), CRDs with several versions and conversion,
 apply on /scale, scale for custom resources, watch niceties (bookmarks,
@@ -116,6 +141,8 @@ class ResourceType:
     singular: str = ""
     custom: bool = False  # served because a CRD asked for it
     scale_subresource: bool = False  # /scale speaks autoscaling/v1 Scale
+    # Create-only "reviews" (SelfSubjectAccessReview, SelfSubjectReview): answered, never stored.
+    review: bool = False
 
     @property
     def api_version(self) -> str:
@@ -141,7 +168,7 @@ class ResourceType:
             "singularName": self.singular_name,
             "namespaced": self.namespaced,
             "kind": self.kind,
-            "verbs": list(ALL_VERBS),
+            "verbs": ["create"] if self.review else list(ALL_VERBS),
         }
         if self.short_names:
             main["shortNames"] = list(self.short_names)
@@ -212,6 +239,9 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _rt("coordination.k8s.io", "Lease", "leases"),
     _rt("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", False,
         ("crd", "crds"), ("api-extensions",), status=True, gen=True),
+    ResourceType("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False,
+                 review=True),
+    ResourceType("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False, review=True),
 )
 
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -956,6 +986,79 @@ def _decode_body(raw: bytes, content_type: str) -> Any:
         raise bad_request(f"error decoding YAML: {exc}") from None
 
 
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+
+
+def _protobuf_fields(data: bytes) -> list[tuple[int, Any]]:
+    """(field number, value) of one protobuf message: varints as ints, the rest as bytes."""
+    fields: list[tuple[int, Any]] = []
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        value = shift = 0
+        while True:
+            if pos >= len(data):
+                raise bad_request("the protobuf body ends inside a field")
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+
+    while pos < len(data):
+        key = varint()
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            fields.append((number, varint()))
+            continue
+        size = {1: 8, 5: 4}.get(wire_type)
+        if size is None and wire_type == 2:
+            size = varint()
+        if size is None or pos + size > len(data):
+            raise bad_request("the protobuf body is not a valid message")
+        fields.append((number, data[pos:pos + size]))
+        pos += size
+    return fields
+
+
+def _protobuf_strings(data: Any, names: dict[int, str]) -> dict[str, str]:
+    """The non-empty string fields of a message, by JSON name (as Go's omitempty writes them)."""
+    if not isinstance(data, bytes):
+        return {}
+    return {names[n]: v.decode("utf-8", "replace") for n, v in _protobuf_fields(data)
+            if n in names and isinstance(v, bytes) and v}
+
+
+_RESOURCE_ATTRIBUTES = {1: "namespace", 2: "verb", 3: "group", 4: "version", 5: "resource", 6: "subresource",
+                        7: "name"}
+
+
+def decode_review_protobuf(raw: bytes) -> dict[str, Any]:
+    """A SelfSubjectAccessReview or SelfSubjectReview sent in Kubernetes' protobuf encoding,
+    as kubectl's typed clients send them (``kubectl auth can-i``, ``kubectl auth whoami``): the
+    "k8s\\0" magic, a runtime.Unknown envelope, then the review.  Only these two kinds are read;
+    every other protobuf body is refused with a 415."""
+    if not raw.startswith(b"k8s\x00"):
+        raise bad_request("the protobuf body does not start with the Kubernetes magic number")
+    envelope = dict(_protobuf_fields(raw[4:]))
+    type_meta = _protobuf_strings(envelope.get(1), {1: "apiVersion", 2: "kind"})
+    review: dict[str, Any] = {"apiVersion": type_meta.get("apiVersion", ""), "kind": type_meta.get("kind", "")}
+    if review["kind"] == "SelfSubjectAccessReview":
+        spec_fields = dict(_protobuf_fields(envelope.get(2) or b"")).get(2)
+        spec = dict(_protobuf_fields(spec_fields)) if isinstance(spec_fields, bytes) else {}
+        review["spec"] = {}
+        if 1 in spec:
+            review["spec"]["resourceAttributes"] = _protobuf_strings(spec[1], _RESOURCE_ATTRIBUTES)
+        if 2 in spec:
+            review["spec"]["nonResourceAttributes"] = _protobuf_strings(spec[2], {1: "path", 2: "verb"})
+    elif review["kind"] != "SelfSubjectReview":
+        raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                            "application/json, application/yaml", "UnsupportedMediaType", {})
+    return review
+
+
 def json_merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386."""
     if not isinstance(patch, dict):
@@ -1191,6 +1294,75 @@ class Cluster:
             )
             self.types[(rtype.group, rtype.version, rtype.plural)] = rtype
 
+    # -- authorization ------------------------------------------------------- #
+
+    def authorize(self, user: UserInfo, attrs: Attributes) -> tuple[bool, str]:
+        """kube-apiserver's authorizer chain, as (allowed, reason).
+
+        Members of system:masters may do anything (the privileged-group authorizer, which
+        gives no reason).  RBAC decides for everyone else: the rules of the roles that
+        ClusterRoleBindings, then the RoleBindings of the request's namespace, bind the user
+        (by name, group or ServiceAccount) to.  Allowed, the reason names the binding; denied,
+        it lists the roles such bindings refer to that do not exist, or is empty."""
+        if SYSTEM_MASTERS in user.groups:
+            return True, ""
+        errors: list[str] = []
+        with self.lock:
+            for source, rules in self._rules_for(user, attrs.namespace, errors):
+                if any(rule_allows(rule, attrs) for rule in rules):
+                    return True, f"RBAC: allowed by {source}"
+        return False, f"RBAC: {_aggregate(errors)}" if errors else ""
+
+    def _stored_rbac(self, plural: str, namespace: str = "") -> list[dict[str, Any]]:
+        return [o for _, o in sorted((item for item in self.objects.items()
+                                      if item[0][:3] == (RBAC_GROUP, plural, namespace)), key=lambda item: item[0])]
+
+    def _role_rules(self, ref: Any, namespace: str) -> list[dict[str, Any]] | str:
+        """The rules a binding's roleRef grants, or why it grants none (the error RBAC collects)."""
+        ref = ref if isinstance(ref, dict) else {}
+        kind, name = ref.get("kind", ""), str(ref.get("name", ""))
+        if kind == "Role":
+            role = self.objects.get((RBAC_GROUP, "roles", namespace, name)) if namespace else None
+            if role is None:
+                return f"role.{RBAC_GROUP} {_go_quote(name)} not found"
+        elif kind == "ClusterRole":
+            role = self.objects.get((RBAC_GROUP, "clusterroles", "", name))
+            if role is None and name in _BOOTSTRAP_CLUSTER_ROLES:
+                return _BOOTSTRAP_CLUSTER_ROLES[name]
+            if role is None:
+                return f"clusterrole.{RBAC_GROUP} {_go_quote(name)} not found"
+        else:
+            return f"unsupported role reference kind: {_go_quote(str(kind))}"
+        rules = role.get("rules")
+        return [r for r in rules if isinstance(r, dict)] if isinstance(rules, list) else []
+
+    def _rules_for(self, user: UserInfo, namespace: str,
+                   errors: list[str]) -> Iterable[tuple[str, list[dict[str, Any]]]]:
+        """(which binding, its role's rules) for every binding that applies to the user."""
+        stored = self._stored_rbac("clusterrolebindings")
+        taken = {b["metadata"]["name"] for b in stored}
+        builtin = [{"metadata": {"name": name},
+                    "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": name},
+                    "subjects": [{"kind": "Group", "apiGroup": RBAC_GROUP, "name": g} for g in groups]}
+                   for name, groups in _BOOTSTRAP_BINDINGS if name not in taken]
+        scoped = [("", b) for b in builtin + stored]
+        if namespace:
+            scoped += [(namespace, b) for b in self._stored_rbac("rolebindings", namespace)]
+        for binding_namespace, binding in scoped:
+            subjects = binding.get("subjects") if isinstance(binding.get("subjects"), list) else []
+            subject = next((s for s in subjects if _subject_applies(s, user, binding_namespace)), None)
+            if subject is None:
+                continue
+            rules = self._role_rules(binding.get("roleRef"), binding_namespace)
+            if isinstance(rules, str):
+                errors.append(rules)
+                continue
+            name, ref = binding["metadata"]["name"], binding["roleRef"]
+            which = (f"RoleBinding {_go_quote(name + '/' + binding_namespace)}" if binding_namespace
+                     else f"ClusterRoleBinding {_go_quote(name)}")
+            yield (f"{which} of {ref.get('kind', '')} {_go_quote(str(ref.get('name', '')))} to "
+                   f"{_describe_subject(subject, binding_namespace)}"), rules
+
     # -- reads --------------------------------------------------------------- #
 
     @staticmethod
@@ -1256,11 +1428,14 @@ class Cluster:
 
     def write(self, rtype: ResourceType, namespace: str | None, name: str, verb: str, body: Any, *,
               manager: str, subresource: str = "", force: bool = False, dry_run: bool = False,
-              patch_type: str = "") -> tuple[int, dict[str, Any]]:
+              patch_type: str = "", authorize_create: Callable[[], None] | None = None) -> tuple[int, dict[str, Any]]:
         """Create, update, patch or apply one object; returns (HTTP code, object).
 
         The checks run in the order kube-apiserver runs them, so a request with
         several problems gets the same error a real cluster would give.
+        ``authorize_create`` is called (and may raise a 403) when an apply is about to
+        create the object: the request was authorized as a patch, and kube-apiserver
+        asks the authorizer again for "create" once the object is known to be new and valid.
         """
         with self.lock:
             self._check_fail_rules(rtype, namespace, name, "apply" if patch_type == "apply" else verb)
@@ -1293,6 +1468,8 @@ class Cluster:
             self._restore_server_fields(rtype, live, new, namespace, name)
             _apply_defaults(rtype, new, self)
             _validate(rtype, new, live if subresource != "status" else None)
+            if live is None and authorize_create is not None:
+                authorize_create()
 
             if patch_type != "apply":
                 entries = _update_entries(entries, live, new, manager, rtype, subresource)
@@ -2016,6 +2193,278 @@ _CONTROLLERS: dict[str, tuple[str, Callable[[dict[str, Any], Cluster], dict[str,
 
 
 # --------------------------------------------------------------------------- #
+# Authentication, impersonation and RBAC
+# --------------------------------------------------------------------------- #
+
+SYSTEM_MASTERS = "system:masters"
+ALL_AUTHENTICATED = "system:authenticated"
+ALL_UNAUTHENTICATED = "system:unauthenticated"
+ANONYMOUS = "system:anonymous"
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """Who a request is from once authenticated and impersonated (``user.Info``)."""
+
+    name: str
+    groups: tuple[str, ...] = ()
+    uid: str = ""
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+# Every request without a token registered with ``KubeAPIServer.add_user`` -- the kubeconfig
+# the tests write included -- is this user.  Being in system:masters, it passes kube-apiserver's
+# privileged-group authorizer before RBAC is asked, so it may do and impersonate anything.
+ADMIN = UserInfo("kubernetes-admin", (SYSTEM_MASTERS, ALL_AUTHENTICATED))
+
+
+def split_service_account(username: str) -> tuple[str, str] | None:
+    """``system:serviceaccount:<namespace>:<name>`` → (namespace, name); None for any other user
+    name (``serviceaccount.SplitUsername``: a DNS label and a DNS subdomain)."""
+    if not username.startswith(SERVICE_ACCOUNT_PREFIX):
+        return None
+    parts = username[len(SERVICE_ACCOUNT_PREFIX):].split(":")
+    if len(parts) != 2 or _name_problems(parts[0], "label") or _name_problems(parts[1], "subdomain"):
+        return None
+    return parts[0], parts[1]
+
+
+def service_account_groups(namespace: str) -> tuple[str, ...]:
+    """The groups a ServiceAccount is in, besides system:authenticated."""
+    return ("system:serviceaccounts", f"system:serviceaccounts:{namespace}")
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What authorization decides on (``authorizer.Attributes``)."""
+
+    verb: str
+    resource_request: bool
+    path: str = ""
+    api_group: str = ""
+    api_version: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+
+
+_VERB_OF_METHOD = {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch",
+                   "DELETE": "delete"}
+
+
+def request_attributes(method: str, path: str, query: dict[str, str]) -> Attributes:
+    """The attributes kube-apiserver's request-info filter reads off a request.
+
+    ``/api/v1/...`` and ``/apis/<group>/<version>/...`` with a resource are resource requests:
+    GET of an item is get, of a collection list (watch with ``?watch``), POST create, PUT update,
+    PATCH patch (server-side apply included), DELETE of an item delete and of a collection
+    deletecollection.  ``/api/v1/namespaces/<ns>`` is the resource "namespaces" named <ns>
+    *in the namespace <ns>*, so a RoleBinding there can grant reading it.  A list or watch
+    selecting ``metadata.name=<x>`` is about the object <x> (resourceNames apply).  Everything
+    else (``/api``, ``/apis/<group>/<version>``, ``/version``, ``/openapi/v3``) is a non-resource
+    request whose verb is the lower-cased method."""
+    non_resource = Attributes(method.lower(), False, path)
+    trimmed = path.strip("/")
+    parts = trimmed.split("/") if trimmed else []
+    if len(parts) < 3 or parts[0] not in ("api", "apis"):
+        return non_resource
+    prefix, parts = parts[0], parts[1:]
+    group = ""
+    if prefix == "apis":
+        if len(parts) < 3:
+            return non_resource
+        group, parts = parts[0], parts[1:]
+    version, parts = parts[0], parts[1:]
+    verb = _VERB_OF_METHOD.get(method, "")
+    if parts[0] in ("watch", "proxy") and len(parts) >= 2:  # the deprecated verb-in-path forms
+        verb, parts = parts[0], parts[1:]
+    namespace = ""
+    if parts[0] == "namespaces" and len(parts) > 1:
+        namespace = parts[1]
+        if len(parts) > 2 and parts[2] not in ("status", "finalize"):
+            parts = parts[2:]
+    resource = parts[0]
+    name = parts[1] if len(parts) >= 2 else ""
+    subresource = parts[2] if len(parts) >= 3 and verb != "proxy" else ""
+    if not name and verb == "get":
+        watch = query.get("watch")
+        verb = "watch" if watch is not None and watch.lower() not in ("0", "false") else "list"
+        try:
+            selected = [v for f, equal, v in parse_field_selector(query.get("fieldSelector", ""))
+                        if f == "metadata.name" and equal]
+        except ApiError:  # the list itself answers for a bad selector
+            selected = []
+        if selected and not _name_problems(selected[0], "path"):
+            name = selected[0]
+    if not name and verb == "delete":
+        verb = "deletecollection"
+    return Attributes(verb, True, path, group, version, resource, subresource, namespace, name)
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def rule_allows(rule: Any, attrs: Attributes) -> bool:
+    """Whether one PolicyRule covers a request (RBAC's ``RuleAllows``)."""
+    if not isinstance(rule, dict):
+        return False
+    verbs = _strings(rule.get("verbs"))
+    if "*" not in verbs and attrs.verb not in verbs:
+        return False
+    if not attrs.resource_request:
+        return any(url == "*" or url == attrs.path or (url.endswith("*") and attrs.path.startswith(url.rstrip("*")))
+                   for url in _strings(rule.get("nonResourceURLs")))
+    groups = _strings(rule.get("apiGroups"))
+    if "*" not in groups and attrs.api_group not in groups:
+        return False
+    combined = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
+    if not any(r in ("*", combined) or (attrs.subresource and r == f"*/{attrs.subresource}")
+               for r in _strings(rule.get("resources"))):
+        return False
+    names = _strings(rule.get("resourceNames"))
+    return not names or attrs.name in names
+
+
+def _rule(groups: Iterable[str], resources: Iterable[str], verbs: Iterable[str]) -> dict[str, Any]:
+    return {"apiGroups": list(groups), "resources": list(resources), "verbs": list(verbs)}
+
+
+_READ = ("get", "list", "watch")
+_WRITE = ("create", "delete", "deletecollection", "patch", "update")
+_DISCOVERY_URLS = ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz",
+                   "/version", "/version/"]
+
+# The bootstrap policy that lets every authenticated user discover the API and ask about
+# itself.  kube-apiserver stores these ClusterRoles and ClusterRoleBindings; here they are
+# built in (a stored object of the same name takes their place), so listings stay empty.
+_BOOTSTRAP_CLUSTER_ROLES: dict[str, list[dict[str, Any]]] = {
+    "system:discovery": [{"nonResourceURLs": _DISCOVERY_URLS, "verbs": ["get"]}],
+    "system:basic-user": [
+        _rule(["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], ["create"]),
+        _rule(["authentication.k8s.io"], ["selfsubjectreviews"], ["create"]),
+    ],
+    "system:public-info-viewer": [{"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"],
+                                   "verbs": ["get"]}],
+}
+_BOOTSTRAP_BINDINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("system:basic-user", (ALL_AUTHENTICATED,)),
+    ("system:discovery", (ALL_AUTHENTICATED,)),
+    ("system:public-info-viewer", (ALL_AUTHENTICATED, ALL_UNAUTHENTICATED)),
+)
+
+# The user-facing default ClusterRoles of Kubernetes 1.32, with the rules the aggregation
+# controller gives them (view ⊂ edit ⊂ admin).  Stored on request only, by
+# ``KubeAPIServer.add_default_cluster_roles``.
+_VIEW_RULES = [
+    _rule([""], ["configmaps", "endpoints", "persistentvolumeclaims", "persistentvolumeclaims/status", "pods",
+                 "replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts", "services",
+                 "services/status"], _READ),
+    _rule([""], ["bindings", "events", "limitranges", "namespaces/status", "pods/log", "pods/status",
+                 "replicationcontrollers/status", "resourcequotas", "resourcequotas/status"], _READ),
+    _rule([""], ["namespaces"], _READ),
+    _rule(["discovery.k8s.io"], ["endpointslices"], _READ),
+    _rule(["apps"], ["controllerrevisions", "daemonsets", "daemonsets/status", "deployments", "deployments/scale",
+                     "deployments/status", "replicasets", "replicasets/scale", "replicasets/status", "statefulsets",
+                     "statefulsets/scale", "statefulsets/status"], _READ),
+    _rule(["autoscaling"], ["horizontalpodautoscalers", "horizontalpodautoscalers/status"], _READ),
+    _rule(["batch"], ["cronjobs", "cronjobs/status", "jobs", "jobs/status"], _READ),
+    _rule(["extensions"], ["daemonsets", "daemonsets/status", "deployments", "deployments/scale", "deployments/status",
+                           "ingresses", "ingresses/status", "networkpolicies", "replicasets", "replicasets/scale",
+                           "replicasets/status", "replicationcontrollers/scale"], _READ),
+    _rule(["policy"], ["poddisruptionbudgets", "poddisruptionbudgets/status"], _READ),
+    _rule(["networking.k8s.io"], ["ingresses", "ingresses/status", "networkpolicies"], _READ),
+]
+_EDIT_RULES = [
+    _rule([""], ["pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "secrets", "services/proxy"], _READ),
+    _rule([""], ["serviceaccounts"], ["impersonate"]),
+    _rule([""], ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"], _WRITE),
+    _rule([""], ["pods/eviction"], ["create"]),
+    _rule([""], ["configmaps", "events", "persistentvolumeclaims", "replicationcontrollers",
+                 "replicationcontrollers/scale", "secrets", "serviceaccounts", "services", "services/proxy"], _WRITE),
+    _rule([""], ["serviceaccounts/token"], ["create"]),
+    _rule(["apps"], ["daemonsets", "deployments", "deployments/rollback", "deployments/scale", "replicasets",
+                     "replicasets/scale", "statefulsets", "statefulsets/scale"], _WRITE),
+    _rule(["autoscaling"], ["horizontalpodautoscalers"], _WRITE),
+    _rule(["batch"], ["cronjobs", "jobs"], _WRITE),
+    _rule(["extensions"], ["daemonsets", "deployments", "deployments/rollback", "deployments/scale", "ingresses",
+                           "networkpolicies", "replicasets", "replicasets/scale", "replicationcontrollers/scale"],
+          _WRITE),
+    _rule(["policy"], ["poddisruptionbudgets"], _WRITE),
+    _rule(["networking.k8s.io"], ["ingresses", "networkpolicies"], _WRITE),
+    _rule(["coordination.k8s.io"], ["leases"], (*_READ, *_WRITE)),
+]
+_ADMIN_RULES = [
+    _rule(["authorization.k8s.io"], ["localsubjectaccessreviews"], ["create"]),
+    _rule([RBAC_GROUP], ["rolebindings", "roles"], (*_READ, *_WRITE)),
+]
+DEFAULT_CLUSTER_ROLES: dict[str, list[dict[str, Any]]] = {
+    "cluster-admin": [_rule(["*"], ["*"], ["*"]), {"nonResourceURLs": ["*"], "verbs": ["*"]}],
+    "admin": _ADMIN_RULES + _EDIT_RULES + _VIEW_RULES,
+    "edit": _EDIT_RULES + _VIEW_RULES,
+    "view": _VIEW_RULES,
+}
+
+
+def _go_quote(text: str) -> str:
+    """Go's ``%q`` for the strings that occur here."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _aggregate(errors: list[str]) -> str:
+    """``utilerrors.NewAggregate(errs).Error()``: one message, or the distinct ones in brackets."""
+    distinct = list(dict.fromkeys(errors))
+    return distinct[0] if len(distinct) == 1 else "[" + ", ".join(distinct) + "]"
+
+
+def forbidden(user: UserInfo, attrs: Attributes, reason: str = "") -> ApiError:
+    """The 403 kube-apiserver answers a request its authorizers did not allow
+    (``responsewriters.ForbiddenStatusError``)."""
+    if attrs.resource_request:
+        resource = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
+        scope = f"in the namespace {_go_quote(attrs.namespace)}" if attrs.namespace else "at the cluster scope"
+        what = (f"User {_go_quote(user.name)} cannot {attrs.verb} resource {_go_quote(resource)} in API group "
+                f"{_go_quote(attrs.api_group)} {scope}")
+    else:
+        what = f"User {_go_quote(user.name)} cannot {attrs.verb} path {_go_quote(attrs.path)}"
+    # Sanitized so that the message cannot pass for HTML; the reason is not.
+    what = what.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    cause = f"{what}: {reason}" if reason else what
+    qualified = f"{attrs.resource}.{attrs.api_group}" if attrs.api_group else attrs.resource
+    if not qualified:
+        message = f"forbidden: {cause}"
+    elif not attrs.name:
+        message = f"{qualified} is forbidden: {cause}"
+    else:
+        message = f"{qualified} {_go_quote(attrs.name)} is forbidden: {cause}"
+    return ApiError(403, message, "Forbidden", _details(None, attrs.name, kind=attrs.resource, group=attrs.api_group))
+
+
+def _describe_subject(subject: dict[str, Any], binding_namespace: str) -> str:
+    kind, name = str(subject.get("kind", "")), str(subject.get("name", ""))
+    if kind == "ServiceAccount":
+        return f"{kind} {_go_quote(name + '/' + (subject.get('namespace') or binding_namespace))}"
+    return f"{kind} {_go_quote(name)}"
+
+
+def _subject_applies(subject: Any, user: UserInfo, binding_namespace: str) -> bool:
+    if not isinstance(subject, dict):
+        return False
+    kind, name = subject.get("kind"), subject.get("name", "")
+    if kind == "User":
+        return user.name == name
+    if kind == "Group":
+        return name in user.groups
+    if kind == "ServiceAccount":
+        namespace = subject.get("namespace") or binding_namespace
+        return bool(namespace) and user.name == f"{SERVICE_ACCOUNT_PREFIX}{namespace}:{name}"
+    return False
+
+
+# --------------------------------------------------------------------------- #
 # HTTP
 # --------------------------------------------------------------------------- #
 
@@ -2024,6 +2473,16 @@ class RecordedRequest(NamedTuple):
     path: str
     query: dict[str, str]
     content_type: str
+    user: str = ""  # who the request was authorized as: the impersonated user, if any
+
+
+class _PlainTextError(Exception):
+    """An error kube-apiserver answers in plain text (``http.Error``), not as a Status."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
 
 
 @dataclass
@@ -2052,6 +2511,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; every response carries Content-Length or is chunked
     disable_nagle_algorithm = True  # without it each small response waits ~40 ms for delayed ACKs
     server: _HTTPServer
+    user: UserInfo = ADMIN  # who the request being served is from (after impersonation)
+    attrs: Attributes  # what it was authorized as
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from the base class
         pass
@@ -2114,18 +2575,137 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         body = self._read_body()
-        kube._record(RecordedRequest(method, url.path, query, content_type), self.headers.get("Authorization"))
+        self.user = self._authenticate()
         try:
+            try:
+                self.user = self._impersonate(self.user)
+            finally:
+                kube._record(RecordedRequest(method, url.path, query, content_type, self.user.name),
+                             self.headers.get("Authorization"))
+            # Authorization comes before routing: a path nobody may read is 403, not 404.
+            self.attrs = request_attributes(method, url.path, query)
+            self._authorize(self.attrs)
             result = self._route(method, url.path.rstrip("/") or "/", query, content_type, body)
             if result is not None:
                 self._send(*result)
         except ApiError as exc:
             self._send(exc.code, exc.status)
+        except _PlainTextError as exc:
+            self._send(exc.code, exc.text.encode(), "text/plain; charset=utf-8")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as exc:  # a bug here must fail tests loudly, not hang them
             kube.internal_errors.append(traceback.format_exc())
             self._send(500, ApiError(500, f"Internal error occurred: {exc!r}", "InternalError").status)
+
+    # -- authentication, impersonation, authorization ---------------------------- #
+
+    def _authenticate(self) -> UserInfo:
+        """The user of a token registered with ``add_user``; anyone else is the admin."""
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            with self.server.kube.cluster.lock:
+                known = self.server.kube.tokens.get(token.strip())
+            if known is not None:
+                return known
+        return ADMIN
+
+    def _impersonate(self, requestor: UserInfo) -> UserInfo:
+        """kube-apiserver's impersonation filter: who the Impersonate-* headers ask to act as,
+        each part of it authorized ("impersonate") for the requestor first."""
+        user_name = self.headers.get("Impersonate-User", "")
+        groups_asked = self.headers.get_all("Impersonate-Group") or []
+        extras_asked = [(unquote(header[len("impersonate-extra-"):].lower()), value)
+                        for header, value in self.headers.items() if header.lower().startswith("impersonate-extra-")]
+        uid = self.headers.get("Impersonate-Uid", "")
+        if not (user_name or groups_asked or extras_asked or uid):
+            return requestor
+        checks: list[Attributes] = []
+        refs: list[str] = []  # Go's %v of the ObjectReferences, for the one error that prints them
+        groups: list[str] = []
+        service_account = split_service_account(user_name) if user_name else None
+        if service_account is not None:
+            namespace, name = service_account
+            checks.append(Attributes("impersonate", True, resource="serviceaccounts", namespace=namespace, name=name))
+            refs.append(f"{{ServiceAccount {namespace} {name}    }}")
+            if not groups_asked:
+                groups.extend(service_account_groups(namespace))
+        elif user_name:
+            checks.append(Attributes("impersonate", True, resource="users", name=user_name))
+            refs.append(f"{{User  {user_name}    }}")
+        for group in groups_asked:
+            checks.append(Attributes("impersonate", True, resource="groups", name=group))
+            refs.append(f"{{Group  {group}    }}")
+            groups.append(group)
+        extra: dict[str, list[str]] = {}
+        for key, value in extras_asked:
+            checks.append(Attributes("impersonate", True, api_group="authentication.k8s.io", api_version="v1",
+                                     resource="userextras", subresource=key, name=value))
+            refs.append(f"{{UserExtra  {value}  authentication.k8s.io/v1  {key}}}")
+            extra.setdefault(key, []).append(value)
+        if uid:
+            checks.append(Attributes("impersonate", True, api_group="authentication.k8s.io", api_version="v1",
+                                     resource="uids", name=uid))
+            refs.append(f"{{UID  {uid}  authentication.k8s.io/v1  }}")
+        if not user_name:
+            raise _PlainTextError(500, f"Internal Server Error: {_go_quote(self.path)}: requested [{' '.join(refs)}] "
+                                       "without impersonating a user\n")
+        cluster = self.server.kube.cluster
+        for attrs in checks:
+            allowed, reason = cluster.authorize(requestor, attrs)
+            if not allowed:
+                raise forbidden(requestor, attrs, reason)
+        if user_name != ANONYMOUS:
+            if not any(g in (ALL_AUTHENTICATED, ALL_UNAUTHENTICATED) for g in groups):
+                groups.append(ALL_AUTHENTICATED)
+        elif ALL_UNAUTHENTICATED not in groups:
+            groups.append(ALL_UNAUTHENTICATED)
+        return UserInfo(user_name, tuple(groups), uid, tuple((k, tuple(v)) for k, v in extra.items()))
+
+    def _authorize(self, attrs: Attributes) -> None:
+        allowed, reason = self.server.kube.cluster.authorize(self.user, attrs)
+        if not allowed:
+            raise forbidden(self.user, attrs, reason)
+
+    def _review(self, rtype: ResourceType, body: Any) -> tuple[int, dict[str, Any]]:
+        """A SelfSubjectAccessReview (may I ...?) or SelfSubjectReview (who am I?): answered, not stored."""
+        if not isinstance(body, dict):
+            raise bad_request("the object provided is unrecognized (must be a JSON or YAML object)")
+        answer: dict[str, Any] = {"kind": rtype.kind, "apiVersion": rtype.api_version,
+                                  "metadata": {"creationTimestamp": None}}
+        user = self.user
+        if rtype.kind == "SelfSubjectReview":
+            info: dict[str, Any] = {"username": user.name}
+            if user.uid:
+                info["uid"] = user.uid
+            if user.groups:
+                info["groups"] = list(user.groups)
+            if user.extra:
+                info["extra"] = {k: list(v) for k, v in user.extra}
+            answer["status"] = {"userInfo": info}
+            return 201, answer
+        spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+        resource, non_resource = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+        if resource is not None and non_resource is not None:
+            raise invalid("SelfSubjectAccessReview.authorization.k8s.io", "authorization.k8s.io", "", [FieldError(
+                "FieldValueInvalid", "spec.nonResourceAttributes",
+                "cannot be specified in combination with resourceAttributes",
+                GoLiteral("&authorization.NonResourceAttributes{...}"))])
+        if not isinstance(resource, dict) and not isinstance(non_resource, dict):
+            raise invalid("SelfSubjectAccessReview.authorization.k8s.io", "authorization.k8s.io", "", [FieldError(
+                "FieldValueInvalid", "spec.resourceAttributes",
+                "exactly one of nonResourceAttributes or resourceAttributes must be specified", GoLiteral('"null"'))])
+        if isinstance(resource, dict):
+            asked = {k: str(resource.get(k) or "") for k in ("verb", "group", "version", "resource", "subresource",
+                                                             "namespace", "name")}
+            attrs = Attributes(asked["verb"], True, "", asked["group"], asked["version"], asked["resource"],
+                               asked["subresource"], asked["namespace"], asked["name"])
+        else:
+            attrs = Attributes(str(non_resource.get("verb") or ""), False, str(non_resource.get("path") or ""))
+        allowed, reason = self.server.kube.cluster.authorize(user, attrs)
+        answer["spec"] = spec
+        answer["status"] = {"allowed": allowed, **({"reason": reason} if reason else {})}
+        return 201, answer
 
     # -- routing --------------------------------------------------------------- #
 
@@ -2228,6 +2808,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise invalid(f"{options}.meta.k8s.io", "meta.k8s.io", "", [
                 FieldError("FieldValueNotSupported", "dryRun", 'supported values: "All"', query["dryRun"])])
         manager = query.get("fieldManager") or self._default_manager()
+        if t.rtype.review:
+            if method != "POST" or t.name is not None:
+                raise ApiError(405, "the server does not allow this method on the requested resource",
+                               "MethodNotAllowed", {})
+            return self._review(t.rtype, decode_review_protobuf(body) if content_type == PROTOBUF
+                                else _decode_body(body, content_type))
         if t.name is None:
             if method == "GET":
                 if query.get("watch") in ("true", "1"):
@@ -2284,7 +2870,9 @@ class _Handler(BaseHTTPRequestHandler):
         manager = query.get("fieldManager") or self._default_manager()
         code, obj = self.server.kube.cluster.write(
             t.rtype, t.namespace, t.name or "", "patch", patch, manager=manager, subresource=t.subresource,
-            force=query.get("force") in ("true", "1"), dry_run=dry_run, patch_type=patch_type)
+            force=query.get("force") in ("true", "1"), dry_run=dry_run, patch_type=patch_type,
+            authorize_create=(lambda: self._authorize(replace(self.attrs, verb="create"))) if patch_type == "apply"
+            else None)
         return code, obj
 
     def _scale(self, method: str, t: Target, query: dict[str, str], content_type: str, body: bytes, manager: str,
@@ -2407,6 +2995,7 @@ class KubeAPIServer:
 
     def __init__(self) -> None:
         self.cluster = Cluster()
+        self.tokens: dict[str, UserInfo] = {}  # bearer tokens of users other than the admin
         self.requests: list[RecordedRequest] = []
         self.authorization_headers: list[str | None] = []
         self.internal_errors: list[str] = []
@@ -2493,9 +3082,39 @@ class KubeAPIServer:
         """Forget every object, CRD, request and planned failure (resourceVersions keep rising)."""
         with self.cluster.lock:
             self.cluster.reset()
+            self.tokens.clear()
             self.requests.clear()
             self.authorization_headers.clear()
             self.internal_errors.clear()
+
+    def add_user(self, token: str, name: str, groups: Iterable[str] = ()) -> UserInfo:
+        """Let ``Authorization: Bearer <token>`` authenticate as ``name``, as a token authenticator
+        would: a ServiceAccount user (``system:serviceaccount:<ns>:<name>``) is also in its
+        groups, and everyone in system:authenticated.  Unlike the admin, such a user is
+        subject to RBAC, impersonation included.  (kubectl sends no credentials to a plain
+        http server, so its requests are always the admin's; the Python client and raw HTTP
+        send the token.)"""
+        all_groups = list(groups)
+        service_account = split_service_account(name)
+        if service_account is not None:
+            all_groups = [*service_account_groups(service_account[0]), *all_groups]
+        if ALL_AUTHENTICATED not in all_groups:
+            all_groups.append(ALL_AUTHENTICATED)
+        user = UserInfo(name, tuple(dict.fromkeys(all_groups)))
+        with self.cluster.lock:
+            self.tokens[token] = user
+        return user
+
+    def add_default_cluster_roles(self) -> None:
+        """Store the ClusterRoles every cluster has for people: cluster-admin, admin, edit and
+        view, with the rules Kubernetes 1.32 aggregates into them (no aggregationRule: nothing
+        here aggregates), so that tests can bind them as they would on a real cluster."""
+        for name, rules in DEFAULT_CLUSTER_ROLES.items():
+            self.apply_object({
+                "apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRole",
+                "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+                             "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+                "rules": copy.deepcopy(rules)}, field_manager="kube-apiserver")
 
     def get_object(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         with self.cluster.lock:
