@@ -18,6 +18,7 @@ from herald.settings import Settings, state_dir_problem
 
 if TYPE_CHECKING:
     from herald.cluster_config import ClusterConfig
+    from reconciler.fleet import Fleet
 
 log = logging.getLogger("herald")
 
@@ -218,9 +219,13 @@ def _start(target: Callable[[threading.Event], None], stop: threading.Event, nam
     return t
 
 
-def _watch(source: ClusterConfig | None, updates: list[Callable[[config_mod.Config], None]]) -> None:
-    """With --from-cluster: hand every new configuration to each component, from now on."""
+def _watch(source: ClusterConfig | Fleet | None, updates: list[Callable[[config_mod.Config], None]]) -> None:
+    """With --from-cluster, or a fleet: hand every new configuration to each component, from now on."""
     if source is None:
+        return
+    if not hasattr(source, "start"):  # a fleet changes when a render changes it
+        for update in updates:
+            source.subscribe(update)
         return
     for update in updates:
         source.subscribe(update)
@@ -255,6 +260,13 @@ def cmd_run(command: str, settings: Settings) -> int:
 
     source = _from_cluster(settings, command) if settings.from_cluster else None
     cfg = source.config if source is not None else _load(settings)
+    fleet = None
+    if source is None and command in ("serve", "worker"):
+        # The Flux objects each Kustomization renders join the configuration (reconciler.fleet).
+        from reconciler.fleet import Fleet
+
+        fleet = Fleet(settings.config, settings.secrets_dir or None, settings.state_dir)
+        cfg = fleet.config
     if command != "notifier" or not settings.broker_url:  # Git cache, embedded bus, thread memory
         _usable_state_dir(settings, command)
     bus = open_bus(settings.broker_url or None, settings.state_dir)
@@ -273,7 +285,7 @@ def cmd_run(command: str, settings: Settings) -> int:
         if command in ("serve", "worker"):
             from reconciler.worker import Reconciler
 
-            reconciler = Reconciler(cfg, bus, settings.state_dir)
+            reconciler = Reconciler(cfg, bus, settings.state_dir, fleet=fleet)
             updates.append(reconciler.update)
             threads.append(_start(reconciler.run, stop, "reconciler"))
         if command in ("serve", "notifier"):
@@ -288,10 +300,10 @@ def cmd_run(command: str, settings: Settings) -> int:
 
             app = create_app(cfg, bus, settings)
             updates.append(app.extensions["herald"]["update"])
-            _watch(source, updates)
+            _watch(source or fleet, updates)
             serve_in_process(app, settings, stop)  # until SIGTERM or SIGINT
         else:
-            _watch(source, updates)
+            _watch(source or fleet, updates)
             _stop_on_signals(stop)
             stop.wait()
     finally:

@@ -41,7 +41,7 @@ from herald import config as config_mod
 from herald.config import Config
 from herald.schema import Diagnostic
 from herald.settings import Settings
-from herald.yamlsrc import Document, LocDict, LocList
+from herald.yamlsrc import Document, located
 from reconciler.kube import (
     ApiRefusal,
     ClusterUnreachable,
@@ -181,20 +181,6 @@ class ClusterApi:
 
 # ---- objects as documents -----------------------------------------------------------------
 
-def _located(value: Any) -> Any:
-    """A JSON value as the loader's LocDict/LocList (line 0: an object has no lines)."""
-    if isinstance(value, dict):
-        out = LocDict()
-        for k, v in value.items():
-            out[k] = _located(v)
-        return out
-    if isinstance(value, list):
-        items = LocList()
-        items.extend(_located(v) for v in value)
-        return items
-    return value
-
-
 def _cleaned(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     """What the user wrote: server-set metadata (uid, managedFields, ...) and status dropped,
     so that checking an object reports only the user's own fields."""
@@ -209,7 +195,7 @@ def _cleaned(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def object_document(key: Key, obj: dict[str, Any]) -> Document:
-    return Document(source_of(*key), 0, _located(_cleaned(key[0], obj)))
+    return Document(source_of(*key), 0, located(_cleaned(key[0], obj)))
 
 
 def _fingerprint(kind: str, obj: dict[str, Any]) -> str:

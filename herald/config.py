@@ -951,11 +951,20 @@ def source_location(source: str) -> tuple[str, int]:
     return (path, int(line)) if path and line.isdigit() else (source, 0)
 
 
-def check(paths: Iterable[str | Path], secrets_dir: str | Path | None = None) -> tuple[Config, list[Diagnostic]]:
-    """Read and check the configuration; return what could be built and every diagnostic."""
+def check(paths: Iterable[str | Path], secrets_dir: str | Path | None = None,
+          extra: Iterable[Document] = ()) -> tuple[Config, list[Diagnostic]]:
+    """Read and check the configuration; return what could be built and every diagnostic.
+    `extra`: documents from elsewhere (a Kustomization's render: reconciler.fleet), after the files."""
     out: list[Diagnostic] = []
     cfg = Config(secrets_dir=Path(secrets_dir) if secrets_dir else None)
+    paths = list(paths)
+    rendered = list(extra)
     docs = read_documents(paths, out)
+    if rendered:
+        # A render that holds an object of the files (the bootstrap gotk-sync.yaml, which its own
+        # Kustomization applies from Git) supersedes it: Git is what Flux follows after bootstrap.
+        superseded = {_identity(d) for d in rendered} - {None}
+        docs = rendered + [d for d in docs if _identity(d) not in superseded]
     add_documents(cfg, docs, out)
     if not docs and not any(d.severity == "error" for d in out):
         out.append(Diagnostic(", ".join(str(p) for p in paths) or "-", 0,

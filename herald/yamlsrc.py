@@ -271,6 +271,21 @@ class Document:
     data: Any
 
 
+def located(value: Any) -> Any:
+    """A JSON value as the loader's LocDict/LocList (line 0: it has no lines of its own), so
+    objects that come from elsewhere (the cluster, a render) are checked like files."""
+    if isinstance(value, dict):
+        out = LocDict()
+        for k, v in value.items():
+            out[k] = located(v)
+        return out
+    if isinstance(value, list):
+        items = LocList()
+        items.extend(located(v) for v in value)
+        return items
+    return value
+
+
 class YAMLSyntaxError(Exception):
     def __init__(self, path: str, line: int, message: str):
         super().__init__(f"{path}:{line}: {message}")

@@ -85,6 +85,7 @@ from reconciler.coalesce import (
     State,
     kustomization_scope,
 )
+from reconciler.fleet import Fleet, key_of
 from reconciler.git import GitCache, GitError, Revision, resolve_url
 from reconciler.health import HealthCheckFailed, go_duration, wait_for
 from reconciler.images.poller import ImagePoller
@@ -96,7 +97,7 @@ from reconciler.inventory import (
     Record,
     owner_labels,
 )
-from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, sort_key
+from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, KindNotServed, sort_key
 from reconciler.locks import (
     PROCESS_STORE,
     KubeLeaseStore,
@@ -200,10 +201,21 @@ class _Result:
     retry_after: float | None = None
     commit_status: bool = True
     elapsed: float = 0.0
+    notes: list[str] = field(default_factory=list)  # lines after the outcome's own (reconciler.fleet)
+    events: list[Event] = field(default_factory=list)  # about other objects (a refused child Kustomization)
 
     @property
     def ok(self) -> bool:
         return self.reason in ("ReconciliationSucceeded", "ClusterNotConfigured")
+
+
+def _served(cluster: Cluster, m: Manifest) -> bool:
+    """Whether the cluster serves the object's kind (its CRD is installed and established)."""
+    try:
+        cluster.resource(m.api_version, m.kind)
+    except KindNotServed:
+        return False
+    return True
 
 
 def dependency_order(kustomizations: list[Kustomization]) -> list[Kustomization]:
@@ -230,12 +242,14 @@ def dependency_order(kustomizations: list[Kustomization]) -> list[Kustomization]
 
 class Reconciler:
     def __init__(self, cfg: Config, bus: Bus, state_dir: Path, cluster: Cluster | None | str = "auto",
-                 poll_interval: float = 1.0, settings: WorkerSettings | None = None):
+                 poll_interval: float = 1.0, settings: WorkerSettings | None = None, fleet: Fleet | None = None):
         """`cluster="auto"` finds one from the environment on first use (kubeconfig or
         in-cluster); None means no cluster: render and report what would be applied.
         `poll_interval` is how often health checks look again. `settings` (default: from the
-        environment) sets the reconcile threads, the Lease duration, coalescing and polling."""
+        environment) sets the reconcile threads, the Lease duration, coalescing and polling.
+        `fleet`: the Flux objects each render holds become configuration (reconciler.fleet)."""
         self.cfg = cfg
+        self.fleet = fleet
         self.bus = bus
         self.state_dir = Path(state_dir)
         self.git = GitCache(self.state_dir / "git")
@@ -418,6 +432,7 @@ class Reconciler:
             metrics.RECONCILES.labels(ks.meta.namespace, ks.meta.name, result.reason).inc()
             metrics.RECONCILE_SECONDS.labels(result.reason).observe(result.elapsed)
             results.append((ks, result))
+            outcome.events.extend(result.events)
             (outcome.succeeded if result.ok else outcome.failed).append(
                 kustomization_scope(ks.meta.namespace, ks.meta.name))
             if result.retry:
@@ -456,7 +471,7 @@ class Reconciler:
 
     def _final_event(self, ks: Kustomization, revision: str, note: str, result: _Result, outcome: Outcome,
                      attempt: Attempt | None) -> Event:
-        lines = list(result.lines)
+        lines = [*result.lines, *result.notes]
         elapsed = go_duration(result.elapsed)
         if result.tail == "finished":
             lines.append(f"Reconciliation finished in {elapsed}, next run in {go_duration(ks.interval)}")
@@ -486,6 +501,14 @@ class Reconciler:
 
     def _reconcile_kustomization(self, ks: Kustomization, repo: GitRepository, revision: Revision,
                                  progress: Callable[[Event], None] | None = None) -> _Result:
+        notes: list[str] = []
+        events: list[Event] = []
+        result = self._reconcile_one(ks, repo, revision, progress, notes, events)
+        result.notes, result.events = notes, events
+        return result
+
+    def _reconcile_one(self, ks: Kustomization, repo: GitRepository, revision: Revision,
+                       progress: Callable[[Event], None] | None, notes: list[str], events: list[Event]) -> _Result:
         name = f"Kustomization/{ks.meta.namespace}/{ks.meta.name}"
 
         try:
@@ -518,6 +541,8 @@ class Reconciler:
                 return _Result(SEVERITY_ERROR, "BuildFailed", [str(exc)], "failed")
 
             manifests = sorted(rendered.manifests, key=sort_key)
+            if self.fleet is not None:
+                manifests = self._take_configuration(ks, revision, manifests, cluster, notes, events)
             if cluster is None or store is None or record is None:
                 listing = [m.ref() for m in manifests] or ["(no objects)"]
                 log.info("%s %s: no cluster configured; would apply %d objects", name, revision, len(manifests))
@@ -535,6 +560,57 @@ class Reconciler:
             text = f"the Kubernetes API server refused a request{reason}: {exc.message}"
             return _Result(SEVERITY_ERROR, "ReconciliationFailed", [text], "failed", text if exc.transient else "",
                          ks.retry_interval)
+
+    def _take_configuration(self, ks: Kustomization, revision: Revision, manifests: list[Manifest],
+                            cluster: Cluster | None, notes: list[str], events: list[Event]) -> list[Manifest]:
+        """The render's Flux objects become configuration (`reconciler.fleet`); what is left to
+        apply: taken objects only where their CRD is served, Flux kinds Herald does not act on
+        likewise, refused objects never. New and changed Kustomizations and GitRepositories are
+        reconciled at once, as Flux's controllers would on seeing them."""
+        assert self.fleet is not None
+        taken = self.fleet.take(ks, str(revision), manifests)
+        refused = {key for key, _ in taken.refused}
+        consumed = {id(m) for m in taken.consumed}
+        inert = {id(m) for m in taken.inert}
+        unserved: list[str] = []
+        kept: list[Manifest] = []
+        for m in manifests:
+            if key_of(m) in refused and id(m) in consumed:
+                continue
+            if (id(m) in consumed or id(m) in inert) and cluster is not None and not _served(cluster, m):
+                unserved.append(m.ref())
+                continue
+            kept.append(m)
+        for (kind, ns, name), why in taken.refused:
+            events.append(Event.for_object(kind, name, ns, severity=SEVERITY_ERROR, reason="ConfigurationRefused",
+                                           message=f"not reconciled: {why}",
+                                           metadata={"revision": str(revision)}))
+        said = [f"{kind}/{ns}/{name} ({how})" for how, keys in
+                (("added", taken.added), ("changed", taken.changed), ("removed", taken.removed))
+                for kind, ns, name in keys]
+        if said:
+            notes.append("Configuration from this render: " + ", ".join(said))
+        if refused:
+            notes.append("Refused as configuration (not reconciled, not applied): "
+                         + ", ".join(f"{k}/{n}/{o}" for k, n, o in sorted(refused)))
+        if unserved:
+            notes.append("Not applied, their CRDs are not served by the cluster: " + ", ".join(unserved))
+        acted_on = [m.ref() for m in taken.inert if m.ref() not in unserved]
+        if acted_on:
+            notes.append("Applied, but Herald does not act on these kinds (their Flux controllers would): "
+                         + ", ".join(acted_on))
+        for kind, ns, name in [*taken.added, *taken.changed]:
+            if kind in ("Kustomization", "GitRepository") and (kind, ns, name) != ("Kustomization", *ks.meta.key):
+                # Not `origin.revision`: the run that rendered it has applied that commit, but
+                # without this object, which coalescing would otherwise take as done.
+                follow = ReconcileRequest(kind=kind, name=name, namespace=ns, reason="configuration",
+                                          origin={"owner": f"Kustomization/{ks.meta.namespace}/{ks.meta.name}",
+                                                  "ownerRevision": str(revision)})
+                try:
+                    self.bus.publish(RECONCILE_QUEUE, follow.to_json(), message_id=follow.id)
+                except BusError as exc:  # the interval timer reconciles it later
+                    log.warning("cannot ask for the reconcile of %s %s/%s: %s", kind, ns, name, exc)
+        return kept
 
     def _render(self, ks: Kustomization, repo: GitRepository, sha: str) -> Rendered:
         """The Kustomization's objects at `sha` (`reconciler.build`, which plans use too)."""

@@ -1,0 +1,220 @@
+"""A fleet's configuration, built the way Flux builds it: from what its Kustomizations render.
+
+Flux users bootstrap a cluster with `clusters/<name>/flux-system/gotk-sync.yaml`: one
+GitRepository and one Kustomization. That Kustomization applies `clusters/<name>`, which holds
+more Kustomizations (their namespace, `interval` and `prune` often set by the folder's
+`kustomization.yaml` and its patches), which apply more folders. Flux knows the fleet only
+because the objects each render produces land in the cluster and its controllers watch them.
+
+Herald reads its configuration from files, so `herald serve -c gotk-sync.yaml` alone would know
+two objects. `Fleet` closes the loop: each time a Kustomization renders, the Flux objects in
+its render (GitRepository, Kustomization, Receiver, Provider, Alert, the image automation kinds,
+and Secrets) become configuration *owned* by that Kustomization, checked by the same rules as
+files (`herald.config.check`), with the namespace and patches the build gave them. A new
+configuration is handed to every subscriber at once; no restart. An object that disappears
+from its owner's render goes, and so does everything an owner owned once the owner itself is
+gone (a child Kustomization removed from its parent's folder takes its own children along).
+
+What each render's objects become:
+- **taken**: kinds Herald acts on. They join the configuration; they are applied to the
+  cluster only when their CRD is served there (`Taken.consumed`), else left out of the apply
+  and named once in the event;
+- **inert**: Flux kinds Herald does not act on (HelmRelease, HelmRepository, OCIRepository for
+  now, ExternalArtifact, FluxInstance, ...): applied as ordinary objects when their CRD exists,
+  and named in the event, so nobody believes Herald runs them;
+- **refused**: taken kinds whose configuration Herald refuses (a field that would change what,
+  where or as whom it applies; a broken reference). They stay out of the configuration, so
+  they are never reconciled, and each gets an error event of its own.
+
+What a render contributed is kept under the state directory (Secrets excepted: a decrypted
+Secret never touches the disk), so a restart knows the whole fleet before the bootstrap
+Kustomization has run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from herald.config import API_VERSIONS, Config, Diagnostic, check
+from herald.model import Kustomization
+from herald.yamlsrc import Document, located
+from reconciler.render import Manifest
+
+log = logging.getLogger(__name__)
+
+OwnerKey = tuple[str, str]  # (namespace, name) of the Kustomization whose render it came from
+ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
+
+# The API groups of Flux's own kinds (and its operator's): a kind of these that Herald does not
+# take as configuration is *inert* under Herald, and said so.
+FLUX_GROUPS = ("toolkit.fluxcd.io", "fluxcd.controlplane.io", "source.extensions.fluxcd.io")
+MAX_DEPTH = 16  # owners of owners: deeper than any fleet nests, shallow enough to stop a cycle
+
+
+def _group(api_version: str) -> str:
+    return api_version.rpartition("/")[0] if "/" in api_version else ""
+
+
+def is_taken(m: Manifest) -> bool:
+    """Whether Herald takes this object as configuration (a kind and apiVersion it reads)."""
+    return m.kind in API_VERSIONS and m.api_version in API_VERSIONS[m.kind]
+
+
+def is_inert(m: Manifest) -> bool:
+    """A Flux kind that Herald does not act on."""
+    return not is_taken(m) and any(_group(m.api_version).endswith(g) for g in FLUX_GROUPS)
+
+
+def key_of(m: Manifest) -> ObjectKey:
+    return m.kind, m.namespace or "default", m.name
+
+
+@dataclass
+class Taken:
+    """What a Kustomization's render gave the configuration, and what changed because of it."""
+
+    consumed: list[Manifest] = field(default_factory=list)  # taken as configuration
+    inert: list[Manifest] = field(default_factory=list)
+    refused: list[tuple[ObjectKey, str]] = field(default_factory=list)  # object, why (file:line: message)
+    added: list[ObjectKey] = field(default_factory=list)  # in the configuration now, not before
+    changed: list[ObjectKey] = field(default_factory=list)
+    removed: list[ObjectKey] = field(default_factory=list)
+
+
+class Fleet:
+    """The configuration: the files (`paths`), plus what each Kustomization's render owns."""
+
+    def __init__(self, paths: Iterable[str | Path], secrets_dir: str | Path | None, state_dir: Path) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.secrets_dir = secrets_dir
+        self.store = Path(state_dir) / "fleet"
+        self._lock = threading.Lock()
+        self._owned: dict[OwnerKey, list[Document]] = self._load()
+        self._listeners: list[Callable[[Config], None]] = []
+        self.config, self.diagnostics = self._build(self._owned)
+
+    # ---- reading and writing what renders owned -----------------------------------------
+
+    def _file(self, owner: OwnerKey) -> Path:
+        return self.store / owner[0] / f"{owner[1]}.json"
+
+    def _load(self) -> dict[OwnerKey, list[Document]]:
+        owned: dict[OwnerKey, list[Document]] = {}
+        if not self.store.is_dir():
+            return owned
+        for path in sorted(self.store.glob("*/*.json")):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                docs = [Document(str(d["source"]), 0, located(d["object"])) for d in data["objects"]]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("fleet: %s cannot be read (%s); its owner's objects come back at its next run",
+                            path, exc)
+                continue
+            owned[(path.parent.name, path.stem)] = docs
+        return owned
+
+    def _save(self, owner: OwnerKey, docs: list[Document]) -> None:
+        target = self._file(owner)
+        kept = [{"source": d.path, "object": d.data} for d in docs if d.data.get("kind") != "Secret"]
+        if not docs:
+            target.unlink(missing_ok=True)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"objects": kept}, separators=(",", ":")), encoding="utf-8")
+        tmp.replace(target)
+
+    # ---- building -------------------------------------------------------------------------
+
+    def _build(self, owned: dict[OwnerKey, list[Document]]) -> tuple[Config, list[Diagnostic]]:
+        """The files plus the documents of every owner that is itself in the configuration:
+        grown from the files outwards, so a removed owner's objects go with it."""
+        included: set[OwnerKey] = set()
+        cfg, diagnostics = check(self.paths, self.secrets_dir)
+        for _ in range(MAX_DEPTH):
+            present = {k for k in owned if k in cfg.kustomizations}
+            if present == included:
+                break
+            included = present
+            extra = [d for k in sorted(included) for d in owned[k]]
+            cfg, diagnostics = check(self.paths, self.secrets_dir, extra)
+        return cfg, diagnostics
+
+    def subscribe(self, listener: Callable[[Config], None]) -> None:
+        self._listeners.append(listener)
+
+    def take(self, owner: Kustomization, revision: str, manifests: Iterable[Manifest]) -> Taken:
+        """Record what `owner`'s render at `revision` holds; hand a changed configuration to
+        every subscriber. Secrets in the render join the configuration too (a Receiver's
+        token may live beside it) but are applied like any other object."""
+        key = owner.meta.key
+        where = f"Kustomization {key[0]}/{key[1]}@{revision}"
+        taken = Taken()
+        docs: list[Document] = []
+        for m in manifests:
+            if is_taken(m):
+                if m.kind != "Secret":
+                    taken.consumed.append(m)
+                docs.append(Document(_doc_path(where, m), 0, located(m.obj)))
+            elif is_inert(m):
+                taken.inert.append(m)
+        with self._lock:
+            before = self.config
+            owned = dict(self._owned)
+            if docs:
+                owned[key] = docs
+            else:
+                owned.pop(key, None)
+            cfg, diagnostics = self._build(owned)
+            self._owned = owned
+            self.config, self.diagnostics = cfg, diagnostics
+            self._save(key, docs)
+        paths = {_doc_path(where, m): key_of(m) for m in taken.consumed}
+        for d in diagnostics:
+            if d.severity == "error" and d.path in paths:
+                taken.refused.append((paths[d.path], d.message))
+        _diff(before, cfg, taken)
+        if before is not cfg and (taken.added or taken.changed or taken.removed):
+            for listener in list(self._listeners):
+                listener(cfg)
+        return taken
+
+
+def _doc_path(where: str, m: Manifest) -> str:
+    """Where a rendered object came from, as diagnostics name it: unique per object (a
+    kustomize build has one source for all of its objects)."""
+    return f"{where}: {m.ref()} from {m.source or '-'}"
+
+
+def _objects(cfg: Config) -> dict[ObjectKey, Any]:
+    out: dict[ObjectKey, Any] = {}
+    for kind in API_VERSIONS:
+        if kind == "Secret":
+            continue
+        for (ns, name), obj in cfg.by_kind(kind).items():
+            out[(kind, ns, name)] = obj
+    return out
+
+
+def _diff(before: Config, after: Config, taken: Taken) -> None:
+    old, new = _objects(before), _objects(after)
+    taken.added = sorted(k for k in new if k not in old)
+    taken.removed = sorted(k for k in old if k not in new)
+    taken.changed = sorted(k for k in new if k in old and _spec(new[k]) != _spec(old[k]))
+
+
+def _spec(obj: Any) -> Any:
+    """An object without where it was read from: a render that moved it has not changed it."""
+    meta = getattr(obj, "meta", None)
+    if meta is None:
+        return obj
+    import dataclasses
+
+    return dataclasses.replace(obj, meta=dataclasses.replace(meta, source=""))
