@@ -139,6 +139,28 @@ def _semver_range() -> Check:
     return check
 
 
+def _health_check_exprs() -> Check:
+    """A Kustomization's healthCheckExprs: CEL compiled as kustomize-controller compiles it
+    (reconciler.cel_health), so a bad expression is a file:line error, not a stalled rollout."""
+
+    def check(v: Any, path: str, line: int, ctx: Ctx) -> Any:
+        if not isinstance(v, list) or not all(isinstance(e, dict) for e in v):
+            ctx.error(line, f"{path}: must be a list of {{apiVersion, kind, current, inProgress, failed}}, "
+                            f"got {type_name(v)}")
+            return None
+        from reconciler.cel_health import ExprError, compile_exprs
+
+        plain = [{k: val for k, val in e.items()} for e in v]
+        try:
+            compile_exprs(plain, path=path)
+        except ExprError as exc:
+            ctx.error(line, str(exc))
+            return None
+        return plain
+
+    return check
+
+
 def _image() -> Check:
     """ImageRepository.spec.image: a repository, refused with image-reflector-controller's
     own words when it holds a scheme, a tag or a digest."""
@@ -278,10 +300,6 @@ _KUSTOMIZATION_NOT_YET: dict[str, str] = {
              "succeeds, so the Kustomization is not reconciled until Herald implements it",
     "deletionPolicy": "Flux decides with it whether deleting the Kustomization deletes its objects; ignoring it "
                       "could delete what was to be orphaned, so the Kustomization is not reconciled",
-    "healthChecks": "Flux waits for these objects before it calls the Kustomization ready (and before its "
-                    "dependents apply); ignoring them would apply dependents too early",
-    "healthCheckExprs": "Flux judges custom resources' health with these CEL expressions; ignoring them would "
-                        "call the Kustomization ready (and apply its dependents) too early",
 }
 
 _SPECS: dict[str, Obj] = {
@@ -347,7 +365,11 @@ _SPECS: dict[str, Obj] = {
          "path": string(), "prune": boolean(), "interval": duration(),
          "retryInterval": duration(), "targetNamespace": _name,
          "dependsOn": list_of(Obj({"name": _name, "namespace": _name}, required=("name",))),
-         "wait": boolean(), "timeout": duration(), "suspend": boolean()},
+         "wait": boolean(), "timeout": duration(), "suspend": boolean(),
+         "healthChecks": list_of(Obj({"apiVersion": string(nonempty=True), "kind": string(nonempty=True),
+                                      "name": _name, "namespace": _name},
+                                     required=("apiVersion", "kind", "name"))),
+         "healthCheckExprs": _health_check_exprs()},
         required=("sourceRef", "interval", "prune"),
         refused=_KUSTOMIZATION_NOT_YET,
     ),
@@ -555,7 +577,11 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
             retry_interval=spec.get("retryInterval"), target_namespace=spec.get("targetNamespace") or "",
             depends_on=tuple(m.ResourceRef(kind="Kustomization", name=d["name"], namespace=d.get("namespace"))
                              for d in spec.get("dependsOn") or ()),
-            wait=bool(spec.get("wait")), timeout=spec.get("timeout"), suspend=bool(spec.get("suspend")))
+            wait=bool(spec.get("wait")), timeout=spec.get("timeout"), suspend=bool(spec.get("suspend")),
+            health_checks=tuple(m.HealthCheckRef(api_version=h["apiVersion"], kind=h["kind"], name=h["name"],
+                                                 namespace=h.get("namespace") or "")
+                                for h in spec.get("healthChecks") or ()),
+            health_check_exprs=tuple(spec.get("healthCheckExprs") or ()))
     if kind in IMAGE_KINDS:
         return _build_image_kind(kind, meta, spec)
     if kind == "Secret":

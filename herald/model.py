@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,19 @@ class GitRepository:
 
 
 @dataclass(frozen=True)
+class HealthCheckRef:
+    """An object a Kustomization's `healthChecks` waits for (it need not be one it applies)."""
+
+    api_version: str
+    kind: str
+    name: str
+    namespace: str = ""  # "" for a cluster-scoped object
+
+    def ref(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
 class Kustomization:
     meta: Meta
     source_ref: ResourceRef
@@ -142,6 +156,9 @@ class Kustomization:
     wait: bool = False
     timeout: float | None = None
     suspend: bool = False
+    health_checks: tuple[HealthCheckRef, ...] = ()
+    # `spec.healthCheckExprs` as written (checked at load by reconciler.cel_health; compiled there)
+    health_check_exprs: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

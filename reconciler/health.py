@@ -354,6 +354,30 @@ def assess(obj: dict[str, Any] | None) -> Health:
     return _BUILTIN.get(key, _ready_condition)(obj)
 
 
+def with_expressions(exprs: Iterable[dict[str, Any]]) -> Callable[[dict[str, Any] | None], Health]:
+    """`assess`, with a Kustomization's healthCheckExprs (CEL, `reconciler.cel_health`) deciding
+    for the kinds they name, as kustomize-controller's CEL status reader does. An expression
+    that cannot be evaluated (a field the object does not have yet) leaves the object in
+    progress with the error as its message, as Flux reports it Unknown and waits on."""
+    from reconciler.cel_health import EvalError, compile_exprs, evaluate, find
+
+    compiled = compile_exprs(list(exprs))
+
+    def judge(obj: dict[str, Any] | None) -> Health:
+        if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
+            return assess(obj)
+        expr = find(compiled, str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        if expr is None:
+            return assess(obj)
+        try:
+            verdict = evaluate(expr, obj)
+        except EvalError as exc:
+            return Health(IN_PROGRESS, str(exc))
+        return Health(verdict.status, verdict.message)
+
+    return judge
+
+
 class HealthCheckFailed(Exception):
     def __init__(self, message: str, unhealthy: list[tuple[str, Health]]) -> None:
         super().__init__(message)
@@ -383,9 +407,10 @@ def _describe(ref: str, h: Health) -> str:
 
 def wait_for(objects: Iterable[tuple[str, Callable[[], dict[str, Any] | None]]], timeout: float,
              interval: float = 0.5, clock: Callable[[], float] = time.monotonic,
-             gone_ok: Collection[str] = ()) -> float:
+             gone_ok: Collection[str] = (), judge: Callable[[dict[str, Any] | None], Health] | None = None) -> float:
     """Poll each (ref, getter) until all are current; return the seconds it took. An object of
     `gone_ok` (Jobs with ttlSecondsAfterFinished) also counts as current once it is not found.
+    `judge` replaces `assess` (a Kustomization's healthCheckExprs: `with_expressions`).
 
     Raises HealthCheckFailed naming every object that is not current, with why."""
     pending = list(objects)
@@ -394,7 +419,7 @@ def wait_for(objects: Iterable[tuple[str, Callable[[], dict[str, Any] | None]]],
     while True:
         unhealthy = []
         for ref, getter in pending:
-            h = assess(getter())
+            h = (judge or assess)(getter())
             if not h.current and not (h.status == NOT_FOUND and ref in gone_ok):
                 unhealthy.append((ref, h))
         if not unhealthy:

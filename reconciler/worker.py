@@ -87,7 +87,7 @@ from reconciler.coalesce import (
 )
 from reconciler.fleet import Fleet, key_of
 from reconciler.git import GitCache, GitError, Revision, resolve_url
-from reconciler.health import HealthCheckFailed, go_duration, wait_for
+from reconciler.health import HealthCheckFailed, go_duration, wait_for, with_expressions
 from reconciler.images.poller import ImagePoller
 from reconciler.images.worker import ImageWorker
 from reconciler.inventory import (
@@ -647,7 +647,11 @@ class Reconciler:
             return _Result(SEVERITY_ERROR, "PruneFailed", [*lines, *pruned.errors], "failed",
                          "prune failed (transient)" if pruned.transient else "", ks.retry_interval)
 
-        if ks.wait and len(record.inventory):
+        # As Flux: `wait` checks everything applied; otherwise `healthChecks` names what to wait for
+        # (objects of other Kustomizations or controllers too). healthCheckExprs judge their kinds.
+        targets = (self._health_targets(cluster, record.inventory) if ks.wait
+                   else self._health_check_targets(cluster, ks))
+        if targets:
             self._record(store, record, "Unknown", "Progressing",
                          f"Running health checks for revision {revision} with a timeout of {go_duration(timeout)}",
                          revision)
@@ -655,8 +659,8 @@ class Reconciler:
                 # Flux's JobsWithTTL: such a Job, deleted by the TTL controller once finished, is done.
                 ttl_jobs = {m.ref() for m in manifests if m.kind == "Job" and m.api_version.startswith("batch/")
                             and (m.obj.get("spec") or {}).get("ttlSecondsAfterFinished") is not None}
-                took = wait_for(self._health_targets(cluster, record.inventory), timeout, self.poll_interval,
-                                gone_ok=ttl_jobs)
+                took = wait_for(targets, timeout, self.poll_interval, gone_ok=ttl_jobs,
+                                judge=with_expressions(ks.health_check_exprs) if ks.health_check_exprs else None)
             except HealthCheckFailed as exc:
                 log.error("%s %s: %s", name, revision, exc)
                 self._record(store, record, "False", "HealthCheckFailed", str(exc), revision)
@@ -667,19 +671,25 @@ class Reconciler:
                      applied=True)
         return _Result(SEVERITY_INFO, "ReconciliationSucceeded", lines or ["no objects"], "finished")
 
-    def _health_targets(self, cluster: Cluster, inventory: Inventory) -> list[tuple[str, Callable[[], dict | None]]]:
+    def _getter(self, cluster: Cluster, api_version: str, kind: str, namespace: str | None,
+                name: str) -> Callable[[], dict | None]:
         stop = self._stop
 
-        def getter(api_version: str, kind: str, namespace: str | None, name: str) -> Callable[[], dict | None]:
-            def get() -> dict | None:
-                if stop.is_set():  # a health wait may last minutes: a stopping worker hands it back
-                    raise ShuttingDown("worker shutting down during the health check; handing the request back")
-                return cluster.get(api_version, kind, namespace, name)
+        def get() -> dict | None:
+            if stop.is_set():  # a health wait may last minutes: a stopping worker hands it back
+                raise ShuttingDown("worker shutting down during the health check; handing the request back")
+            return cluster.get(api_version, kind, namespace, name)  # None for a kind not served (yet)
 
-            return get
+        return get
 
-        return [(e.oid.ref(), getter(e.oid.api_version(e.version), e.oid.kind, e.oid.namespace or None, e.oid.name))
+    def _health_targets(self, cluster: Cluster, inventory: Inventory) -> list[tuple[str, Callable[[], dict | None]]]:
+        return [(e.oid.ref(), self._getter(cluster, e.oid.api_version(e.version), e.oid.kind, e.oid.namespace or None,
+                                           e.oid.name))
                 for e in inventory.ordered()]
+
+    def _health_check_targets(self, cluster: Cluster, ks: Kustomization) -> list[tuple[str, Callable[[], dict | None]]]:
+        return [(h.ref(), self._getter(cluster, h.api_version, h.kind, h.namespace or None, h.name))
+                for h in ks.health_checks]
 
     @staticmethod
     def _record(store: InventoryStore, record: Record, ready: str, reason: str, message: str, revision: Revision,
