@@ -5,9 +5,14 @@ right after its CRD was applied), get, server-side apply and its dry run (field 
 `herald`, conflicts forced), and delete. Everything else -- stages, diffs, recreation,
 pruning, health -- is decided in `reconciler.apply`, `reconciler.prune` and `reconciler.health`.
 
+A `Cluster` can act as another user for every request, as kustomize-controller does for a
+Kustomization's `spec.serviceAccountName`: `cluster.impersonating("system:serviceaccount:<ns>:<name>")`
+sends kube-apiserver's `Impersonate-User` (and `Impersonate-Group`) headers, so that RBAC
+decides with that ServiceAccount's rights.
+
 Errors come in two kinds: `ClusterUnreachable` when no answer came at all (worth a retry of
 the whole reconcile), and `ApiRefusal` when the API server answered with a Status, which
-carries its code, reason and message in the API server's own words.
+carries its code, reason and message in the API server's own words (a 403 of RBAC among them).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import datetime
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -184,30 +190,133 @@ def request_json(api_client: k8s_client.ApiClient, method: str, path: str,
             from None
 
 
+def _is_impersonation_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in ("impersonate-user", "impersonate-group", "impersonate-uid") or \
+        lowered.startswith("impersonate-extra-")
+
+
+class _ImpersonatingApiClient(k8s_client.ApiClient):
+    """An ApiClient that acts as another user: kube-apiserver's Impersonate-* headers on every request.
+
+    It shares its parent's `Configuration` -- server, TLS, proxies, and the credentials the
+    refresh hook renews -- but has its own default headers and connection pool, so nothing
+    it sends leaks into its parent's requests. The headers are added where the request is
+    sent, as separate header lines: the generated client's header dict can hold one value
+    per name, and kube-apiserver reads each `Impersonate-Group` line as one group (a comma
+    is part of a group's name)."""
+
+    def __init__(self, parent: k8s_client.ApiClient, user: str, groups: Sequence[str]) -> None:
+        super().__init__(parent.configuration)
+        self.default_headers = {k: v for k, v in parent.default_headers.items() if not _is_impersonation_header(k)}
+        self.cookie = parent.cookie
+        self.impersonation = [("Impersonate-User", user)] + [("Impersonate-Group", g) for g in groups]
+
+    def call_api(self, method: str, url: str, header_params: Any = None, body: Any = None,
+                 post_params: Any = None, _request_timeout: Any = None) -> Any:
+        headers = urllib3.HTTPHeaderDict({k: v for k, v in (header_params or {}).items()
+                                          if not _is_impersonation_header(k)})
+        for name, value in self.impersonation:
+            headers.add(name, value)
+        return super().call_api(method, url, headers, body, post_params, _request_timeout)
+
+
 class Cluster:
     """A connection to one API server; discovery is cached and refreshed on a miss."""
 
-    def __init__(self, api_client: k8s_client.ApiClient, cache_dir: Path | None = None):
+    def __init__(self, api_client: k8s_client.ApiClient, cache_dir: Path | None = None, *,
+                 _impersonated: tuple[str, tuple[str, ...]] | None = None):
         self.api_client = api_client
         self._resources: dict[tuple[str, str], Any] = {}
+        self._cache_dir = cache_dir
+        # Who this Cluster acts as when it impersonates (None: the credentials' own user),
+        # the Cluster it was derived from, and the impersonating Clusters derived from it.
+        self.user: str | None = _impersonated[0] if _impersonated else None
+        self.groups: tuple[str, ...] = _impersonated[1] if _impersonated else ()
+        self._origin: Cluster = self
+        self._impersonations: dict[tuple[str, tuple[str, ...]], Cluster] = {}
+        self._impersonations_lock = threading.Lock()
         _throttle_refresh_hook(api_client.configuration)
-        cache_file = None
+        self._cache_file: str | None = None
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
             host = api_client.configuration.host.replace("://", "_").replace("/", "_").replace(":", "_")
-            cache_file = str(cache_dir / f"discovery-{host}.json")
+            self._cache_file = str(cache_dir / f"discovery-{host}.json")
+        self._dyn: DynamicClient | None = None
+        self._dyn_lock = threading.Lock()
+        if _impersonated is None:
+            self._dyn = self._discover()
+        # An impersonating Cluster reads discovery as its user, on its first lookup: getting
+        # one costs no request, and a refused impersonation is the refusal of a request.
+
+    def _discover(self) -> DynamicClient:
         try:
-            self.dyn = DynamicClient(api_client, cache_file=cache_file)
+            return DynamicClient(self.api_client, cache_file=self._cache_file)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _unreachable(exc) from None
         except ApiException as exc:
-            raise ClusterUnreachable(f"Kubernetes discovery failed: {_refusal(exc).message}") from None
+            raise self._discovery_failed(exc) from None
+
+    def _discovery_failed(self, exc: ApiException) -> Exception:
+        """A discovery request answered with an error. For an impersonating Cluster a 401 or
+        403 is a refusal (impersonation not allowed, or the user may not read discovery), not
+        an unreachable server."""
+        refusal = _refusal(exc)
+        if self.user is not None and refusal.code in (401, 403):
+            return refusal
+        return ClusterUnreachable(f"Kubernetes discovery failed: {refusal.message}")
+
+    @property
+    def dyn(self) -> DynamicClient:
+        """The dynamic client that reads and caches discovery (created on first use when impersonating)."""
+        if self._dyn is None:
+            with self._dyn_lock:
+                if self._dyn is None:
+                    self._dyn = self._discover()
+        return self._dyn
 
     @classmethod
     def from_environment(cls, cache_dir: Path | None = None) -> Cluster | None:
         """In-cluster credentials, else KUBECONFIG / ~/.kube/config; None when neither exists."""
         api = api_client_from_environment()
         return None if api is None else cls(api, cache_dir)
+
+    # ---- impersonation ------------------------------------------------------------------
+
+    def impersonating(self, user: str, groups: Sequence[str] = ()) -> Cluster:
+        """This API server as `user` (and `groups`) for every request: apply, dry run, get,
+        list, delete and discovery, as kustomize-controller does with a Kustomization's
+        `spec.serviceAccountName` (user `system:serviceaccount:<namespace>:<name>`, no groups:
+        the API server adds a ServiceAccount's own).
+
+        The credentials must be allowed to impersonate (verb `impersonate` on `users`,
+        `serviceaccounts` or `groups`); then RBAC decides with the impersonated user's rights,
+        and a refusal is an `ApiRefusal` with code 403 and the API server's message.
+
+        The returned Cluster shares this one's connection settings and credentials and, when
+        it was given a cache_dir, its discovery cache file (discovery is the same for every
+        user); it sends the headers through a client of its own, so this Cluster never does.
+        Getting it sends no request: it reads discovery, as its user, when first needed. One
+        Cluster per identity is kept and returned again. Impersonations do not nest:
+        impersonating from an impersonating Cluster acts as the new user for the original
+        credentials."""
+        groups = tuple(groups)
+        if not user:
+            raise ValueError("impersonating needs a user name")
+        if any(not g for g in groups):
+            raise ValueError("an impersonated group cannot be empty")
+        if any(c in value for value in (user, *groups) for c in "\r\n\0"):
+            raise ValueError(f"cannot impersonate {user!r} {list(groups)!r}: line breaks in a header")
+        origin = self._origin
+        key = (user, groups)
+        with origin._impersonations_lock:
+            found = origin._impersonations.get(key)
+            if found is None:
+                found = Cluster(_ImpersonatingApiClient(origin.api_client, user, groups), origin._cache_dir,
+                                _impersonated=key)
+                found._origin = origin
+                origin._impersonations[key] = found
+        return found
 
     # ---- discovery ----------------------------------------------------------------------
 
@@ -228,7 +337,7 @@ class Cluster:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _unreachable(exc) from None
         except ApiException as exc:
-            raise ClusterUnreachable(f"Kubernetes discovery failed: {_refusal(exc).message}") from None
+            raise self._discovery_failed(exc) from None
 
     def refresh_discovery(self) -> None:
         self._resources = {}
