@@ -24,7 +24,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ForbiddenError
 
 from .kubeapi import KubeAPIServer, request_attributes
-from .test_kubeapi import KubectlRunner, api_client, deployment, kubectl  # noqa: F401 (api_client, kubectl: the fixtures)
+from .test_kubeapi import KubectlRunner, api_client, deployment, kubectl  # noqa: F401 (fixtures)
 
 FLUX = "system:serviceaccount:team-a:flux"
 AS_FLUX = f"--as={FLUX}"
