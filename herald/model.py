@@ -159,6 +159,9 @@ class Kustomization:
     health_checks: tuple[HealthCheckRef, ...] = ()
     # `spec.healthCheckExprs` as written (checked at load by reconciler.cel_health; compiled there)
     health_check_exprs: tuple[dict[str, Any], ...] = ()
+    post_build: dict[str, Any] | None = None  # `spec.postBuild` as written (reconciler.postbuild)
+    decryption: bool = False  # `spec.decryption` with provider sops
+    decryption_secret: str | None = None  # its secretRef: the keys (`*.agekey`)
 
 
 @dataclass(frozen=True)

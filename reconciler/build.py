@@ -13,6 +13,7 @@ from pathlib import Path
 
 from herald.model import GitRepository, Kustomization
 from reconciler.git import GitCache
+from reconciler.postbuild import Read, finish
 from reconciler.render import (
     Rendered,
     RenderError,
@@ -23,9 +24,17 @@ from reconciler.render import (
 )
 
 
-def build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path) -> Rendered:
-    """`ks`'s render at `sha` of `repo` (fetched into `git` already). Raises GitError or
-    RenderError with a message for the user."""
+def build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path,
+          read: Read | None = None) -> Rendered:
+    """`ks`'s render at `sha` of `repo` (fetched into `git` already), decrypted and substituted
+    as its spec asks (`reconciler.postbuild`; `read` finds the ConfigMaps and Secrets those
+    name). Raises GitError or RenderError with a message for the user."""
+    rendered = _build(git, ks, repo, sha, workdir)
+    rendered.manifests = finish(ks, rendered.manifests, read)
+    return rendered
+
+
+def _build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path) -> Rendered:
     folder = tree_folder(ks.path)
     entries = git.list_tree(repo, sha, folder)
     files = [e for e in entries if e.is_file]

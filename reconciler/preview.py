@@ -25,6 +25,7 @@ from reconciler.inventory import InventoryStore, owner_labels
 from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable
 from reconciler.order import sort_key
 from reconciler.plan import Plan, plan_kustomization
+from reconciler.postbuild import reader
 from reconciler.render import Manifest, RenderError
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class Planner:
         workdir = (self.state_dir / "work-plans" / f"{os.getpid()}-{threading.get_ident()}"
                    / ks.meta.namespace / ks.meta.name)
         try:
-            rendered = build(self.git, ks, repo, revision.sha, workdir)
+            rendered = build(self.git, ks, repo, revision.sha, workdir, reader(self.cluster, self.cfg))
         except (GitError, RenderError) as exc:
             result.error = f"build failed: {exc}"
             return

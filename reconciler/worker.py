@@ -107,6 +107,7 @@ from reconciler.locks import (
     LockUnavailable,
 )
 from reconciler.plans import PlanWorker
+from reconciler.postbuild import reader
 from reconciler.poller import Poller
 from reconciler.prune import PruneResult, prune
 from reconciler.render import Manifest, Rendered, RenderError
@@ -616,7 +617,7 @@ class Reconciler:
         """The Kustomization's objects at `sha` (`reconciler.build`, which plans use too)."""
         workdir = (self.state_dir / "work" / f"{os.getpid()}-{threading.get_ident()}" / ks.meta.namespace
                    / ks.meta.name)
-        return build(self.git, ks, repo, sha, workdir)
+        return build(self.git, ks, repo, sha, workdir, reader(self._cluster_or_none(), self.cfg))
 
     def _apply(self, ks: Kustomization, cluster: Cluster, store: InventoryStore, record: Record,
                manifests: list[Manifest], revision: Revision, name: str) -> _Result:

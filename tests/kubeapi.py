@@ -1991,6 +1991,14 @@ def _apply_defaults(rtype: ResourceType, obj: dict[str, Any], cluster: Cluster) 
     if rtype.custom:
         return
     kind, spec = rtype.kind, obj.get("spec")
+    if kind == "Secret" and isinstance(obj.get("stringData"), dict):
+        # As the Secret strategy does: stringData is write-only, merged into data (base64) and
+        # never stored, so a Secret read back holds its values under data only.
+        data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+        for key, value in obj.pop("stringData").items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        obj["data"] = data
+        return
     if kind == "Namespace":
         obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
         _setdefault(obj, ("spec", "finalizers"), ["kubernetes"])
