@@ -287,12 +287,6 @@ _KUSTOMIZATION_NOT_YET: dict[str, str] = {
                           "identity would bypass the tenant's RBAC, so the Kustomization is not reconciled",
     "kubeConfig": "Flux applies to the cluster this kubeconfig names; applying to Herald's own cluster instead "
                   "would put the manifests in the wrong place, so the Kustomization is not reconciled",
-    "patches": f"Flux patches the objects it builds; {_WHAT}",
-    "images": f"Flux overrides image names and tags; {_WHAT}",
-    "components": f"Flux adds kustomize components to the build; {_WHAT}",
-    "namePrefix": f"Flux renames every object; {_WHAT}",
-    "nameSuffix": f"Flux renames every object; {_WHAT}",
-    "commonMetadata": f"Flux labels and annotates every object; {_WHAT}",
     "force": "Flux recreates objects whose immutable fields changed; without it Herald would fail where Flux "
              "succeeds, so the Kustomization is not reconciled until Herald implements it",
     "deletionPolicy": "Flux decides with it whether deleting the Kustomization deletes its objects; ignoring it "
@@ -372,6 +366,16 @@ _SPECS: dict[str, Obj] = {
                                                           "name": _name, "optional": boolean()},
                                                          required=("kind", "name"))),
                            "substituteStrategy": string(choices=("WithVariables", "Always"))}),
+         "patches": list_of(Obj({"patch": string(nonempty=True),
+                                 "target": Obj({k: string() for k in ("group", "version", "kind", "name", "namespace",
+                                                                      "labelSelector", "annotationSelector")})},
+                                required=("patch",))),
+         "images": list_of(Obj({"name": string(nonempty=True), "newName": string(), "newTag": string(),
+                                "digest": string()}, required=("name",))),
+         "components": list_of(string(nonempty=True)),
+         "ignoreMissingComponents": boolean(),
+         "namePrefix": string(), "nameSuffix": string(),
+         "commonMetadata": Obj({"labels": string_map(), "annotations": string_map()}),
          "decryption": Obj({"provider": string(choices=("sops",)), "secretRef": _ref},
                            required=("provider",),
                            refused={"serviceAccountName": "Flux decrypts with this ServiceAccount's cloud KMS "
@@ -590,7 +594,10 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
             health_check_exprs=tuple(spec.get("healthCheckExprs") or ()),
             post_build=spec.get("postBuild") if "postBuild" in spec else None,
             decryption="decryption" in spec,
-            decryption_secret=((spec.get("decryption") or {}).get("secretRef") or {}).get("name"))
+            decryption_secret=((spec.get("decryption") or {}).get("secretRef") or {}).get("name"),
+            generator={k: spec[k] for k in ("patches", "images", "components", "namePrefix", "nameSuffix",
+                                            "ignoreMissingComponents") if spec.get(k) not in (None, [], "")},
+            common_metadata=spec.get("commonMetadata") or None)
     if kind in IMAGE_KINDS:
         return _build_image_kind(kind, meta, spec)
     if kind == "Secret":

@@ -162,6 +162,10 @@ class Kustomization:
     post_build: dict[str, Any] | None = None  # `spec.postBuild` as written (reconciler.postbuild)
     decryption: bool = False  # `spec.decryption` with provider sops
     decryption_secret: str | None = None  # its secretRef: the keys (`*.agekey`)
+    # What Flux's generator writes into the build's kustomization.yaml, as written: patches,
+    # images, components, namePrefix, nameSuffix, ignoreMissingComponents (reconciler.generate).
+    generator: dict[str, Any] = field(default_factory=dict)
+    common_metadata: dict[str, Any] | None = None  # labels/annotations set on every object after the build
 
 
 @dataclass(frozen=True)

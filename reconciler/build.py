@@ -12,9 +12,11 @@ import shutil
 from pathlib import Path
 
 from herald.model import GitRepository, Kustomization
+from reconciler.generate import GenerateError, apply_common_metadata, generate
 from reconciler.git import GitCache
 from reconciler.postbuild import Read, finish
 from reconciler.render import (
+    Manifest,
     Rendered,
     RenderError,
     plain_files,
@@ -29,9 +31,30 @@ def build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workd
     """`ks`'s render at `sha` of `repo` (fetched into `git` already), decrypted and substituted
     as its spec asks (`reconciler.postbuild`; `read` finds the ConfigMaps and Secrets those
     name). Raises GitError or RenderError with a message for the user."""
-    rendered = _build(git, ks, repo, sha, workdir)
+    rendered = _generated(git, ks, repo, sha, workdir) if ks.generator else _build(git, ks, repo, sha, workdir)
     rendered.manifests = finish(ks, rendered.manifests, read)
+    if ks.common_metadata:  # after the substitution, as kustomize-controller sets it
+        objs = apply_common_metadata([m.obj for m in rendered.manifests], ks.common_metadata)
+        rendered.manifests = [Manifest(obj, m.source) for obj, m in zip(objs, rendered.manifests, strict=True)]
     return rendered
+
+
+def _generated(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path) -> Rendered:
+    """A Kustomization with patches, images, components or a name prefix or suffix: built by
+    kustomize from the kustomization.yaml Flux's generator would write (`reconciler.generate`),
+    in a checkout of its own, the namespace included (kustomize's transformer, as in Flux)."""
+    spec = dict(ks.generator)
+    if ks.target_namespace:
+        spec["targetNamespace"] = ks.target_namespace
+    try:
+        git.export(repo, sha, workdir)
+        try:
+            generate(workdir, workdir / tree_folder(ks.path), spec)
+        except GenerateError as exc:
+            raise RenderError(str(exc)) from None
+        return render(workdir, ks.path)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path) -> Rendered:
