@@ -283,8 +283,6 @@ _WHAT = ("ignoring it would change what Herald applies, so the Kustomization is 
 # literal `${cluster_name}`, an unpatched Deployment), with Herald's own rights instead of a
 # tenant's, onto the hub instead of the spoke, or Secrets still encrypted. So they are refused.
 _KUSTOMIZATION_NOT_YET: dict[str, str] = {
-    "serviceAccountName": "Flux applies as this ServiceAccount (impersonation); applying with Herald's own "
-                          "identity would bypass the tenant's RBAC, so the Kustomization is not reconciled",
     "kubeConfig": "Flux applies to the cluster this kubeconfig names; applying to Herald's own cluster instead "
                   "would put the manifests in the wrong place, so the Kustomization is not reconciled",
     "force": "Flux recreates objects whose immutable fields changed; without it Herald would fail where Flux "
@@ -374,7 +372,7 @@ _SPECS: dict[str, Obj] = {
                                 "digest": string()}, required=("name",))),
          "components": list_of(string(nonempty=True)),
          "ignoreMissingComponents": boolean(),
-         "namePrefix": string(), "nameSuffix": string(),
+         "namePrefix": string(), "nameSuffix": string(), "serviceAccountName": _name,
          "commonMetadata": Obj({"labels": string_map(), "annotations": string_map()}),
          "decryption": Obj({"provider": string(choices=("sops",)), "secretRef": _ref},
                            required=("provider",),
@@ -597,7 +595,8 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
             decryption_secret=((spec.get("decryption") or {}).get("secretRef") or {}).get("name"),
             generator={k: spec[k] for k in ("patches", "images", "components", "namePrefix", "nameSuffix",
                                             "ignoreMissingComponents") if spec.get(k) not in (None, [], "")},
-            common_metadata=spec.get("commonMetadata") or None)
+            common_metadata=spec.get("commonMetadata") or None,
+            service_account_name=spec.get("serviceAccountName") or "")
     if kind in IMAGE_KINDS:
         return _build_image_kind(kind, meta, spec)
     if kind == "Secret":

@@ -166,6 +166,7 @@ class Kustomization:
     # images, components, namePrefix, nameSuffix, ignoreMissingComponents (reconciler.generate).
     generator: dict[str, Any] = field(default_factory=dict)
     common_metadata: dict[str, Any] | None = None  # labels/annotations set on every object after the build
+    service_account_name: str = ""  # apply as system:serviceaccount:<namespace>:<this> (impersonation)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
+from herald.model import Kustomization
 from reconciler.order import sort_key
 from reconciler.render import Manifest
 
@@ -472,3 +473,11 @@ class Cluster:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.2)
+
+
+def acting_as(cluster: Cluster, ks: Kustomization) -> Cluster:
+    """The cluster as the Kustomization's `serviceAccountName` (kustomize-controller's
+    impersonation of `system:serviceaccount:<namespace>:<name>`), or as Herald when it has none."""
+    if not ks.service_account_name:
+        return cluster
+    return cluster.impersonating(f"system:serviceaccount:{ks.meta.namespace}:{ks.service_account_name}")

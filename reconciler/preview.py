@@ -22,7 +22,7 @@ from herald.model import GitRef, GitRepository, Kustomization
 from reconciler.build import build
 from reconciler.git import GitCache, GitError, Revision, resolve_url
 from reconciler.inventory import InventoryStore, owner_labels
-from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable
+from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, acting_as
 from reconciler.order import sort_key
 from reconciler.plan import Plan, plan_kustomization
 from reconciler.postbuild import reader
@@ -135,7 +135,7 @@ class Planner:
         try:
             inventory = InventoryStore(self.cluster, ks.meta.namespace, ks.meta.name).load().inventory
             result.plan = plan_kustomization(
-                self.cluster, result.manifests, inventory, owner_labels(ks.meta.name, ks.meta.namespace),
+                acting_as(self.cluster, ks), result.manifests, inventory, owner_labels(ks.meta.name, ks.meta.namespace),
                 prune=ks.prune, protected_namespaces={k.meta.namespace for k in self.cfg.kustomizations.values()})
         except ClusterUnreachable as exc:
             result.error = f"the cluster cannot be reached: {exc}"

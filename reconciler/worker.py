@@ -97,7 +97,7 @@ from reconciler.inventory import (
     Record,
     owner_labels,
 )
-from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, KindNotServed, sort_key
+from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, KindNotServed, acting_as, sort_key
 from reconciler.locks import (
     PROCESS_STORE,
     KubeLeaseStore,
@@ -623,6 +623,10 @@ class Reconciler:
                manifests: list[Manifest], revision: Revision, name: str) -> _Result:
         timeout = ks.timeout or ks.interval
         owner = owner_labels(ks.meta.name, ks.meta.namespace)
+        # As kustomize-controller: a Kustomization with serviceAccountName applies, prunes and
+        # reads health as that ServiceAccount (impersonation), so the tenant's RBAC decides; its
+        # inventory and Lease stay Herald's own, as the Kustomization's status stays Flux's.
+        cluster = acting_as(cluster, ks)
         engine = ApplyEngine(cluster, owner, record.inventory, timeout, poll=self.poll_interval,
                              concurrency=self.settings.apply_concurrency,
                              dry_run_unchanged=self.settings.dry_run_unchanged)

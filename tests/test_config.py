@@ -264,7 +264,6 @@ def test_flux_manifests_load_unchanged_with_warnings_for_fields_herald_ignores(t
 
 
 @pytest.mark.parametrize(("kind", "field", "value", "why"), [
-    ("Kustomization", "serviceAccountName", "tenant", "bypass the tenant's RBAC"),
     ("Kustomization", "kubeConfig", "{secretRef: {name: spoke}}", "wrong place"),
     ("Kustomization", "deletionPolicy", "Orphan", "could delete what was to be orphaned"),
     ("Kustomization", "force", "true", "recreates objects"),
