@@ -139,6 +139,13 @@ def _semver_range() -> Check:
     return check
 
 
+def _kubeconfig_secret(out: dict[str, Any], loc: LocDict, path: str, ctx: Ctx) -> None:
+    """kubeConfig without a secretRef (nor the refused configMapRef) would apply to Herald's own
+    cluster instead of the one meant: required."""
+    if not out.get("secretRef"):
+        ctx.error(loc.line, f"{path}.secretRef: required field is missing (the Secret holding the kubeconfig)")
+
+
 def _health_check_exprs() -> Check:
     """A Kustomization's healthCheckExprs: CEL compiled as kustomize-controller compiles it
     (reconciler.cel_health), so a bad expression is a file:line error, not a stalled rollout."""
@@ -283,8 +290,6 @@ _WHAT = ("ignoring it would change what Herald applies, so the Kustomization is 
 # literal `${cluster_name}`, an unpatched Deployment), with Herald's own rights instead of a
 # tenant's, onto the hub instead of the spoke, or Secrets still encrypted. So they are refused.
 _KUSTOMIZATION_NOT_YET: dict[str, str] = {
-    "kubeConfig": "Flux applies to the cluster this kubeconfig names; applying to Herald's own cluster instead "
-                  "would put the manifests in the wrong place, so the Kustomization is not reconciled",
     "force": "Flux recreates objects whose immutable fields changed; without it Herald would fail where Flux "
              "succeeds, so the Kustomization is not reconciled until Herald implements it",
     "deletionPolicy": "Flux decides with it whether deleting the Kustomization deletes its objects; ignoring it "
@@ -373,6 +378,11 @@ _SPECS: dict[str, Obj] = {
          "components": list_of(string(nonempty=True)),
          "ignoreMissingComponents": boolean(),
          "namePrefix": string(), "nameSuffix": string(), "serviceAccountName": _name,
+         "kubeConfig": Obj({"secretRef": Obj({"name": _name, "key": string()}, required=("name",))},
+                           extra=_kubeconfig_secret,
+                           refused={"configMapRef": "Flux builds this kubeconfig from a cloud provider's workload "
+                                                    "identity; Herald has none (put a kubeconfig in a Secret and "
+                                                    "name it in secretRef)"}),
          "commonMetadata": Obj({"labels": string_map(), "annotations": string_map()}),
          "decryption": Obj({"provider": string(choices=("sops",)), "secretRef": _ref},
                            required=("provider",),
@@ -596,7 +606,9 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
             generator={k: spec[k] for k in ("patches", "images", "components", "namePrefix", "nameSuffix",
                                             "ignoreMissingComponents") if spec.get(k) not in (None, [], "")},
             common_metadata=spec.get("commonMetadata") or None,
-            service_account_name=spec.get("serviceAccountName") or "")
+            service_account_name=spec.get("serviceAccountName") or "",
+            kube_config_secret=((spec.get("kubeConfig") or {}).get("secretRef") or {}).get("name") or "",
+            kube_config_key=((spec.get("kubeConfig") or {}).get("secretRef") or {}).get("key") or "")
     if kind in IMAGE_KINDS:
         return _build_image_kind(kind, meta, spec)
     if kind == "Secret":

@@ -167,6 +167,8 @@ class Kustomization:
     generator: dict[str, Any] = field(default_factory=dict)
     common_metadata: dict[str, Any] | None = None  # labels/annotations set on every object after the build
     service_account_name: str = ""  # apply as system:serviceaccount:<namespace>:<this> (impersonation)
+    kube_config_secret: str = ""  # spec.kubeConfig.secretRef: apply to the cluster its kubeconfig names
+    kube_config_key: str = ""  # its key; "" for Flux's `value` / `value.yaml`
 
 
 @dataclass(frozen=True)

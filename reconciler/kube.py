@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
+import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -146,6 +147,28 @@ def api_client_from_environment() -> k8s_client.ApiClient | None:
         return k8s_config.new_client_from_config(config_file=candidates[0])
     except ConfigException as exc:
         raise ClusterUnreachable(f"kubeconfig {candidates[0]} is not usable: {exc}") from None
+
+
+def api_client_from_kubeconfig(text: str, where: str) -> k8s_client.ApiClient:
+    """A client for the cluster a kubeconfig document names (its current context), as
+    kustomize-controller reads `spec.kubeConfig.secretRef`. Raises ClusterUnreachable naming
+    `where` (the Secret and key), never quoting the kubeconfig: it holds credentials."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ClusterUnreachable(f"{where}: not a kubeconfig (not YAML)") from None
+    if not isinstance(data, dict) or not data.get("clusters"):
+        raise ClusterUnreachable(f"{where}: not a kubeconfig (no clusters)")
+    for entry in data.get("users") or []:
+        user = (entry or {}).get("user") or {}
+        if "exec" in user or "auth-provider" in user:
+            # Flux refuses these too unless --insecure-kubeconfig-exec: they run commands.
+            raise ClusterUnreachable(f"{where}: a kubeconfig whose user runs a command (exec or auth-provider) "
+                                     "is refused")
+    try:
+        return k8s_config.new_client_from_config_dict(data)
+    except (ConfigException, ValueError, TypeError, KeyError) as exc:
+        raise ClusterUnreachable(f"{where}: kubeconfig is not usable: {type(exc).__name__}") from None
 
 
 def refusal(status: int, reason: str, data: bytes | None) -> ApiRefusal:

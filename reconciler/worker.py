@@ -44,6 +44,7 @@ interval instead.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -97,7 +98,15 @@ from reconciler.inventory import (
     Record,
     owner_labels,
 )
-from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, KindNotServed, acting_as, sort_key
+from reconciler.kube import (
+    ApiRefusal,
+    Cluster,
+    ClusterUnreachable,
+    KindNotServed,
+    acting_as,
+    api_client_from_kubeconfig,
+    sort_key,
+)
 from reconciler.locks import (
     PROCESS_STORE,
     KubeLeaseStore,
@@ -107,8 +116,8 @@ from reconciler.locks import (
     LockUnavailable,
 )
 from reconciler.plans import PlanWorker
-from reconciler.postbuild import reader
 from reconciler.poller import Poller
+from reconciler.postbuild import reader
 from reconciler.prune import PruneResult, prune
 from reconciler.render import Manifest, Rendered, RenderError
 
@@ -210,6 +219,10 @@ class _Result:
         return self.reason in ("ReconciliationSucceeded", "ClusterNotConfigured")
 
 
+class RemoteClusterError(Exception):
+    """`spec.kubeConfig` names no usable cluster: a configuration problem, not an outage of Herald's own."""
+
+
 def _served(cluster: Cluster, m: Manifest) -> bool:
     """Whether the cluster serves the object's kind (its CRD is installed and established)."""
     try:
@@ -255,6 +268,7 @@ class Reconciler:
         self.state_dir = Path(state_dir)
         self.git = GitCache(self.state_dir / "git")
         self._cluster = cluster
+        self._remotes: dict[tuple[str, str, str], Cluster] = {}  # spec.kubeConfig's clusters, by Secret and content
         self._lock = threading.Lock()
         self.poll_interval = poll_interval
         self.settings = settings or WorkerSettings.from_env()
@@ -342,6 +356,31 @@ class Reconciler:
                     log.warning("no Kubernetes cluster configured (no kubeconfig, not in a cluster): "
                                 "reconciles will render and report without applying")
             return self._cluster  # type: ignore[return-value]
+
+    def _remote_cluster(self, ks: Kustomization, cluster: Cluster) -> Cluster:
+        """The cluster `spec.kubeConfig.secretRef` names (a hub applying to a spoke, as in Flux):
+        the kubeconfig under the Secret's `key`, else `value`, else `value.yaml`, read from the
+        Kustomization's namespace. The inventory and the Lease stay in Herald's own cluster."""
+        ns, secret = ks.meta.namespace, ks.kube_config_secret
+        data = reader(cluster, self.cfg)("Secret", ns, secret)
+        if data is None:
+            raise RemoteClusterError(f"spec.kubeConfig.secretRef: Secret {ns}/{secret} not found")
+        key = ks.kube_config_key or next((k for k in ("value", "value.yaml") if k in data), "value")
+        text = data.get(key)
+        if not text:
+            raise RemoteClusterError(f"spec.kubeConfig.secretRef: Secret {ns}/{secret} has no key '{key}'")
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        with self._lock:
+            found = self._remotes.get((ns, secret, digest))
+            if found is None:
+                try:
+                    api = api_client_from_kubeconfig(text, f"spec.kubeConfig.secretRef: Secret {ns}/{secret} key "
+                                                           f"'{key}'")
+                except ClusterUnreachable as exc:
+                    raise RemoteClusterError(str(exc)) from None
+                found = Cluster(api, self.state_dir / "kube-remote" / digest)
+                self._remotes[(ns, secret, digest)] = found
+            return found
 
     def _forget_cluster(self) -> None:
         with self._lock:
@@ -542,15 +581,25 @@ class Reconciler:
                 return _Result(SEVERITY_ERROR, "BuildFailed", [str(exc)], "failed")
 
             manifests = sorted(rendered.manifests, key=sort_key)
+            target = cluster
+            if cluster is not None and ks.kube_config_secret:
+                try:
+                    target = self._remote_cluster(ks, cluster)
+                except RemoteClusterError as exc:
+                    log.error("%s %s: %s", name, revision, exc)
+                    if store is not None and record is not None:
+                        self._record(store, record, "False", "ReconciliationFailed", str(exc), revision)
+                    return _Result(SEVERITY_ERROR, "ReconciliationFailed", [str(exc)], "failed", "",
+                                   ks.retry_interval)
             if self.fleet is not None:
-                manifests = self._take_configuration(ks, revision, manifests, cluster, notes, events)
-            if cluster is None or store is None or record is None:
+                manifests = self._take_configuration(ks, revision, manifests, target, notes, events)
+            if target is None or store is None or record is None:
                 listing = [m.ref() for m in manifests] or ["(no objects)"]
                 log.info("%s %s: no cluster configured; would apply %d objects", name, revision, len(manifests))
                 return _Result(SEVERITY_INFO, "ClusterNotConfigured", [
                     ("No Kubernetes cluster is configured (no kubeconfig, not in a cluster), "
                      "so nothing was applied. Would apply:"), *listing])
-            return self._apply(ks, cluster, store, record, manifests, revision, name)
+            return self._apply(ks, target, store, record, manifests, revision, name)
         except ClusterUnreachable as exc:
             self._forget_cluster()
             log.error("%s %s: %s", name, revision, exc)

@@ -264,7 +264,7 @@ def test_flux_manifests_load_unchanged_with_warnings_for_fields_herald_ignores(t
 
 
 @pytest.mark.parametrize(("kind", "field", "value", "why"), [
-    ("Kustomization", "kubeConfig", "{secretRef: {name: spoke}}", "wrong place"),
+    ("Kustomization", "kubeConfig", "{configMapRef: {name: spoke}}", "workload identity"),
     ("Kustomization", "deletionPolicy", "Orphan", "could delete what was to be orphaned"),
     ("Kustomization", "force", "true", "recreates objects"),
     ("GitRepository", "ignore", "'/*'", "what the repository excludes"),
@@ -288,7 +288,8 @@ def test_fields_that_change_what_where_or_as_whom_herald_applies_are_refused(
         """)
     _, diagnostics = config.check([tmp_path / "flux.yaml"])
     [refusal] = [d for d in diagnostics if d.severity == "error"]
-    assert f"spec.{field}: not supported by Herald: " in refusal.message and why in refusal.message
+    assert f"spec.{field}" in refusal.message and "not supported by Herald: " in refusal.message
+    assert why in refusal.message
     assert refusal.line == (5 if kind == "GitRepository" else 11)
 
 

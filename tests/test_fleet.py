@@ -201,18 +201,18 @@ def test_a_change_to_a_nested_kustomization_takes_effect_without_a_restart(
 def test_a_child_kustomization_herald_refuses_is_never_reconciled_and_says_why(
         tmp_path: Path, repo: Repo, kube_api: KubeAPIServer, fleet_worker: Callable[..., Any]) -> None:
     files = fleet_files(repo.url)
-    files["clusters/prod/apps.yaml"] = APPS + "  kubeConfig: {secretRef: {name: spoke}}\n"
-    repo.commit(files, "apps for a spoke cluster")
+    files["clusters/prod/apps.yaml"] = APPS + "  force: true\n"
+    repo.commit(files, "apps, recreated when immutable fields change")
     bootstrap = tmp_path / "gotk-sync.yaml"
     bootstrap.write_text(gotk_sync(repo.url))
     worker, fleet = fleet_worker(bootstrap)
     handled = run_until_quiet(worker, bootstrap_request())
     assert ("flux-system", "apps") not in fleet.config.kustomizations
-    assert len(handled) == 1  # nothing meant for the spoke was applied to this cluster
+    assert len(handled) == 1  # nothing of it was applied with the field ignored
     assert kube_api.get_object("v1", "ConfigMap", "shop", "web") is None
     [refusal] = [e for e in drain_events(worker.bus) if e["reason"] == "ConfigurationRefused"]
     assert refusal["involvedObject"]["name"] == "apps" and refusal["severity"] == "error"
-    assert "spec.kubeConfig: not supported by Herald" in refusal["message"]
+    assert "spec.force: not supported by Herald" in refusal["message"]
 
 
 def test_the_fleet_is_known_after_a_restart_before_the_bootstrap_runs_again(
