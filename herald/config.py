@@ -283,19 +283,6 @@ _RESOURCE = Obj(
     required=("kind", "name"),
 )
 
-_WHAT = ("ignoring it would change what Herald applies, so the Kustomization is not reconciled until "
-         "Herald implements it")
-# Kustomization fields Flux honours and Herald does not yet. Each one changes what, where, as whom
-# or when Herald applies: warning and applying anyway would deploy something nobody wrote (a
-# literal `${cluster_name}`, an unpatched Deployment), with Herald's own rights instead of a
-# tenant's, onto the hub instead of the spoke, or Secrets still encrypted. So they are refused.
-_KUSTOMIZATION_NOT_YET: dict[str, str] = {
-    "force": "Flux recreates objects whose immutable fields changed; without it Herald would fail where Flux "
-             "succeeds, so the Kustomization is not reconciled until Herald implements it",
-    "deletionPolicy": "Flux decides with it whether deleting the Kustomization deletes its objects; ignoring it "
-                      "could delete what was to be orphaned, so the Kustomization is not reconciled",
-}
-
 _SPECS: dict[str, Obj] = {
     "Receiver": Obj(
         {"type": string(nonempty=True), "events": list_of(string(nonempty=True)),
@@ -378,6 +365,8 @@ _SPECS: dict[str, Obj] = {
          "components": list_of(string(nonempty=True)),
          "ignoreMissingComponents": boolean(),
          "namePrefix": string(), "nameSuffix": string(), "serviceAccountName": _name,
+         "force": boolean(),
+         "deletionPolicy": string(choices=("MirrorPrune", "Delete", "WaitForTermination", "Orphan")),
          "kubeConfig": Obj({"secretRef": Obj({"name": _name, "key": string()}, required=("name",))},
                            extra=_kubeconfig_secret,
                            refused={"configMapRef": "Flux builds this kubeconfig from a cloud provider's workload "
@@ -389,7 +378,6 @@ _SPECS: dict[str, Obj] = {
                            refused={"serviceAccountName": "Flux decrypts with this ServiceAccount's cloud KMS "
                                                           "identity; Herald has none (put age keys in secretRef)"})},
         required=("sourceRef", "interval", "prune"),
-        refused=_KUSTOMIZATION_NOT_YET,
     ),
     "ImageRepository": Obj(
         {"image": _image(), "interval": duration(), "timeout": duration(), "secretRef": _ref,
@@ -608,7 +596,8 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
             common_metadata=spec.get("commonMetadata") or None,
             service_account_name=spec.get("serviceAccountName") or "",
             kube_config_secret=((spec.get("kubeConfig") or {}).get("secretRef") or {}).get("name") or "",
-            kube_config_key=((spec.get("kubeConfig") or {}).get("secretRef") or {}).get("key") or "")
+            kube_config_key=((spec.get("kubeConfig") or {}).get("secretRef") or {}).get("key") or "",
+            force=bool(spec.get("force")), deletion_policy=spec.get("deletionPolicy") or "MirrorPrune")
     if kind in IMAGE_KINDS:
         return _build_image_kind(kind, meta, spec)
     if kind == "Secret":

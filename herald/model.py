@@ -169,6 +169,8 @@ class Kustomization:
     service_account_name: str = ""  # apply as system:serviceaccount:<namespace>:<this> (impersonation)
     kube_config_secret: str = ""  # spec.kubeConfig.secretRef: apply to the cluster its kubeconfig names
     kube_config_key: str = ""  # its key; "" for Flux's `value` / `value.yaml`
+    force: bool = False  # recreate an object whose immutable fields changed
+    deletion_policy: str = "MirrorPrune"  # what deleting the Kustomization does to its objects
 
 
 @dataclass(frozen=True)

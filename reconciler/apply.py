@@ -194,10 +194,13 @@ class ApplyEngine:
     """Applies one Kustomization's set; `previous` is its inventory from the last reconcile."""
 
     def __init__(self, cluster: Cluster, owner: dict[str, str], previous: Inventory, timeout: float,
-                 poll: float = 0.5, concurrency: int = CONCURRENCY, dry_run_unchanged: bool = False) -> None:
+                 poll: float = 0.5, concurrency: int = CONCURRENCY, dry_run_unchanged: bool = False,
+                 force: bool = False) -> None:
         """`dry_run_unchanged`: dry-run every object, even one that provably would not change
-        (see `unchanged_since_last_apply`)."""
+        (see `unchanged_since_last_apply`). `force`: the Kustomization's `spec.force`, which
+        recreates any object whose immutable fields changed, as the force annotation does for one."""
         self.cluster = cluster
+        self.force = force
         self.dry_run_unchanged = dry_run_unchanged
         self.owner = owner
         self.previous = previous
@@ -284,7 +287,7 @@ class ApplyEngine:
             if exc.code == 404 and live is None and m.namespace in creatable_namespaces:
                 return None
             if is_immutable(exc):
-                if has_policy(m.obj, FORCE_KEYS, "enabled"):
+                if self.force or has_policy(m.obj, FORCE_KEYS, "enabled"):
                     return _Plan(m, live, RECREATED, "immutable field changed")
                 return f"{dry_run_error(ref, exc)}; {FORCE_HINT}"
             return dry_run_error(ref, exc)

@@ -86,6 +86,9 @@ class Taken:
     added: list[ObjectKey] = field(default_factory=list)  # in the configuration now, not before
     changed: list[ObjectKey] = field(default_factory=list)
     removed: list[ObjectKey] = field(default_factory=list)
+    # The Kustomizations removed, as they were configured: what their deletionPolicy says
+    # becomes of their objects (the worker finalizes them, as kustomize-controller's finalizer).
+    gone: list[Kustomization] = field(default_factory=list)
 
 
 class Fleet:
@@ -207,6 +210,7 @@ def _diff(before: Config, after: Config, taken: Taken) -> None:
     old, new = _objects(before), _objects(after)
     taken.added = sorted(k for k in new if k not in old)
     taken.removed = sorted(k for k in old if k not in new)
+    taken.gone = [old[k] for k in taken.removed if k[0] == "Kustomization"]
     taken.changed = sorted(k for k in new if k in old and _spec(new[k]) != _spec(old[k]))
 
 

@@ -92,6 +92,7 @@ from reconciler.health import HealthCheckFailed, go_duration, wait_for, with_exp
 from reconciler.images.poller import ImagePoller
 from reconciler.images.worker import ImageWorker
 from reconciler.inventory import (
+    Entry,
     Inventory,
     InventoryStore,
     LastResult,
@@ -217,6 +218,21 @@ class _Result:
     @property
     def ok(self) -> bool:
         return self.reason in ("ReconciliationSucceeded", "ClusterNotConfigured")
+
+
+def _wait_gone(cluster: Cluster, entries: list[Entry], timeout: float, poll: float) -> None:
+    """WaitForTermination: until every object is gone (finalizers done), or HealthCheckFailed."""
+    deadline = time.monotonic() + timeout
+    left = list(entries)
+    while True:
+        left = [e for e in left if cluster.get(e.oid.api_version(e.version), e.oid.kind, e.oid.namespace or None,
+                                               e.oid.name) is not None]
+        if not left:
+            return
+        if time.monotonic() >= deadline:
+            raise HealthCheckFailed(f"timeout waiting for the termination of: {', '.join(e.oid.ref() for e in left)}",
+                                    [])
+        time.sleep(poll)
 
 
 class RemoteClusterError(Exception):
@@ -631,6 +647,9 @@ class Reconciler:
                 unserved.append(m.ref())
                 continue
             kept.append(m)
+        for gone in taken.gone:
+            if cluster is not None:
+                notes.append(self._finalize(gone, cluster))
         for (kind, ns, name), why in taken.refused:
             events.append(Event.for_object(kind, name, ns, severity=SEVERITY_ERROR, reason="ConfigurationRefused",
                                            message=f"not reconciled: {why}",
@@ -662,6 +681,38 @@ class Reconciler:
                     log.warning("cannot ask for the reconcile of %s %s/%s: %s", kind, ns, name, exc)
         return kept
 
+    def _finalize(self, ks: Kustomization, cluster: Cluster) -> str:
+        """A Kustomization gone from the configuration (its parent's render dropped it), as
+        kustomize-controller's finalizer handles a deleted one: its objects are deleted when
+        `deletionPolicy` says so (MirrorPrune, the default: when it prunes; Delete; and
+        WaitForTermination, which also waits until they are gone) or left (Orphan); then its
+        inventory goes. Returns the line for the event of the run that dropped it."""
+        where = f"Kustomization/{ks.meta.namespace}/{ks.meta.name}"
+        try:
+            store = InventoryStore(cluster, ks.meta.namespace, ks.meta.name)
+            record = store.load()
+            policy = ks.deletion_policy
+            delete = policy in ("Delete", "WaitForTermination") or (policy == "MirrorPrune" and ks.prune)
+            said = f"{where} removed: "
+            if delete and len(record.inventory):
+                target = self._remote_cluster(ks, cluster) if ks.kube_config_secret else cluster
+                target = acting_as(target, ks)
+                owner = owner_labels(ks.meta.name, ks.meta.namespace)
+                entries = record.inventory.ordered(reverse=True)
+                pruned = prune(target, entries, owner, {k.meta.namespace for k in self.cfg.kustomizations.values()})
+                if pruned.errors:
+                    return said + "deleting its objects failed: " + "; ".join(pruned.errors)
+                if policy == "WaitForTermination":
+                    _wait_gone(target, entries, ks.timeout or ks.interval, self.poll_interval)
+                said += f"deleted its {len(pruned.changes)} object(s) (deletionPolicy {policy})"
+            else:
+                said += f"its objects are left in place (deletionPolicy {policy}, prune {str(ks.prune).lower()})"
+            cluster.delete("v1", "ConfigMap", ks.meta.namespace, store.name)
+            return said
+        except (ApiRefusal, ClusterUnreachable, RemoteClusterError, HealthCheckFailed) as exc:
+            log.error("%s: finalizing failed: %s", where, exc)
+            return f"{where} removed: finalizing it failed: {exc}"
+
     def _render(self, ks: Kustomization, repo: GitRepository, sha: str) -> Rendered:
         """The Kustomization's objects at `sha` (`reconciler.build`, which plans use too)."""
         workdir = (self.state_dir / "work" / f"{os.getpid()}-{threading.get_ident()}" / ks.meta.namespace
@@ -678,7 +729,7 @@ class Reconciler:
         cluster = acting_as(cluster, ks)
         engine = ApplyEngine(cluster, owner, record.inventory, timeout, poll=self.poll_interval,
                              concurrency=self.settings.apply_concurrency,
-                             dry_run_unchanged=self.settings.dry_run_unchanged)
+                             dry_run_unchanged=self.settings.dry_run_unchanged, force=ks.force)
         try:
             applied = engine.apply(manifests)
         except ApplyFailed as exc:

@@ -265,8 +265,7 @@ def test_flux_manifests_load_unchanged_with_warnings_for_fields_herald_ignores(t
 
 @pytest.mark.parametrize(("kind", "field", "value", "why"), [
     ("Kustomization", "kubeConfig", "{configMapRef: {name: spoke}}", "workload identity"),
-    ("Kustomization", "deletionPolicy", "Orphan", "could delete what was to be orphaned"),
-    ("Kustomization", "force", "true", "recreates objects"),
+    ("Kustomization", "decryption", "{provider: sops, serviceAccountName: kms}", "cloud KMS identity"),
     ("GitRepository", "ignore", "'/*'", "what the repository excludes"),
     ("GitRepository", "verify", "{mode: HEAD, secretRef: {name: keys}}", "unverified commits"),
 ])

@@ -201,18 +201,18 @@ def test_a_change_to_a_nested_kustomization_takes_effect_without_a_restart(
 def test_a_child_kustomization_herald_refuses_is_never_reconciled_and_says_why(
         tmp_path: Path, repo: Repo, kube_api: KubeAPIServer, fleet_worker: Callable[..., Any]) -> None:
     files = fleet_files(repo.url)
-    files["clusters/prod/apps.yaml"] = APPS + "  force: true\n"
-    repo.commit(files, "apps, recreated when immutable fields change")
+    files["clusters/prod/apps.yaml"] = APPS + "  kubeConfig: {configMapRef: {name: spoke}}\n"
+    repo.commit(files, "apps for a spoke reached with a cloud identity")
     bootstrap = tmp_path / "gotk-sync.yaml"
     bootstrap.write_text(gotk_sync(repo.url))
     worker, fleet = fleet_worker(bootstrap)
     handled = run_until_quiet(worker, bootstrap_request())
     assert ("flux-system", "apps") not in fleet.config.kustomizations
-    assert len(handled) == 1  # nothing of it was applied with the field ignored
+    assert len(handled) == 1  # nothing meant for the spoke was applied here
     assert kube_api.get_object("v1", "ConfigMap", "shop", "web") is None
     [refusal] = [e for e in drain_events(worker.bus) if e["reason"] == "ConfigurationRefused"]
     assert refusal["involvedObject"]["name"] == "apps" and refusal["severity"] == "error"
-    assert "spec.force: not supported by Herald" in refusal["message"]
+    assert "spec.kubeConfig.configMapRef: not supported by Herald" in refusal["message"]
 
 
 def test_the_fleet_is_known_after_a_restart_before_the_bootstrap_runs_again(
@@ -224,3 +224,35 @@ def test_the_fleet_is_known_after_a_restart_before_the_bootstrap_runs_again(
     run_until_quiet(worker, bootstrap_request())
     again = Fleet([bootstrap], None, tmp_path / "state")
     assert ("flux-system", "apps") in again.config.kustomizations
+
+
+def test_a_kustomization_removed_from_its_parent_takes_its_objects_along_as_its_deletion_policy_says(
+        tmp_path: Path, repo: Repo, kube_api: KubeAPIServer, fleet_worker: Callable[..., Any]) -> None:
+    files = fleet_files(repo.url)
+    files["clusters/prod/kustomization.yaml"] = CLUSTER_KUSTOMIZATION.replace(
+        "  - apps.yaml\n", "  - apps.yaml\n  - keep.yaml\n")
+    files["clusters/prod/keep.yaml"] = APPS.replace("name: apps", "name: keep").replace(
+        "./apps/prod", "./apps/keep") + "  deletionPolicy: Orphan\n"
+    files["apps/keep/kept.yaml"] = config_map("kept", tier="kept")
+    repo.commit(files, "apps, and a Kustomization whose objects outlive it")
+    bootstrap = tmp_path / "gotk-sync.yaml"
+    bootstrap.write_text(gotk_sync(repo.url))
+    worker, fleet = fleet_worker(bootstrap)
+    run_until_quiet(worker, bootstrap_request())
+    assert kube_api.get_object("v1", "ConfigMap", "shop", "web") is not None
+    assert kube_api.get_object("v1", "ConfigMap", "shop", "kept") is not None
+    drain_events(worker.bus)
+
+    # both leave the cluster's folder
+    (repo.work / "clusters/prod/apps.yaml").unlink()
+    (repo.work / "clusters/prod/keep.yaml").unlink()
+    repo.commit({"clusters/prod/kustomization.yaml": CLUSTER_KUSTOMIZATION.replace("  - apps.yaml\n", "")},
+                "apps are gone")
+    run_until_quiet(worker, bootstrap_request())
+    assert set(fleet.config.kustomizations) == {("flux-system", "flux-system")}
+    assert kube_api.get_object("v1", "ConfigMap", "shop", "web") is None  # prune: true mirrors into deletion
+    assert kube_api.get_object("v1", "ConfigMap", "shop", "kept") is not None  # Orphan
+    said = next(e["message"] for e in drain_events(worker.bus) if e["involvedObject"]["name"] == "flux-system"
+                and e["reason"] == "ReconciliationSucceeded")
+    assert "Kustomization/flux-system/apps removed: deleted its 2 object(s) (deletionPolicy MirrorPrune)" in said
+    assert "Kustomization/flux-system/keep removed: its objects are left in place (deletionPolicy Orphan" in said

@@ -78,3 +78,34 @@ def test_a_patch_that_matches_nothing_or_is_malformed_fails_the_build_naming_the
     deliver(worker, push(sha))
     [event] = [e for e in drain_events(worker.bus) if e["reason"] != "Progressing"]
     assert event["reason"] == "BuildFailed" and "spec.patches[0]" in event["message"]
+
+
+JOB = """\
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate, namespace: default}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: migrate, image: "ghcr.io/acme/migrate:%s"}]
+"""
+
+
+def test_force_recreates_an_object_whose_immutable_fields_changed(
+        make_worker, tmp_path: Path, repo: Repo, kube_api: KubeAPIServer) -> None:
+    sha = repo.commit({"jobs/migrate.yaml": JOB % "1"}, "the migration")
+    plain = make_worker(herald_config(tmp_path / "plain.yaml", repo.url, kustomization("jobs", "./jobs")))
+    deliver(plain, push(sha))
+    drain_events(plain.bus)
+    sha = repo.commit({"jobs/migrate.yaml": JOB % "2"}, "the next migration")
+    deliver(plain, push(sha))  # a Job's template is immutable: without force, the apply fails and says how
+    [event] = [e for e in drain_events(plain.bus) if e["reason"] != "Progressing"]
+    assert event["reason"] == "ReconciliationFailed" and "kustomize.toolkit.fluxcd.io/force: enabled" in event["message"]
+
+    forced = make_worker(herald_config(tmp_path / "forced.yaml", repo.url, kustomization("jobs", "./jobs", force=True)))
+    deliver(forced, push(sha))
+    [event] = [e for e in drain_events(forced.bus) if e["reason"] != "Progressing"]
+    assert event["reason"] == "ReconciliationSucceeded" and "Job/default/migrate recreated" in event["message"]
+    job = kube_api.get_object("batch/v1", "Job", "default", "migrate") or {}
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/acme/migrate:2"
