@@ -56,6 +56,7 @@ API_VERSIONS: dict[str, tuple[str, ...]] = {
     "Alert": NOTIFICATION_VERSIONS,
     "GitRepository": ("source.toolkit.fluxcd.io/v1", "source.toolkit.fluxcd.io/v1beta2", "herald.dev/v1"),
     "Kustomization": ("kustomize.toolkit.fluxcd.io/v1", "herald.dev/v1"),
+    "OCIRepository": ("source.toolkit.fluxcd.io/v1", "source.toolkit.fluxcd.io/v1beta2"),
     "ImageRepository": IMAGE_VERSIONS,
     "ImagePolicy": IMAGE_VERSIONS,
     "ImageUpdateAutomation": IMAGE_VERSIONS,
@@ -65,6 +66,7 @@ API_VERSIONS: dict[str, tuple[str, ...]] = {
 # Kinds Herald can reconcile; Receivers and Alerts may name Flux's other kinds (a Flux
 # manifest set often does) and are warned about rather than rejected.
 RECONCILABLE_KINDS = ("GitRepository", "Kustomization")
+SOURCE_KINDS = ("GitRepository", "OCIRepository")  # what a Kustomization's sourceRef may name
 IMAGE_KINDS = ("ImageRepository", "ImagePolicy", "ImageUpdateAutomation")
 FLUX_SOURCE_KINDS = (
     "Bucket", "GitRepository", "HelmChart", "HelmRelease", "HelmRepository",
@@ -340,6 +342,23 @@ _SPECS: dict[str, Obj] = {
                         "spec.secretRef",
         },
     ),
+    "OCIRepository": Obj(
+        {"url": string(nonempty=True, pattern=r"^oci://.+$"), "interval": duration(), "timeout": duration(),
+         "ref": Obj({"tag": string(), "semver": string(), "semverFilter": string(), "digest": string()}),
+         "layerSelector": Obj({"mediaType": string(), "operation": string(choices=("extract", "copy"))}),
+         "secretRef": _ref, "certSecretRef": _ref, "insecure": boolean(), "suspend": boolean(),
+         "provider": string(choices=("generic",))},
+        required=("url", "interval"),
+        flux_only=("proxySecretRef",),
+        refused={
+            "verify": "Flux applies only artifacts whose cosign or notation signature verifies; applying "
+                      "unverified artifacts would defeat the point",
+            "serviceAccountName": "Flux pulls with this ServiceAccount's image pull secrets; Herald pulls only "
+                                  "with spec.secretRef",
+            "ignore": "Flux leaves the files it matches out of the artifact; applying them anyway would apply "
+                      "what the source excludes",
+        },
+    ),
     "Kustomization": Obj(
         {"sourceRef": Obj({"apiVersion": string(), "kind": string(nonempty=True),
                            "name": _name, "namespace": _name}, required=("kind", "name")),
@@ -439,6 +458,7 @@ class Config:
     providers: dict[tuple[str, str], m.Provider] = field(default_factory=dict)
     alerts: dict[tuple[str, str], m.Alert] = field(default_factory=dict)
     git_repositories: dict[tuple[str, str], m.GitRepository] = field(default_factory=dict)
+    oci_repositories: dict[tuple[str, str], m.OCIRepository] = field(default_factory=dict)
     kustomizations: dict[tuple[str, str], m.Kustomization] = field(default_factory=dict)
     image_repositories: dict[tuple[str, str], m.ImageRepository] = field(default_factory=dict)
     image_policies: dict[tuple[str, str], m.ImagePolicy] = field(default_factory=dict)
@@ -456,6 +476,7 @@ class Config:
         return {
             "Receiver": self.receivers, "Provider": self.providers, "Alert": self.alerts,
             "GitRepository": self.git_repositories, "Kustomization": self.kustomizations,
+            "OCIRepository": self.oci_repositories,
             "ImageRepository": self.image_repositories, "ImagePolicy": self.image_policies,
             "ImageUpdateAutomation": self.image_update_automations, "Secret": self.secrets,
         }.get(kind, {})
@@ -505,10 +526,11 @@ class Config:
             return None
         return hook_path(token, receiver.meta.name, receiver.meta.namespace)
 
-    def kustomizations_for(self, repo: m.GitRepository) -> list[m.Kustomization]:
+    def kustomizations_for(self, repo: m.GitRepository | m.OCIRepository) -> list[m.Kustomization]:
+        kind = type(repo).__name__
         return [
             k for k in self.kustomizations.values()
-            if k.source_ref.kind == "GitRepository"
+            if k.source_ref.kind == kind
             and k.source_ref.name == repo.meta.name
             and (k.source_ref.namespace or k.meta.namespace) == repo.meta.namespace
         ]
@@ -573,6 +595,14 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
                                timeout=spec.get("timeout") or 60.0,
                                secret_ref=m.SecretRef(sref["name"]) if sref else None,
                                suspend=bool(spec.get("suspend")))
+    if kind == "OCIRepository":
+        sref, cref = spec.get("secretRef"), spec.get("certSecretRef")
+        return m.OCIRepository(meta=meta, url=spec["url"], ref={k: v for k, v in (spec.get("ref") or {}).items() if v},
+                               layer_selector=spec.get("layerSelector") or None, interval=spec["interval"],
+                               timeout=spec.get("timeout") or 60.0,
+                               secret_ref=m.SecretRef(sref["name"]) if sref else None,
+                               cert_secret_ref=m.SecretRef(cref["name"]) if cref else None,
+                               insecure=bool(spec.get("insecure")), suspend=bool(spec.get("suspend")))
     if kind == "Kustomization":
         s = spec["sourceRef"]
         return m.Kustomization(
@@ -864,12 +894,13 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
                 err(g, f"spec.ref.semver: {exc}", at="spec.ref.semver")
     for k in cfg.kustomizations.values():
         ns = k.source_ref.namespace or k.meta.namespace
-        if k.source_ref.kind != "GitRepository":
-            err(k, f"spec.sourceRef.kind: Herald reconciles from a GitRepository, not {k.source_ref.kind}",
-                at="spec.sourceRef.kind")
-        elif (ns, k.source_ref.name) not in cfg.git_repositories and not rejected("GitRepository", ns,
-                                                                                  k.source_ref.name):
-            err(k, f"spec.sourceRef: GitRepository {ns}/{k.source_ref.name} not found", at="spec.sourceRef.name")
+        if k.source_ref.kind not in SOURCE_KINDS:
+            err(k, f"spec.sourceRef.kind: Herald reconciles from a GitRepository or an OCIRepository, not "
+                   f"{k.source_ref.kind}", at="spec.sourceRef.kind")
+        elif (ns, k.source_ref.name) not in cfg.by_kind(k.source_ref.kind) and not rejected(
+                k.source_ref.kind, ns, k.source_ref.name):
+            err(k, f"spec.sourceRef: {k.source_ref.kind} {ns}/{k.source_ref.name} not found",
+                at="spec.sourceRef.name")
         for i, d in enumerate(k.depends_on):
             dns = d.namespace or k.meta.namespace
             if (dns, d.name) not in cfg.kustomizations and not rejected("Kustomization", dns, d.name):

@@ -131,6 +131,23 @@ class GitRepository:
 
 
 @dataclass(frozen=True)
+class OCIRepository:
+    """Flux's OCIRepository: a Flux artifact (`flux push artifact`) in an OCI registry, as a
+    Kustomization's source (reconciler.oci_source)."""
+
+    meta: Meta
+    url: str  # oci://host/repository
+    ref: dict[str, str] = field(default_factory=dict)  # tag | semver (+ semverFilter) | digest, as written
+    layer_selector: dict[str, str] | None = None  # mediaType, operation
+    interval: float = 60.0
+    timeout: float = 60.0
+    secret_ref: SecretRef | None = None  # a kubernetes.io/dockerconfigjson Secret
+    cert_secret_ref: SecretRef | None = None  # ca.crt, tls.crt, tls.key
+    insecure: bool = False  # plain HTTP
+    suspend: bool = False
+
+
+@dataclass(frozen=True)
 class HealthCheckRef:
     """An object a Kustomization's `healthChecks` waits for (it need not be one it applies)."""
 

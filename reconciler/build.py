@@ -32,6 +32,25 @@ def build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workd
     as its spec asks (`reconciler.postbuild`; `read` finds the ConfigMaps and Secrets those
     name). Raises GitError or RenderError with a message for the user."""
     rendered = _generated(git, ks, repo, sha, workdir) if ks.generator else _build(git, ks, repo, sha, workdir)
+    return _finished(ks, rendered, read)
+
+
+def build_tree(ks: Kustomization, tree: Path, workdir: Path, read: Read | None = None) -> Rendered:
+    """`ks`'s render from an extracted artifact (an OCIRepository's), the same way: the tree is
+    copied under `workdir` first (the generator writes into it; the artifact stays as pulled)."""
+    try:
+        shutil.copytree(tree, workdir, symlinks=True)
+        if ks.generator:
+            _generate(ks, workdir)
+            rendered = render(workdir, ks.path)
+        else:
+            rendered = render(workdir, ks.path, ks.target_namespace)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return _finished(ks, rendered, read)
+
+
+def _finished(ks: Kustomization, rendered: Rendered, read: Read | None) -> Rendered:
     rendered.manifests = finish(ks, rendered.manifests, read)
     if ks.common_metadata:  # after the substitution, as kustomize-controller sets it
         objs = apply_common_metadata([m.obj for m in rendered.manifests], ks.common_metadata)
@@ -39,19 +58,23 @@ def build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workd
     return rendered
 
 
-def _generated(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path) -> Rendered:
-    """A Kustomization with patches, images, components or a name prefix or suffix: built by
-    kustomize from the kustomization.yaml Flux's generator would write (`reconciler.generate`),
-    in a checkout of its own, the namespace included (kustomize's transformer, as in Flux)."""
+def _generate(ks: Kustomization, root: Path) -> None:
     spec = dict(ks.generator)
     if ks.target_namespace:
         spec["targetNamespace"] = ks.target_namespace
     try:
+        generate(root, root / tree_folder(ks.path), spec)
+    except GenerateError as exc:
+        raise RenderError(str(exc)) from None
+
+
+def _generated(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path) -> Rendered:
+    """A Kustomization with patches, images, components or a name prefix or suffix: built by
+    kustomize from the kustomization.yaml Flux's generator would write (`reconciler.generate`),
+    in a checkout of its own, the namespace included (kustomize's transformer, as in Flux)."""
+    try:
         git.export(repo, sha, workdir)
-        try:
-            generate(workdir, workdir / tree_folder(ks.path), spec)
-        except GenerateError as exc:
-            raise RenderError(str(exc)) from None
+        _generate(ks, workdir)
         return render(workdir, ks.path)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -19,8 +19,8 @@ What each render's objects become:
 - **taken**: kinds Herald acts on. They join the configuration; they are applied to the
   cluster only when their CRD is served there (`Taken.consumed`), else left out of the apply
   and named once in the event;
-- **inert**: Flux kinds Herald does not act on (HelmRelease, HelmRepository, OCIRepository for
-  now, ExternalArtifact, FluxInstance, ...): applied as ordinary objects when their CRD exists,
+- **inert**: Flux kinds Herald does not act on (HelmRelease, HelmRepository, HelmChart, Bucket,
+  ExternalArtifact, FluxInstance, ...): applied as ordinary objects when their CRD exists,
   and named in the event, so nobody believes Herald runs them;
 - **refused**: taken kinds whose configuration Herald refuses (a field that would change what,
   where or as whom it applies; a broken reference). They stay out of the configuration, so

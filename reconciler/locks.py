@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from herald.model import GitRepository, OCIRepository
 from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, KindNotServed
 
 log = logging.getLogger("herald.reconciler.locks")
@@ -62,7 +63,7 @@ log = logging.getLogger("herald.reconciler.locks")
 LEASE_API_VERSION = "coordination.k8s.io/v1"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "herald"}
 
-LockKey = tuple[str, str]  # (namespace, name) of the GitRepository
+LockKey = tuple[str, str]  # (namespace, name) of the source (`source_key`)
 
 
 class LockUnavailable(Exception):
@@ -90,8 +91,20 @@ def parse_time(text: Any) -> float | None:
     return parsed.timestamp()
 
 
+def source_key(repo: GitRepository | OCIRepository) -> LockKey:
+    """The Lease key of a source: (namespace, name) for a GitRepository, (namespace,
+    "OCIRepository/<name>") for an OCIRepository (see `lease_name`)."""
+    if isinstance(repo, OCIRepository):
+        return repo.meta.namespace, f"OCIRepository/{repo.meta.name}"
+    return repo.meta.namespace, repo.meta.name
+
+
 def lease_name(repo_name: str) -> str:
-    name = f"herald-gitrepository-{repo_name}"
+    """The Lease of a source: `herald-gitrepository-<name>`, or `herald-ocirepository-<name>` for
+    an OCIRepository, whose LockKey names it `OCIRepository/<name>` (no Kubernetes name has a
+    slash, so the two kinds never share a Lease)."""
+    kind, slash, bare = repo_name.rpartition("/")
+    name = f"herald-{kind.lower()}-{bare}" if slash else f"herald-gitrepository-{repo_name}"
     if len(name) > 253:
         name = name[:236] + "-" + hashlib.sha256(repo_name.encode()).hexdigest()[:16]
     return name

@@ -38,7 +38,7 @@ from herald.bus import Bus, BusError
 from herald.config import Config
 from herald.messages import RECONCILE_QUEUE, ReconcileRequest
 from reconciler.coalesce import REPO_SCOPE, State, covers, kustomization_scope
-from reconciler.locks import LeaseRecord, LockKey
+from reconciler.locks import LeaseRecord, LockKey, source_key
 
 log = logging.getLogger("herald.reconciler.poller")
 
@@ -80,11 +80,12 @@ class Poller:
 
     def targets(self) -> list[_Target]:
         out = []
-        for repo in self.cfg.git_repositories.values():
+        for repo in [*self.cfg.git_repositories.values(), *self.cfg.oci_repositories.values()]:
             if repo.suspend or repo.interval <= 0:
                 continue
-            key = (repo.meta.namespace, repo.meta.name)
-            out.append(_Target("GitRepository", *key, repo.interval, key, REPO_SCOPE, retry=repo.interval))
+            key = source_key(repo)
+            out.append(_Target(type(repo).__name__, repo.meta.namespace, repo.meta.name, repo.interval, key,
+                               REPO_SCOPE, retry=repo.interval))
             for ks in self.cfg.kustomizations_for(repo):
                 if not ks.suspend and ks.interval > 0:
                     out.append(_Target("Kustomization", ks.meta.namespace, ks.meta.name, ks.interval, key,

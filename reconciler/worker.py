@@ -61,7 +61,7 @@ from herald.bus import (
     Reject,
     RetryPolicy,
 )
-from herald.config import Config
+from herald.config import SOURCE_KINDS, Config
 from herald.logs import DELIVERY_HEADER, correlated, correlation_id
 from herald.messages import (
     EVENTS_QUEUE,
@@ -72,11 +72,12 @@ from herald.messages import (
     MessageError,
     ReconcileRequest,
 )
-from herald.model import GitRepository, Kustomization
+from herald.model import GitRepository, Kustomization, OCIRepository
+from herald.registry import RegistryError
 from herald.settings import env_flag, env_seconds
 from reconciler import metrics
 from reconciler.apply import ApplyEngine, ApplyFailed
-from reconciler.build import build
+from reconciler.build import build, build_tree
 from reconciler.coalesce import (
     REPO_SCOPE,
     Coordinator,
@@ -115,7 +116,10 @@ from reconciler.locks import (
     LeaseStore,
     LockKey,
     LockUnavailable,
+    source_key,
 )
+from reconciler.oci import ArtifactError
+from reconciler.oci_source import ArtifactRevision, pull
 from reconciler.plans import PlanWorker
 from reconciler.poller import Poller
 from reconciler.postbuild import reader
@@ -239,6 +243,9 @@ class RemoteClusterError(Exception):
     """`spec.kubeConfig` names no usable cluster: a configuration problem, not an outage of Herald's own."""
 
 
+Source = GitRepository | OCIRepository
+
+
 def _served(cluster: Cluster, m: Manifest) -> bool:
     """Whether the cluster serves the object's kind (its CRD is installed and established)."""
     try:
@@ -325,11 +332,11 @@ class Reconciler:
         except MessageError as exc:
             raise Reject(str(exc)) from None
         repo, _ = self._targets(req)
-        key = (repo.meta.namespace, repo.meta.name)
-        scope = REPO_SCOPE if req.kind == "GitRepository" else kustomization_scope(req.namespace, req.name)
+        key = source_key(repo)
+        scope = REPO_SCOPE if req.kind in SOURCE_KINDS else kustomization_scope(req.namespace, req.name)
         if repo.suspend:
-            log.info("request=%s %s/%s/%s: GitRepository %s/%s is suspended, skipped", req.id, req.kind,
-                     req.namespace, req.name, *key)
+            log.info("request=%s %s/%s/%s: %s %s/%s is suspended, skipped", req.id, req.kind,
+                     req.namespace, req.name, type(repo).__name__, repo.meta.namespace, repo.meta.name)
             return
         try:
             store = self.lease_store()
@@ -403,19 +410,23 @@ class Reconciler:
             if self._cluster not in (None, "auto"):
                 self._cluster = "auto"  # reconnect (and rediscover) next time
 
-    def _targets(self, req: ReconcileRequest) -> tuple[GitRepository, list[Kustomization]]:
+    def _targets(self, req: ReconcileRequest) -> tuple[Source, list[Kustomization]]:
         key = (req.namespace, req.name)
-        if req.kind == "GitRepository":
-            repo = self.cfg.git_repositories.get(key)
+        if req.kind in SOURCE_KINDS:
+            repo = self.cfg.by_kind(req.kind).get(key)
             if repo is None:
-                raise Reject(f"GitRepository {req.namespace}/{req.name} is not in the configuration")
+                raise Reject(f"{req.kind} {req.namespace}/{req.name} is not in the configuration")
             return repo, self.cfg.kustomizations_for(repo)
         if req.kind == "Kustomization":
             ks = self.cfg.kustomizations.get(key)
             if ks is None:
                 raise Reject(f"Kustomization {req.namespace}/{req.name} is not in the configuration")
             src = (ks.source_ref.namespace or ks.meta.namespace, ks.source_ref.name)
-            return self.cfg.git_repositories[src], [ks]
+            repo = self.cfg.by_kind(ks.source_ref.kind).get(src)
+            if repo is None:
+                raise Reject(f"Kustomization {req.namespace}/{req.name}: its {ks.source_ref.kind} {src[0]}/{src[1]} "
+                             "is not in the configuration")
+            return repo, [ks]
         raise Reject(f"Herald does not reconcile {req.kind}")
 
     def reconcile(self, req: ReconcileRequest, attempt: Attempt | None = None) -> Outcome:
@@ -425,8 +436,9 @@ class Reconciler:
         request (`attempt` is which delivery this is), or the interval timer."""
         repo, kustomizations = self._targets(req)
         where = f"request={req.id} {req.kind}/{req.namespace}/{req.name}"
+        kind = type(repo).__name__
         if repo.suspend:
-            log.info("%s: GitRepository %s/%s is suspended, skipped", where, repo.meta.namespace, repo.meta.name)
+            log.info("%s: %s %s/%s is suspended, skipped", where, kind, repo.meta.namespace, repo.meta.name)
             return Outcome([])
         active = []
         for ks in dependency_order(kustomizations):
@@ -440,23 +452,30 @@ class Reconciler:
         outcome = Outcome([])
         results: list[tuple[Kustomization, _Result]] = []
         note = ""
+        revision: Revision | ArtifactRevision
         try:
-            credentials = None
-            if repo.secret_ref:
-                credentials = self.cfg.secret(repo.meta.namespace, repo.secret_ref.name)
-            revision = self.git.fetch(repo, resolve_url(repo.url, repo.meta.source), credentials, want_sha)
+            if isinstance(repo, OCIRepository):
+                revision = pull(self.cfg, repo, self.state_dir / "oci")
+            else:
+                credentials = None
+                if repo.secret_ref:
+                    credentials = self.cfg.secret(repo.meta.namespace, repo.secret_ref.name)
+                revision = self.git.fetch(repo, resolve_url(repo.url, repo.meta.source), credentials, want_sha)
         except Exception as exc:  # a fetch failing in any way fails every Kustomization
-            error = str(exc) if isinstance(exc, GitError) else f"{type(exc).__name__}: {exc}"
-            log.error("%s: fetch failed: %s", where, error, exc_info=not isinstance(exc, GitError))
-            outcome.events.append(Event.for_object("GitRepository", repo.meta.name, repo.meta.namespace,
-                                                   severity=SEVERITY_ERROR, reason="GitOperationFailed",
-                                                   message=error))
+            known = isinstance(exc, (GitError, ArtifactError, RegistryError))
+            error = str(exc) if known else f"{type(exc).__name__}: {exc}"
+            log.error("%s: fetch failed: %s", where, error, exc_info=not known)
+            reason = "OCIArtifactPullFailed" if isinstance(repo, OCIRepository) else "GitOperationFailed"
+            outcome.events.append(Event.for_object(kind, repo.meta.name, repo.meta.namespace,
+                                                   severity=SEVERITY_ERROR, reason=reason, message=error))
             # A repository that does not exist, or refuses the credentials, fails the same way
             # on every try: report it once and wait for the next push or the interval (the
             # poller tries failed runs again after retryInterval), rather than have the bus
             # repeat it, and its failure events, within seconds.
-            outcome.retry = "" if isinstance(exc, GitError) and exc.permanent else error
-            source = f"GitRepository/{repo.meta.namespace}/{repo.meta.name}"
+            permanent = (isinstance(exc, GitError) and exc.permanent) or (
+                isinstance(exc, (ArtifactError, RegistryError)) and not exc.retryable)
+            outcome.retry = "" if permanent else error
+            source = f"{kind}/{repo.meta.namespace}/{repo.meta.name}"
             for ks in active:
                 results.append((ks, _Result(SEVERITY_ERROR, "ReconciliationFailed",
                                             [f"fetching {source} failed: {error}"], "failed", error,
@@ -466,7 +485,8 @@ class Reconciler:
             outcome.events.extend(self._final_event(ks, wanted, "", result, outcome, attempt)
                                   for ks, result in results)
             return outcome
-        if want_sha and revision.sha != want_sha and not self.git.has_commit(repo, want_sha):
+        if (want_sha and isinstance(repo, GitRepository) and revision.sha != want_sha
+                and not self.git.has_commit(repo, want_sha)):
             note = f"\nThe webhook named {wanted}, which the remote does not serve yet; applied {revision}."
         log.info("%s: fetched %s", where, revision)
         self.coordinator.announce(str(revision))
@@ -589,7 +609,7 @@ class Reconciler:
                                           metadata={"revision": str(revision), "commit_status": "update"}))
 
             try:
-                rendered = self._render(ks, repo, revision.sha)
+                rendered = self._render(ks, repo, revision)
             except (GitError, RenderError) as exc:
                 log.error("%s %s: %s", name, revision, exc)
                 if store is not None and record is not None:
@@ -713,11 +733,14 @@ class Reconciler:
             log.error("%s: finalizing failed: %s", where, exc)
             return f"{where} removed: finalizing it failed: {exc}"
 
-    def _render(self, ks: Kustomization, repo: GitRepository, sha: str) -> Rendered:
-        """The Kustomization's objects at `sha` (`reconciler.build`, which plans use too)."""
+    def _render(self, ks: Kustomization, repo: Source, revision: Revision | ArtifactRevision) -> Rendered:
+        """The Kustomization's objects at `revision` (`reconciler.build`, which plans use too)."""
         workdir = (self.state_dir / "work" / f"{os.getpid()}-{threading.get_ident()}" / ks.meta.namespace
                    / ks.meta.name)
-        return build(self.git, ks, repo, sha, workdir, reader(self._cluster_or_none(), self.cfg))
+        read = reader(self._cluster_or_none(), self.cfg)
+        if isinstance(revision, ArtifactRevision):
+            return build_tree(ks, revision.root, workdir, read)
+        return build(self.git, ks, repo, revision.sha, workdir, read)
 
     def _apply(self, ks: Kustomization, cluster: Cluster, store: InventoryStore, record: Record,
                manifests: list[Manifest], revision: Revision, name: str) -> _Result:
