@@ -328,12 +328,10 @@ _SPECS: dict[str, Obj] = {
         {"url": string(nonempty=True), "secretRef": _ref, "interval": duration(),
          "timeout": duration(),
          "ref": _GIT_REF,
-         "suspend": boolean()},
+         "suspend": boolean(), "ignore": string()},
         required=("url", "interval"),
         flux_only=("proxySecretRef", "sparseCheckout"),
         refused={
-            "ignore": "Flux leaves the files it matches out of the artifact; applying them anyway would apply "
-                      "what the repository excludes",
             "include": "Flux adds other repositories' files to the artifact; without them the render differs",
             "recurseSubmodules": "Flux checks out the submodules; without them the render differs",
             "verify": "Flux applies only commits whose signature verifies; applying unverified commits would "
@@ -594,7 +592,7 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
         return m.GitRepository(meta=meta, url=spec["url"], ref=git_ref, interval=spec["interval"],
                                timeout=spec.get("timeout") or 60.0,
                                secret_ref=m.SecretRef(sref["name"]) if sref else None,
-                               suspend=bool(spec.get("suspend")))
+                               suspend=bool(spec.get("suspend")), ignore=spec.get("ignore") or "")
     if kind == "OCIRepository":
         sref, cref = spec.get("secretRef"), spec.get("certSecretRef")
         return m.OCIRepository(meta=meta, url=spec["url"], ref={k: v for k, v in (spec.get("ref") or {}).items() if v},

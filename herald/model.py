@@ -128,6 +128,7 @@ class GitRepository:
     timeout: float = 60.0
     secret_ref: SecretRef | None = None
     suspend: bool = False
+    ignore: str = ""  # spec.ignore: gitignore patterns added to the repository's .sourceignore files
 
 
 @dataclass(frozen=True)

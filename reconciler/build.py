@@ -12,9 +12,11 @@ import shutil
 from pathlib import Path
 
 from herald.model import GitRepository, Kustomization
-from reconciler.generate import GenerateError, apply_common_metadata, generate
+from reconciler.generate import GenerateError, apply_common_metadata, generate, prune_ignored
 from reconciler.git import GitCache
 from reconciler.postbuild import Read, finish
+
+SOURCEIGNORE = ".sourceignore"
 from reconciler.render import (
     Manifest,
     Rendered,
@@ -73,11 +75,22 @@ def _generated(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, 
     kustomize from the kustomization.yaml Flux's generator would write (`reconciler.generate`),
     in a checkout of its own, the namespace included (kustomize's transformer, as in Flux)."""
     try:
-        git.export(repo, sha, workdir)
+        _export(git, repo, sha, workdir)
         _generate(ks, workdir)
         return render(workdir, ks.path)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _has_sourceignore(git: GitCache, repo: GitRepository, sha: str) -> bool:
+    return any(e.path.rsplit("/", 1)[-1] == SOURCEIGNORE for e in git.list_tree(repo, sha, ""))
+
+
+def _export(git: GitCache, repo: GitRepository, sha: str, workdir: Path) -> None:
+    """The commit checked out under `workdir` as source-controller's artifact holds it: without
+    what `.sourceignore` and `spec.ignore` (or Flux's default exclusions) leave out."""
+    git.export(repo, sha, workdir)
+    prune_ignored(workdir, repo.ignore or None)
 
 
 def _build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path) -> Rendered:
@@ -89,11 +102,11 @@ def _build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, work
         if folder and not any(e.path.startswith(f"{folder}/") for e in entries):
             raise RenderError(f"spec.path {ks.path!r} not found in the revision")
         wanted = plain_files(folder, [e.path for e in files])
-    if wanted is not None:
+    if wanted is not None and not repo.ignore and not _has_sourceignore(git, repo, sha):
         blob = {e.path: e.blob for e in files}
         return render_files(zip(wanted, git.read_blobs(repo, [blob[p] for p in wanted])), ks.target_namespace)
     try:
-        git.export(repo, sha, workdir)
+        _export(git, repo, sha, workdir)
         return render(workdir, ks.path, ks.target_namespace)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

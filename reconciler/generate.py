@@ -67,6 +67,7 @@ import functools
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ __all__ = [
     "apply_common_metadata",
     "generate",
     "needs_generator",
+    "prune_ignored",
 ]
 
 KUSTOMIZATION_API_VERSION = "kustomize.config.k8s.io/v1beta1"
@@ -1112,3 +1114,30 @@ def _load_ignore_files(root: Path, directory: Path, domain: tuple[str, ...]) -> 
         if entry.name != ".git" and entry.is_dir(follow_symlinks=False):
             out += _load_ignore_files(root, Path(entry.path), (*domain, entry.name))
     return out
+
+
+def prune_ignored(root: Path, source_ignore: str | None = None) -> list[str]:
+    """Remove from a checkout what source-controller leaves out of a GitRepository's artifact:
+    `.git/`, what the repository's `.sourceignore` files and `spec.ignore` (`source_ignore`)
+    exclude, and, when there are none, Flux's default exclusions (CI files, images, archives).
+    Returns the paths removed (from `root`), so that Herald renders the files Flux renders."""
+    root_r = Path(root).resolve()
+    matcher = _Matcher.for_repository(root_r, source_ignore)
+    removed: list[str] = []
+
+    def walk(directory: Path) -> None:
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            path = Path(entry.path)
+            rel = path.relative_to(root_r)
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if matcher.excluded(rel.parts, is_dir):
+                if is_dir and matcher.has_inclusions:
+                    walk(path)  # a later `!pattern` may take a file inside back in
+                    continue
+                shutil.rmtree(path) if is_dir else path.unlink()
+                removed.append(rel.as_posix())
+            elif is_dir:
+                walk(path)
+
+    walk(root_r)
+    return removed
