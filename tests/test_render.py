@@ -65,7 +65,7 @@ def both_roads(rec: Reconciler, tmp_path: Path) -> tuple[list, list]:
     ks = next(iter(rec.cfg.kustomizations.values()))
     repo = rec.cfg.git_repositories[("flux-system", "app")]
     revision = rec.git.fetch(repo, repo.url)
-    fast = rec._render(ks, repo, revision.sha)
+    fast = rec._render(ks, repo, revision)
     checkout = tmp_path / "checkout"
     rec.git.export(repo, revision.sha, checkout)
     slow = render(checkout, ks.path, ks.target_namespace)
