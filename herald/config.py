@@ -328,14 +328,14 @@ _SPECS: dict[str, Obj] = {
         {"url": string(nonempty=True), "secretRef": _ref, "interval": duration(),
          "timeout": duration(),
          "ref": _GIT_REF,
-         "suspend": boolean(), "ignore": string()},
+         "suspend": boolean(), "ignore": string(),
+         "verify": Obj({"mode": string(choices=("HEAD", "head", "Tag", "TagAndHEAD")), "secretRef": _ref},
+                       required=("secretRef",))},
         required=("url", "interval"),
         flux_only=("proxySecretRef", "sparseCheckout"),
         refused={
             "include": "Flux adds other repositories' files to the artifact; without them the render differs",
             "recurseSubmodules": "Flux checks out the submodules; without them the render differs",
-            "verify": "Flux applies only commits whose signature verifies; applying unverified commits would "
-                      "defeat the point",
             "provider": "Flux authenticates as a cloud identity or GitHub App; Herald fetches only with "
                         "spec.secretRef",
         },
@@ -592,7 +592,10 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
         return m.GitRepository(meta=meta, url=spec["url"], ref=git_ref, interval=spec["interval"],
                                timeout=spec.get("timeout") or 60.0,
                                secret_ref=m.SecretRef(sref["name"]) if sref else None,
-                               suspend=bool(spec.get("suspend")), ignore=spec.get("ignore") or "")
+                               suspend=bool(spec.get("suspend")), ignore=spec.get("ignore") or "",
+                               verify_mode=((spec.get("verify") or {}).get("mode") or "HEAD") if spec.get("verify")
+                               else "",
+                               verify_secret=((spec.get("verify") or {}).get("secretRef") or {}).get("name") or "")
     if kind == "OCIRepository":
         sref, cref = spec.get("secretRef"), spec.get("certSecretRef")
         return m.OCIRepository(meta=meta, url=spec["url"], ref={k: v for k, v in (spec.get("ref") or {}).items() if v},

@@ -129,6 +129,8 @@ class GitRepository:
     secret_ref: SecretRef | None = None
     suspend: bool = False
     ignore: str = ""  # spec.ignore: gitignore patterns added to the repository's .sourceignore files
+    verify_mode: str = ""  # spec.verify.mode (HEAD, Tag, TagAndHEAD); "" when commits are not verified
+    verify_secret: str = ""  # spec.verify.secretRef: the public keys (PGP key rings, *.sshpub)
 
 
 @dataclass(frozen=True)

@@ -599,6 +599,16 @@ class GitCache:
         code, _, _ = self._run(["cat-file", "-e", f"{sha}^{{commit}}"], d, session, _LOCAL_TIMEOUT)
         return code == 0
 
+    def git_dir(self, repo: GitRepository) -> Path:
+        """The bare repository the cache keeps for `repo` (read-only use: signature checks)."""
+        return self._repo_dir(repo)
+
+    def ref_object(self, repo: GitRepository, ref: str) -> str:
+        """The object a local ref points at (a tag object for an annotated tag), or ""."""
+        code, out, _ = self._run(["rev-parse", "--verify", "--quiet", ref], self._repo_dir(repo), _local_session(), 30)
+        sha = str(out).strip()
+        return sha if code == 0 and _SHA.match(sha) else ""
+
     def has_commit(self, repo: GitRepository, sha: str) -> bool:
         return self._has(self._repo_dir(repo), sha, _local_session())
 

@@ -125,6 +125,7 @@ from reconciler.poller import Poller
 from reconciler.postbuild import reader
 from reconciler.prune import PruneResult, prune
 from reconciler.render import Manifest, Rendered, RenderError
+from reconciler.verify import VerificationError, verify_revision
 
 log = logging.getLogger("herald.reconciler")
 
@@ -380,6 +381,21 @@ class Reconciler:
                                 "reconciles will render and report without applying")
             return self._cluster  # type: ignore[return-value]
 
+    def _verify(self, repo: GitRepository, revision: Revision, where: str) -> None:
+        """GitRepository `spec.verify`, as source-controller checks it after each fetch: the
+        commit's (and with a Tag mode, the tag's) signature by a key of `verify.secretRef`
+        (`reconciler.verify`). Nothing of an unverified revision is applied."""
+        ns = repo.meta.namespace
+        keys = reader(self._cluster_or_none(), self.cfg)("Secret", ns, repo.verify_secret)
+        if keys is None:
+            raise VerificationError(f"PGP public keys secret error: Secret {ns}/{repo.verify_secret} not found")
+        tag = repo.ref.name.removeprefix("refs/tags/") if repo.ref.name.startswith("refs/tags/") else (
+            revision.ref if (repo.ref.tag or repo.ref.semver) and not repo.ref.commit else "")
+        tag_object = self.git.ref_object(repo, f"refs/tags/{tag}") if tag else ""
+        verified = verify_revision(self.git.git_dir(repo), repo.verify_mode, repo.ref, revision.sha, keys,
+                                   tag_object_sha=tag_object, tag_name=tag)
+        log.info("%s: %s", where, " ".join(verified.message.split()))
+
     def _remote_cluster(self, ks: Kustomization, cluster: Cluster) -> Cluster:
         """The cluster `spec.kubeConfig.secretRef` names (a hub applying to a spoke, as in Flux):
         the kubeconfig under the Secret's `key`, else `value`, else `value.yaml`, read from the
@@ -461,18 +477,21 @@ class Reconciler:
                 if repo.secret_ref:
                     credentials = self.cfg.secret(repo.meta.namespace, repo.secret_ref.name)
                 revision = self.git.fetch(repo, resolve_url(repo.url, repo.meta.source), credentials, want_sha)
+                if repo.verify_mode:
+                    self._verify(repo, revision, where)
         except Exception as exc:  # a fetch failing in any way fails every Kustomization
-            known = isinstance(exc, (GitError, ArtifactError, RegistryError))
+            known = isinstance(exc, (GitError, ArtifactError, RegistryError, VerificationError))
             error = str(exc) if known else f"{type(exc).__name__}: {exc}"
             log.error("%s: fetch failed: %s", where, error, exc_info=not known)
-            reason = "OCIArtifactPullFailed" if isinstance(repo, OCIRepository) else "GitOperationFailed"
+            reason = ("OCIArtifactPullFailed" if isinstance(repo, OCIRepository) else
+                      exc.reason if isinstance(exc, VerificationError) else "GitOperationFailed")
             outcome.events.append(Event.for_object(kind, repo.meta.name, repo.meta.namespace,
                                                    severity=SEVERITY_ERROR, reason=reason, message=error))
             # A repository that does not exist, or refuses the credentials, fails the same way
             # on every try: report it once and wait for the next push or the interval (the
             # poller tries failed runs again after retryInterval), rather than have the bus
             # repeat it, and its failure events, within seconds.
-            permanent = (isinstance(exc, GitError) and exc.permanent) or (
+            permanent = (isinstance(exc, GitError) and exc.permanent) or isinstance(exc, VerificationError) or (
                 isinstance(exc, (ArtifactError, RegistryError)) and not exc.retryable)
             outcome.retry = "" if permanent else error
             source = f"{kind}/{repo.meta.namespace}/{repo.meta.name}"
