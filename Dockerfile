@@ -45,11 +45,12 @@ RUN set -eux; \
 
 # ---- the image ----------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
-# git and ssh: the reconciler fetches repositories with the git command line.
+# git and ssh: the reconciler fetches repositories with the git command line; gpg and ssh-keygen
+# check commit signatures (GitRepository spec.verify).
 # hadolint ignore=DL3008
 RUN set -eux; \
     apt-get update; \
-    apt-get install -y --no-install-recommends ca-certificates git openssh-client; \
+    apt-get install -y --no-install-recommends ca-certificates git openssh-client gpg; \
     rm -rf /var/lib/apt/lists/*; \
     groupadd --system --gid 65532 herald; \
     useradd --system --uid 65532 --gid 65532 --home-dir /home/herald --create-home \
