@@ -75,7 +75,7 @@ from herald.messages import (
 from herald.model import GitRepository, Kustomization, OCIRepository
 from herald.registry import RegistryError
 from herald.settings import env_flag, env_seconds
-from reconciler import metrics
+from reconciler import metrics, status
 from reconciler.apply import ApplyEngine, ApplyFailed
 from reconciler.build import build, build_tree
 from reconciler.coalesce import (
@@ -847,6 +847,10 @@ class Reconciler:
                                    last_attempted_revision=str(revision))
         saved = store.save(record)
         record.resource_version = saved.resource_version
+        # The Kustomization object's own status, when it is in the cluster (reconciler.status).
+        status.write(store.cluster, store.namespace, store.ks_name,
+                     status.Outcome(ready, reason, message, record.result.last_applied_revision, str(revision)),
+                     record.inventory)
 
     def _dependency_problem(self, cluster: Cluster, ks: Kustomization, revision: Revision) -> str:
         """Flux's checkDependencies: each dependency Ready, and applied at this revision when

@@ -256,3 +256,32 @@ def test_a_kustomization_removed_from_its_parent_takes_its_objects_along_as_its_
                 and e["reason"] == "ReconciliationSucceeded")
     assert "Kustomization/flux-system/apps removed: deleted its 2 object(s) (deletionPolicy MirrorPrune)" in said
     assert "Kustomization/flux-system/keep removed: its objects are left in place (deletionPolicy Orphan" in said
+
+
+FLUX_KUSTOMIZATION_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "kustomizations.kustomize.toolkit.fluxcd.io"},
+    "spec": {"group": "kustomize.toolkit.fluxcd.io", "scope": "Namespaced",
+             "names": {"kind": "Kustomization", "plural": "kustomizations", "singular": "kustomization",
+                       "listKind": "KustomizationList"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                           "schema": {"openAPIV3Schema": {"type": "object",
+                                                          "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+def test_where_flux_crds_are_served_the_fleets_kustomizations_are_applied_with_their_status(
+        tmp_path: Path, repo: Repo, kube_api: KubeAPIServer, fleet_worker: Callable[..., Any]) -> None:
+    kube_api.apply_object(FLUX_KUSTOMIZATION_CRD)
+    sha = repo.commit(fleet_files(repo.url), "a fleet on a cluster that has Flux's CRDs")
+    bootstrap = tmp_path / "gotk-sync.yaml"
+    bootstrap.write_text(gotk_sync(repo.url))
+    worker, _ = fleet_worker(bootstrap)
+    run_until_quiet(worker, bootstrap_request())
+    apps = kube_api.get_object("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "flux-system", "apps") or {}
+    assert apps["spec"]["path"] == "./apps/prod" and apps["spec"]["interval"] == "5m"  # as the build made it
+    status = apps.get("status") or {}
+    [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "ReconciliationSucceeded")
+    assert status["lastAppliedRevision"] == f"main@sha1:{sha}"
+    assert {"id": "shop_web__ConfigMap", "v": "v1"} in [
+        {k: e[k] for k in ("id", "v")} for e in status["inventory"]["entries"]]

@@ -1,0 +1,82 @@
+"""A Kustomization's status in the cluster, as kustomize-controller writes it.
+
+When the Kustomization object itself is in the cluster (a fleet's render applied it because its
+CRD is served, or someone applied it by hand), `kubectl get kustomizations`, `flux get
+kustomizations`, Argo CD's and Headlamp's views read its `status`: the Ready condition, the
+revisions, the inventory. Herald writes what its run decided there, in Flux's shape
+(`kustomize.toolkit.fluxcd.io/v1` KustomizationStatus), on the status subresource only (a merge
+patch: the spec, which Git owns, is never touched). Herald's own inventory ConfigMap stays the
+record it reads back; this is the courtesy for people and tools.
+
+A Kustomization that is not in the cluster (configuration from files, or a CRD that is not
+served) has no status to write; nothing is asked beyond the discovery Herald already holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from herald.messages import utc_now
+from reconciler.inventory import Inventory
+from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, request_json
+
+log = logging.getLogger(__name__)
+
+API_VERSIONS = ("kustomize.toolkit.fluxcd.io/v1", "herald.dev/v1")
+_MESSAGE_LIMIT = 32 * 1024  # the condition message's maxLength in Flux's CRD
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run decided, in the condition's words."""
+
+    ready: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str
+    last_applied_revision: str = ""
+    last_attempted_revision: str = ""
+
+
+def status_of(live: dict[str, Any], outcome: Outcome, inventory: Inventory | None) -> dict[str, Any]:
+    """The status to write: Flux's fields, the Ready condition's transition time kept when its
+    status did not change (as meta.SetStatusCondition keeps it)."""
+    old = live.get("status") or {}
+    generation = (live.get("metadata") or {}).get("generation")
+    previous = next((c for c in old.get("conditions") or [] if c.get("type") == "Ready"), {})
+    since = previous.get("lastTransitionTime") if previous.get("status") == outcome.ready else None
+    condition: dict[str, Any] = {"type": "Ready", "status": outcome.ready, "reason": outcome.reason,
+                                 "message": outcome.message[:_MESSAGE_LIMIT],
+                                 "lastTransitionTime": since or utc_now()}
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    status: dict[str, Any] = {"conditions": [condition],
+                              "lastAttemptedRevision": outcome.last_attempted_revision or None,
+                              "lastAppliedRevision": outcome.last_applied_revision
+                              or old.get("lastAppliedRevision") or None}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    if inventory is not None:
+        status["inventory"] = {"entries": [e.to_json() for e in inventory.ordered()]}
+    return status
+
+
+def write(cluster: Cluster, namespace: str, name: str, outcome: Outcome, inventory: Inventory | None) -> bool:
+    """Write the status when the Kustomization is in the cluster; whether it was. A failure to
+    write is logged, never a failure of the run it reports on."""
+    for api_version in API_VERSIONS:
+        try:
+            if not cluster.is_served(api_version, "Kustomization"):
+                continue
+            live = cluster.get(api_version, "Kustomization", namespace, name)
+            if live is None:
+                continue
+            path = cluster.resource(api_version, "Kustomization").path(name=name, namespace=namespace) + "/status"
+            request_json(cluster.api_client, "PATCH", path, body={"status": status_of(live, outcome, inventory)},
+                         content_type="application/merge-patch+json")
+            return True
+        except (ApiRefusal, ClusterUnreachable) as exc:
+            log.warning("Kustomization %s/%s: its status could not be written: %s", namespace, name, exc)
+            return False
+    return False
