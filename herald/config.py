@@ -328,14 +328,13 @@ _SPECS: dict[str, Obj] = {
         {"url": string(nonempty=True), "secretRef": _ref, "interval": duration(),
          "timeout": duration(),
          "ref": _GIT_REF,
-         "suspend": boolean(), "ignore": string(),
+         "suspend": boolean(), "ignore": string(), "recurseSubmodules": boolean(),
          "verify": Obj({"mode": string(choices=("HEAD", "head", "Tag", "TagAndHEAD")), "secretRef": _ref},
                        required=("secretRef",))},
         required=("url", "interval"),
         flux_only=("proxySecretRef", "sparseCheckout"),
         refused={
             "include": "Flux adds other repositories' files to the artifact; without them the render differs",
-            "recurseSubmodules": "Flux checks out the submodules; without them the render differs",
             "provider": "Flux authenticates as a cloud identity or GitHub App; Herald fetches only with "
                         "spec.secretRef",
         },
@@ -595,7 +594,8 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
                                suspend=bool(spec.get("suspend")), ignore=spec.get("ignore") or "",
                                verify_mode=((spec.get("verify") or {}).get("mode") or "HEAD") if spec.get("verify")
                                else "",
-                               verify_secret=((spec.get("verify") or {}).get("secretRef") or {}).get("name") or "")
+                               verify_secret=((spec.get("verify") or {}).get("secretRef") or {}).get("name") or "",
+                               recurse_submodules=bool(spec.get("recurseSubmodules")))
     if kind == "OCIRepository":
         sref, cref = spec.get("secretRef"), spec.get("certSecretRef")
         return m.OCIRepository(meta=meta, url=spec["url"], ref={k: v for k, v in (spec.get("ref") or {}).items() if v},

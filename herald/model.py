@@ -131,6 +131,7 @@ class GitRepository:
     ignore: str = ""  # spec.ignore: gitignore patterns added to the repository's .sourceignore files
     verify_mode: str = ""  # spec.verify.mode (HEAD, Tag, TagAndHEAD); "" when commits are not verified
     verify_secret: str = ""  # spec.verify.secretRef: the public keys (PGP key rings, *.sshpub)
+    recurse_submodules: bool = False  # spec.recurseSubmodules: submodules' trees are part of the source
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def _has_sourceignore(git: GitCache, repo: GitRepository, sha: str) -> bool:
 def _export(git: GitCache, repo: GitRepository, sha: str, workdir: Path) -> None:
     """The commit checked out under `workdir` as source-controller's artifact holds it: without
     what `.sourceignore` and `spec.ignore` (or Flux's default exclusions) leave out."""
-    git.export(repo, sha, workdir)
+    git.export(repo, sha, workdir, submodules=repo.recurse_submodules)
     prune_ignored(workdir, repo.ignore or None)
 
 

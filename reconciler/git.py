@@ -33,9 +33,11 @@ import contextlib
 import errno
 import fcntl
 import functools
+import hashlib
 import io
 import logging
 import os
+import posixpath
 import re
 import shlex
 import shutil
@@ -50,7 +52,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from herald.model import GitRef, GitRepository
-from reconciler.images.policy import Constraints, PolicyError, parse_constraints, parse_version
+from reconciler.images.policy import (
+    Constraints,
+    PolicyError,
+    parse_constraints,
+    parse_version,
+)
 from reconciler.images.policy import Version as SemVersion
 
 log = logging.getLogger("herald.reconciler.git")
@@ -214,6 +221,17 @@ def _local_session() -> _Session:
     _set_config(env, [("protocol.file.allow", "always"), ("gc.autoDetach", "false"),
                       ("maintenance.autoDetach", "false")])
     return _Session(env)
+
+
+def _relative_url(parent: str, relative: str) -> str:
+    """A submodule's `../other.git` against its superproject's URL, as git resolves it: the
+    superproject's URL taken as a folder (`https://host/org/app.git` + `../lib.git` is
+    `https://host/org/lib.git`)."""
+    parts = urlsplit(parent)
+    if parts.scheme and parts.netloc or parts.scheme == "file":
+        path = posixpath.normpath(posixpath.join(parts.path.rstrip("/") + "/", relative))
+        return urlunsplit(parts._replace(path=path))
+    return posixpath.normpath(posixpath.join(parent.rstrip("/") + "/", relative))
 
 
 def _open_session(url: str, credentials: dict[str, str] | None, timeout: float) -> tuple[_Session, str]:
@@ -612,9 +630,14 @@ class GitCache:
     def has_commit(self, repo: GitRepository, sha: str) -> bool:
         return self._has(self._repo_dir(repo), sha, _local_session())
 
-    def export(self, repo: GitRepository, sha: str, dest: Path) -> Path:
-        """Write the tree of `sha` into `dest` (fresh), via `git archive` (no work tree state)."""
-        d = self._repo_dir(repo)
+    def export(self, repo: GitRepository, sha: str, dest: Path, submodules: bool = False) -> Path:
+        """Write the tree of `sha` into `dest` (fresh), via `git archive` (no work tree state);
+        with `submodules`, each submodule's tree at its recorded commit too (`fetch_submodules`
+        fetched them)."""
+        self._export_dir(self._repo_dir(repo), sha, dest, submodules)
+        return dest
+
+    def _export_dir(self, d: Path, sha: str, dest: Path, submodules: bool) -> None:
         if not _SHA.match(sha):
             raise GitError(f"not a commit id: {sha!r}")
         data = self._must(["archive", "--format=tar", sha], d, _local_session(), stdout_bytes=True)
@@ -626,7 +649,81 @@ class GitCache:
                 tar.extractall(dest, filter="data")  # refuses absolute paths and links outside dest
             except tarfile.FilterError as exc:
                 raise GitError(f"revision {sha[:12]} cannot be checked out safely: {exc}") from None
-        return dest
+        if submodules:
+            for path, sub_sha, _ in self._gitlinks(d, sha, ""):
+                target = (dest / path).resolve()
+                if not target.is_relative_to(dest.resolve()):
+                    raise GitError(f"submodule path {path!r} points outside the repository", permanent=True)
+                module = self._module_dir(d, path)
+                if not self._has(module, sub_sha, _local_session()):
+                    raise GitError(f"submodule {path} at {sub_sha[:12]} was not fetched")
+                self._export_dir(module, sub_sha, target, True)
+
+    # -- submodules (GitRepository spec.recurseSubmodules) --
+
+    @staticmethod
+    def _module_dir(d: Path, path: str) -> Path:
+        return d.parent / f"{d.name}.modules" / f"{hashlib.sha256(path.encode()).hexdigest()[:24]}.git"
+
+    def _gitlinks(self, d: Path, sha: str, parent_url: str) -> list[tuple[str, str, str]]:
+        """(path, commit, url) of each submodule of commit `sha`, the url from its .gitmodules,
+        a relative one (`../other.git`) taken relative to `parent_url`, as git resolves it."""
+        session = _local_session()
+        listed = self._must(["ls-tree", "-r", "-z", "--full-tree", sha], d, session, stdout_bytes=True)
+        links = []
+        for record in listed.split(b"\0"):  # type: ignore[union-attr]
+            meta, _, name = record.partition(b"\t")
+            if meta.startswith(b"160000 commit "):
+                links.append((name.decode("utf-8", "surrogateescape"), meta.split()[2].decode()))
+        if not links:
+            return []
+        code, out, _ = self._run(["config", "--blob", f"{sha}:.gitmodules", "--get-regexp",
+                                  r"^submodule\..*\.(path|url)$"], d, session, _LOCAL_TIMEOUT)
+        paths: dict[str, str] = {}
+        urls: dict[str, str] = {}
+        for line in str(out).splitlines() if code == 0 else []:
+            key, _, value = line.partition(" ")
+            name, _, field = key.removeprefix("submodule.").rpartition(".")
+            (paths if field == "path" else urls)[name] = value
+        by_path = {p: urls.get(n, "") for n, p in paths.items()}
+        out_links = []
+        for path, sub_sha in links:
+            url = by_path.get(path, "")
+            if url.startswith(("./", "../")) and parent_url:
+                url = _relative_url(parent_url, url)
+            out_links.append((path, sub_sha, url))
+        return out_links
+
+    def fetch_submodules(self, repo: GitRepository, url: str, credentials: dict[str, str] | None, sha: str,
+                         depth: int = 0) -> None:
+        """Fetch every submodule of `sha` (recursively) at the commit it records, as
+        source-controller does with `recurseSubmodules`: with the GitRepository's credentials
+        when the submodule is on the same host, none otherwise."""
+        self._fetch_modules(self._repo_dir(repo), url, credentials, sha, float(repo.timeout), depth)
+
+    def _fetch_modules(self, d: Path, url: str, credentials: dict[str, str] | None, sha: str, timeout: float,
+                       depth: int) -> None:
+        if depth > 8:
+            raise GitError("submodules nest deeper than 8 levels", permanent=True)
+        for path, sub_sha, sub_url in self._gitlinks(d, sha, url):
+            if not sub_url:
+                raise GitError(f"submodule {path}: no url in .gitmodules", permanent=True)
+            module = self._module_dir(d, path)
+            same_host = urlsplit(sub_url).netloc == urlsplit(url).netloc
+            with self._locked(module, timeout * 2 + 10):
+                session, git_url = _open_session(sub_url, credentials if same_host else None, timeout)
+                try:
+                    if not (module / "HEAD").exists():
+                        module.mkdir(parents=True, exist_ok=True)
+                        self._must(["init", "--bare", "--quiet"], module, session)
+                    if not self._has(module, sub_sha, session):
+                        code, _, err = self._run(["fetch", "--quiet", "--no-tags", "--depth=1", "--", git_url,
+                                                  sub_sha], module, session, timeout, what=f"from {safe_url(git_url)}")
+                        if code != 0 or not self._has(module, sub_sha, session):
+                            raise self._failure("fetch", err or "commit not served", git_url, session, sha=sub_sha)
+                finally:
+                    session.close()
+            self._fetch_modules(module, sub_url, credentials if same_host else None, sub_sha, timeout, depth + 1)
 
     def list_tree(self, repo: GitRepository, sha: str, path: str) -> list[TreeEntry]:
         """The files under `path` (relative to the repository's root) in the tree of `sha`.

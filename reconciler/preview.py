@@ -82,7 +82,11 @@ class Planner:
         webhook named, fetched too when the ref has moved on (see GitCache.fetch)."""
         credentials = self.cfg.secret(repo.meta.namespace, repo.secret_ref.name) if repo.secret_ref else None
         wanted = dataclasses.replace(repo, ref=ref)
-        return self.git.fetch(wanted, url or resolve_url(repo.url, repo.meta.source), credentials, want_sha)
+        source = url or resolve_url(repo.url, repo.meta.source)
+        revision = self.git.fetch(wanted, source, credentials, want_sha)
+        if repo.recurse_submodules:
+            self.git.fetch_submodules(wanted, source, credentials, revision.sha)
+        return revision
 
     def plan_fetched(self, kustomizations: list[Kustomization], repo: GitRepository,
                      revision: Revision) -> list[KustomizationPlan]:

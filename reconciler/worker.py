@@ -476,7 +476,10 @@ class Reconciler:
                 credentials = None
                 if repo.secret_ref:
                     credentials = self.cfg.secret(repo.meta.namespace, repo.secret_ref.name)
-                revision = self.git.fetch(repo, resolve_url(repo.url, repo.meta.source), credentials, want_sha)
+                url = resolve_url(repo.url, repo.meta.source)
+                revision = self.git.fetch(repo, url, credentials, want_sha)
+                if repo.recurse_submodules:
+                    self.git.fetch_submodules(repo, url, credentials, revision.sha)
                 if repo.verify_mode:
                     self._verify(repo, revision, where)
         except Exception as exc:  # a fetch failing in any way fails every Kustomization

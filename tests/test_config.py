@@ -267,7 +267,7 @@ def test_flux_manifests_load_unchanged_with_warnings_for_fields_herald_ignores(t
     ("Kustomization", "kubeConfig", "{configMapRef: {name: spoke}}", "workload identity"),
     ("Kustomization", "decryption", "{provider: sops, serviceAccountName: kms}", "cloud KMS identity"),
     ("GitRepository", "include", "[{repository: {name: other}}]", "other repositories' files"),
-    ("GitRepository", "recurseSubmodules", "true", "submodules"),
+    ("GitRepository", "provider", "github", "GitHub App"),
 ])
 def test_fields_that_change_what_where_or_as_whom_herald_applies_are_refused(
         tmp_path: Path, kind: str, field: str, value: str, why: str) -> None:
