@@ -329,12 +329,13 @@ _SPECS: dict[str, Obj] = {
          "timeout": duration(),
          "ref": _GIT_REF,
          "suspend": boolean(), "ignore": string(), "recurseSubmodules": boolean(),
+         "include": list_of(Obj({"repository": Obj({"name": _name}, required=("name",)), "fromPath": string(),
+                                 "toPath": string()}, required=("repository",))),
          "verify": Obj({"mode": string(choices=("HEAD", "head", "Tag", "TagAndHEAD")), "secretRef": _ref},
                        required=("secretRef",))},
         required=("url", "interval"),
         flux_only=("proxySecretRef", "sparseCheckout"),
         refused={
-            "include": "Flux adds other repositories' files to the artifact; without them the render differs",
             "provider": "Flux authenticates as a cloud identity or GitHub App; Herald fetches only with "
                         "spec.secretRef",
         },
@@ -595,7 +596,9 @@ def _build(kind: str, meta: m.Meta, spec: dict[str, Any], doc: dict[str, Any]) -
                                verify_mode=((spec.get("verify") or {}).get("mode") or "HEAD") if spec.get("verify")
                                else "",
                                verify_secret=((spec.get("verify") or {}).get("secretRef") or {}).get("name") or "",
-                               recurse_submodules=bool(spec.get("recurseSubmodules")))
+                               recurse_submodules=bool(spec.get("recurseSubmodules")),
+                               include=tuple(m.GitInclude(i["repository"]["name"], i.get("fromPath") or "",
+                                                          i.get("toPath") or "") for i in spec.get("include") or ()))
     if kind == "OCIRepository":
         sref, cref = spec.get("secretRef"), spec.get("certSecretRef")
         return m.OCIRepository(meta=meta, url=spec["url"], ref={k: v for k, v in (spec.get("ref") or {}).items() if v},
@@ -893,6 +896,14 @@ def _cross_check(cfg: Config, out: list[Diagnostic]) -> None:
                 parse_semver_range(g.ref.semver)
             except GitError as exc:
                 err(g, f"spec.ref.semver: {exc}", at="spec.ref.semver")
+    for g in cfg.git_repositories.values():
+        for i, inc in enumerate(g.include):
+            if (g.meta.namespace, inc.repository) not in cfg.git_repositories and not rejected(
+                    "GitRepository", g.meta.namespace, inc.repository):
+                err(g, f"spec.include[{i}].repository: GitRepository {g.meta.namespace}/{inc.repository} not found",
+                    at=f"spec.include[{i}]")
+            elif inc.repository == g.meta.name:
+                err(g, f"spec.include[{i}].repository: a GitRepository cannot include itself", at=f"spec.include[{i}]")
     for k in cfg.kustomizations.values():
         ns = k.source_ref.namespace or k.meta.namespace
         if k.source_ref.kind not in SOURCE_KINDS:

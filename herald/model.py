@@ -120,6 +120,16 @@ class GitRef:
 
 
 @dataclass(frozen=True)
+class GitInclude:
+    """A GitRepository's `spec.include` entry: another GitRepository's `from_path` copied to
+    `to_path` of this one's tree."""
+
+    repository: str  # a GitRepository of the same namespace
+    from_path: str = ""  # "" for its root
+    to_path: str = ""  # "" for the included repository's name
+
+
+@dataclass(frozen=True)
 class GitRepository:
     meta: Meta
     url: str
@@ -132,6 +142,7 @@ class GitRepository:
     verify_mode: str = ""  # spec.verify.mode (HEAD, Tag, TagAndHEAD); "" when commits are not verified
     verify_secret: str = ""  # spec.verify.secretRef: the public keys (PGP key rings, *.sshpub)
     recurse_submodules: bool = False  # spec.recurseSubmodules: submodules' trees are part of the source
+    include: tuple[GitInclude, ...] = ()
 
 
 @dataclass(frozen=True)

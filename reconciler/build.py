@@ -17,6 +17,7 @@ from reconciler.git import GitCache
 from reconciler.postbuild import Read, finish
 
 SOURCEIGNORE = ".sourceignore"
+Includes = tuple[tuple[GitRepository, str, str, str], ...]  # reconciler.git.Revision.includes
 from reconciler.render import (
     Manifest,
     Rendered,
@@ -29,11 +30,12 @@ from reconciler.render import (
 
 
 def build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path,
-          read: Read | None = None) -> Rendered:
+          read: Read | None = None, includes: Includes = ()) -> Rendered:
     """`ks`'s render at `sha` of `repo` (fetched into `git` already), decrypted and substituted
     as its spec asks (`reconciler.postbuild`; `read` finds the ConfigMaps and Secrets those
     name). Raises GitError or RenderError with a message for the user."""
-    rendered = _generated(git, ks, repo, sha, workdir) if ks.generator else _build(git, ks, repo, sha, workdir)
+    rendered = (_generated(git, ks, repo, sha, workdir, includes) if ks.generator
+                else _build(git, ks, repo, sha, workdir, includes))
     return _finished(ks, rendered, read)
 
 
@@ -70,12 +72,13 @@ def _generate(ks: Kustomization, root: Path) -> None:
         raise RenderError(str(exc)) from None
 
 
-def _generated(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path) -> Rendered:
+def _generated(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path,
+               includes: Includes = ()) -> Rendered:
     """A Kustomization with patches, images, components or a name prefix or suffix: built by
     kustomize from the kustomization.yaml Flux's generator would write (`reconciler.generate`),
     in a checkout of its own, the namespace included (kustomize's transformer, as in Flux)."""
     try:
-        _export(git, repo, sha, workdir)
+        _export(git, repo, sha, workdir, includes)
         _generate(ks, workdir)
         return render(workdir, ks.path)
     finally:
@@ -86,14 +89,32 @@ def _has_sourceignore(git: GitCache, repo: GitRepository, sha: str) -> bool:
     return any(e.path.rsplit("/", 1)[-1] == SOURCEIGNORE for e in git.list_tree(repo, sha, ""))
 
 
-def _export(git: GitCache, repo: GitRepository, sha: str, workdir: Path) -> None:
+def _export(git: GitCache, repo: GitRepository, sha: str, workdir: Path, includes: Includes = ()) -> None:
     """The commit checked out under `workdir` as source-controller's artifact holds it: without
-    what `.sourceignore` and `spec.ignore` (or Flux's default exclusions) leave out."""
+    what `.sourceignore` and `spec.ignore` (or Flux's default exclusions) leave out, with the
+    submodules (`recurseSubmodules`) and the included repositories' files (`include`: each one's
+    `fromPath`, as its own artifact holds it, copied over `toPath`)."""
     git.export(repo, sha, workdir, submodules=repo.recurse_submodules)
     prune_ignored(workdir, repo.ignore or None)
+    for other, other_sha, from_path, to_path in includes:
+        scratch = workdir.parent / f".{workdir.name}.include-{other.meta.name}"
+        try:
+            git.export(other, other_sha, scratch, submodules=other.recurse_submodules)
+            prune_ignored(scratch, other.ignore or None)
+            source = (scratch / tree_folder(from_path)).resolve()
+            target = (workdir / tree_folder(to_path or other.meta.name)).resolve()
+            if not source.is_relative_to(scratch.resolve()) or not target.is_relative_to(workdir.resolve()):
+                raise RenderError(f"spec.include of GitRepository {other.meta.name}: fromPath and toPath must stay "
+                                  "inside the repositories")
+            if not source.is_dir():
+                raise RenderError(f"spec.include: GitRepository {other.meta.name} has no folder {from_path!r}")
+            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path) -> Rendered:
+def _build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path,
+           includes: Includes = ()) -> Rendered:
     folder = tree_folder(ks.path)
     entries = git.list_tree(repo, sha, folder)
     files = [e for e in entries if e.is_file]
@@ -102,11 +123,11 @@ def _build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, work
         if folder and not any(e.path.startswith(f"{folder}/") for e in entries):
             raise RenderError(f"spec.path {ks.path!r} not found in the revision")
         wanted = plain_files(folder, [e.path for e in files])
-    if wanted is not None and not repo.ignore and not _has_sourceignore(git, repo, sha):
+    if wanted is not None and not repo.ignore and not includes and not _has_sourceignore(git, repo, sha):
         blob = {e.path: e.blob for e in files}
         return render_files(zip(wanted, git.read_blobs(repo, [blob[p] for p in wanted])), ks.target_namespace)
     try:
-        _export(git, repo, sha, workdir)
+        _export(git, repo, sha, workdir, includes)
         return render(workdir, ks.path, ks.target_namespace)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

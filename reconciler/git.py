@@ -88,6 +88,8 @@ class GitError(Exception):
 class Revision:
     ref: str  # branch or tag name as Flux prints it ("main"), a full name for spec.ref.name
     sha: str
+    # spec.include: (included GitRepository, its commit, fromPath, toPath), copied into the tree
+    includes: tuple[tuple[GitRepository, str, str, str], ...] = ()
 
     def __str__(self) -> str:
         # Flux writes "main@sha1:<sha>", and plain "sha1:<sha>" for a commit with no branch.

@@ -44,6 +44,7 @@ interval instead.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -381,6 +382,24 @@ class Reconciler:
                                 "reconciles will render and report without applying")
             return self._cluster  # type: ignore[return-value]
 
+    def _with_includes(self, repo: GitRepository, revision: Revision) -> Revision:
+        """`spec.include`: each included GitRepository (same namespace) fetched at its own ref,
+        to be copied into the tree (`reconciler.build`). The revision stays the repository's own
+        commit, as source-controller reports it."""
+        found = []
+        for inc in repo.include:
+            other = self.cfg.git_repositories.get((repo.meta.namespace, inc.repository))
+            if other is None:
+                raise GitError(f"spec.include: GitRepository {repo.meta.namespace}/{inc.repository} not found",
+                               permanent=True)
+            credentials = self.cfg.secret(other.meta.namespace, other.secret_ref.name) if other.secret_ref else None
+            url = resolve_url(other.url, other.meta.source)
+            got = self.git.fetch(other, url, credentials)
+            if other.recurse_submodules:
+                self.git.fetch_submodules(other, url, credentials, got.sha)
+            found.append((other, got.sha, inc.from_path, inc.to_path))
+        return dataclasses.replace(revision, includes=tuple(found))
+
     def _verify(self, repo: GitRepository, revision: Revision, where: str) -> None:
         """GitRepository `spec.verify`, as source-controller checks it after each fetch: the
         commit's (and with a Tag mode, the tag's) signature by a key of `verify.secretRef`
@@ -480,6 +499,8 @@ class Reconciler:
                 revision = self.git.fetch(repo, url, credentials, want_sha)
                 if repo.recurse_submodules:
                     self.git.fetch_submodules(repo, url, credentials, revision.sha)
+                if repo.include:
+                    revision = self._with_includes(repo, revision)
                 if repo.verify_mode:
                     self._verify(repo, revision, where)
         except Exception as exc:  # a fetch failing in any way fails every Kustomization
@@ -762,7 +783,7 @@ class Reconciler:
         read = reader(self._cluster_or_none(), self.cfg)
         if isinstance(revision, ArtifactRevision):
             return build_tree(ks, revision.root, workdir, read)
-        return build(self.git, ks, repo, revision.sha, workdir, read)
+        return build(self.git, ks, repo, revision.sha, workdir, read, includes=revision.includes)
 
     def _apply(self, ks: Kustomization, cluster: Cluster, store: InventoryStore, record: Record,
                manifests: list[Manifest], revision: Revision, name: str) -> _Result:

@@ -266,7 +266,6 @@ def test_flux_manifests_load_unchanged_with_warnings_for_fields_herald_ignores(t
 @pytest.mark.parametrize(("kind", "field", "value", "why"), [
     ("Kustomization", "kubeConfig", "{configMapRef: {name: spoke}}", "workload identity"),
     ("Kustomization", "decryption", "{provider: sops, serviceAccountName: kms}", "cloud KMS identity"),
-    ("GitRepository", "include", "[{repository: {name: other}}]", "other repositories' files"),
     ("GitRepository", "provider", "github", "GitHub App"),
 ])
 def test_fields_that_change_what_where_or_as_whom_herald_applies_are_refused(
