@@ -8,7 +8,10 @@ or submodules get a checkout on disk, under `workdir`, removed afterwards.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
+import threading
 from pathlib import Path
 
 from herald.model import GitRepository, Kustomization
@@ -113,6 +116,40 @@ def _export(git: GitCache, repo: GitRepository, sha: str, workdir: Path, include
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+KEPT_CHECKOUTS = 2  # per repository: the commit being applied and the one before (a slow run may still read it)
+_CHECKOUT_LOCK = threading.Lock()
+
+
+def shared_checkout(git: GitCache, repo: GitRepository, sha: str, includes: Includes = ()) -> Path:
+    """The commit checked out once (`_export`), for every Kustomization that reads it without
+    writing: a fleet's Kustomizations mostly share one repository and one commit, and writing
+    the whole tree for each of them was most of a fleet's reconcile (bench/RESULTS.md, fleet
+    reconcile). Kept under the Git cache, the newest KEPT_CHECKOUTS per repository."""
+    key = sha + "".join(f"+{other.meta.name}@{other_sha}:{f}:{t}" for other, other_sha, f, t in includes)
+    folder = git.root / "checkouts" / repo.meta.namespace / repo.meta.name
+    root = folder / hashlib.sha256(key.encode()).hexdigest()[:24]
+    with _CHECKOUT_LOCK:
+        if root.is_dir():
+            os.utime(root)
+            return root
+        scratch = folder / f".{root.name}.{os.getpid()}.{threading.get_ident()}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            _export(git, repo, sha, scratch, includes)
+            try:
+                scratch.rename(root)
+            except OSError:  # another process made it meanwhile: theirs is the same tree
+                pass
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        kept = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime,
+                      reverse=True)
+        for old in kept[KEPT_CHECKOUTS:]:
+            if old != root:
+                shutil.rmtree(old, ignore_errors=True)
+    return root
+
+
 def _build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, workdir: Path,
            includes: Includes = ()) -> Rendered:
     folder = tree_folder(ks.path)
@@ -126,8 +163,5 @@ def _build(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, work
     if wanted is not None and not repo.ignore and not includes and not _has_sourceignore(git, repo, sha):
         blob = {e.path: e.blob for e in files}
         return render_files(zip(wanted, git.read_blobs(repo, [blob[p] for p in wanted])), ks.target_namespace)
-    try:
-        _export(git, repo, sha, workdir, includes)
-        return render(workdir, ks.path, ks.target_namespace)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    # kustomize only reads the checkout: every Kustomization of the commit shares one.
+    return render(shared_checkout(git, repo, sha, includes), ks.path, ks.target_namespace)

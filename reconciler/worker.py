@@ -88,7 +88,7 @@ from reconciler.coalesce import (
     State,
     kustomization_scope,
 )
-from reconciler.fleet import Fleet, key_of
+from reconciler.fleet import Fleet, Taken, key_of
 from reconciler.git import GitCache, GitError, Revision, resolve_url
 from reconciler.health import HealthCheckFailed, go_duration, wait_for, with_expressions
 from reconciler.images.poller import ImagePoller
@@ -731,18 +731,38 @@ class Reconciler:
         if acted_on:
             notes.append("Applied, but Herald does not act on these kinds (their Flux controllers would): "
                          + ", ".join(acted_on))
-        for kind, ns, name in [*taken.added, *taken.changed]:
-            if kind in ("Kustomization", "GitRepository") and (kind, ns, name) != ("Kustomization", *ks.meta.key):
-                # Not `origin.revision`: the run that rendered it has applied that commit, but
-                # without this object, which coalescing would otherwise take as done.
-                follow = ReconcileRequest(kind=kind, name=name, namespace=ns, reason="configuration",
-                                          origin={"owner": f"Kustomization/{ks.meta.namespace}/{ks.meta.name}",
-                                                  "ownerRevision": str(revision)})
-                try:
-                    self.bus.publish(RECONCILE_QUEUE, follow.to_json(), message_id=follow.id)
-                except BusError as exc:  # the interval timer reconciles it later
-                    log.warning("cannot ask for the reconcile of %s %s/%s: %s", kind, ns, name, exc)
+        for kind, ns, name in self._follow_ups(ks, taken):
+            # Not `origin.revision`: the run that rendered it has applied that commit, but
+            # without this object, which coalescing would otherwise take as done.
+            follow = ReconcileRequest(kind=kind, name=name, namespace=ns, reason="configuration",
+                                      origin={"owner": f"Kustomization/{ks.meta.namespace}/{ks.meta.name}",
+                                              "ownerRevision": str(revision)})
+            try:
+                self.bus.publish(RECONCILE_QUEUE, follow.to_json(), message_id=follow.id)
+            except BusError as exc:  # the interval timer reconciles it later
+                log.warning("cannot ask for the reconcile of %s %s/%s: %s", kind, ns, name, exc)
         return kept
+
+    def _follow_ups(self, owner: Kustomization, taken: Taken) -> list[tuple[str, str, str]]:
+        """What to reconcile now that a render changed the configuration: each new or changed
+        source, and each new or changed Kustomization, by one request per source when several
+        share it (a fleet's hundred Kustomizations on one GitRepository are one run, not a
+        hundred requests each marking a follow-up of the next)."""
+        changed = [*taken.added, *taken.changed]
+        sources = {(kind, ns, name) for kind, ns, name in changed if kind in SOURCE_KINDS}
+        by_source: dict[tuple[str, str, str], list[tuple[str, str, str]]] = {}
+        for kind, ns, name in changed:
+            ks = self.cfg.kustomizations.get((ns, name)) if kind == "Kustomization" else None
+            if ks is None or (ns, name) == owner.meta.key:
+                continue
+            src = (ks.source_ref.kind, ks.source_ref.namespace or ns, ks.source_ref.name)
+            by_source.setdefault(src, []).append((kind, ns, name))
+        out = sorted(sources)
+        for src, members in sorted(by_source.items()):
+            if src in sources:
+                continue  # the source's own request runs them all
+            out += [src] if len(members) > 1 else members
+        return out
 
     def _finalize(self, ks: Kustomization, cluster: Cluster) -> str:
         """A Kustomization gone from the configuration (its parent's render dropped it), as
