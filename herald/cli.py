@@ -170,10 +170,53 @@ def _marker_diagnostics(cfg: config_mod.Config) -> list[config_mod.Diagnostic]:
     return out
 
 
+FLEET_MARKERS = ("kustomization.yaml", "kustomization.yml", "Kustomization", "gotk-sync.yaml", "gotk-components.yaml")
+
+
+def is_fleet(path: str | Path) -> bool:
+    """A folder that Flux would build (a kustomization.yaml somewhere, or what `flux bootstrap`
+    writes) rather than Herald's own configuration folder."""
+    root = Path(path)
+    if not root.is_dir():
+        return False
+    return any(p.name in FLEET_MARKERS and ".git" not in p.parts for p in root.rglob("*"))
+
+
+def cmd_validate_fleet(settings: Settings, roots: list[str]) -> int:
+    """`herald validate -c <fleet repository>`: each folder built as Flux would build it, the Flux
+    objects checked, workload manifests counted (`reconciler.fleet_validate`)."""
+    from reconciler.fleet_validate import validate_fleet
+
+    errors = warnings = flux = workloads = 0
+    for root in roots:
+        report = validate_fleet(Path(root), secrets_dir=settings.secrets_dir or None)
+        for d in sorted(report.diagnostics, key=lambda d: (d.path, d.line)):
+            print(d)
+        errors += len(report.errors)
+        warnings += len(report.diagnostics) - len(report.errors)
+        flux += report.flux_objects
+        workloads += report.workloads
+        print(f"{root}: built {len(report.folders)} folder(s): {flux} Flux object(s), {workloads} workload "
+              f"manifest(s)" + (", not acted on by Herald: " + ", ".join(
+                  f"{kind} ({n})" for kind, n in sorted(report.inert.items())) if report.inert else ""))
+    if errors:
+        print(f"{errors} error(s), {warnings} warning(s)")
+        return 1
+    print(f"ok: {flux} Flux object(s), {workloads} workload manifest(s), {warnings} warning(s)")
+    return 0
+
+
 def cmd_validate(settings: Settings, offline: bool = False) -> int:
     if not settings.config and not settings.from_cluster:
         print("herald validate: pass -c PATH or --from-cluster, or set HERALD_CONFIG", file=sys.stderr)
         return 2
+    fleets = [p for p in settings.config or [] if is_fleet(p)]
+    if fleets and not settings.from_cluster:
+        if len(fleets) != len(settings.config):
+            print("herald validate: -c names both a fleet repository and configuration files; validate them apart",
+                  file=sys.stderr)
+            return 2
+        return cmd_validate_fleet(settings, fleets)
     if settings.from_cluster:
         from herald.cluster_config import describe
 

@@ -669,3 +669,23 @@ def test_an_empty_repository_says_there_is_nothing_to_act_on(tmp_path: Path) -> 
     assert [(d.severity, d.message) for d in report.diagnostics] == [
         ("warning", "no Flux objects found: nothing in this repository for Herald to act on")]
     assert validate_fleet(tmp_path / "missing").errors[0].message == "no such directory"
+
+
+def test_herald_validate_builds_a_fleet_repository_as_flux_would(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`herald validate -c <repository>` on a fleet: the same report, as the command prints it."""
+    from herald.cli import main
+
+    write(tmp_path, fleet())
+    assert main(["validate", "-c", str(tmp_path)]) == 1  # the two mistakes
+    out = capsys.readouterr().out.splitlines()
+    assert any("spec.decryption.serviceAccountName: not supported by Herald" in line for line in out)
+    assert any("spec.healtChecks: unknown field" in line for line in out)
+    assert any(line.startswith(f"{tmp_path}: built 8 folder(s): ") and "HelmRelease (3)" in line for line in out)
+    assert out[-1].startswith("2 error(s), ")
+    # Herald's own configuration folder is still read as configuration
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "herald.yaml").write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: flux-system}\n"
+                                     "stringData: {token: t}\n")
+    assert main(["validate", "-c", str(own)]) == 0
