@@ -1,7 +1,7 @@
 """Reconciling a Flux fleet: 100 Kustomizations and 2,000 objects, cold and no-op (issue 16).
 
 Herald is pointed at a fleet's bootstrap `gotk-sync.yaml`, as in `tests/test_fleet.py`: the
-Kustomizations that each render holds become configuration (`reconciler.fleet.Fleet`) and new
+Kustomizations that each render holds become configuration (`herald.fleet.Fleet`) and new
 ones get reconcile requests on the bus. This script builds, in a temporary folder, a local bare
 Git repository shaped like a real fleet:
 
@@ -350,7 +350,7 @@ class Timers:
 
     def install(self) -> None:
         from reconciler import apply, git, inventory, render, worker
-        from reconciler.fleet import Fleet
+        from herald.fleet import Fleet
 
         R = worker.Reconciler
         self.wrap(R, "handle", self.HANDLE)
@@ -401,7 +401,7 @@ def child_main(spec: dict[str, Any]) -> None:
     from herald import logs
     from herald.bus import Delivery, open_bus
     from herald.messages import RECONCILE_QUEUE, ReconcileRequest
-    from reconciler.fleet import Fleet
+    from herald.fleet import Fleet
     from reconciler.worker import Reconciler, WorkerSettings
 
     logs.setup("INFO")

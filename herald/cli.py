@@ -18,7 +18,7 @@ from herald.settings import Settings, state_dir_problem
 
 if TYPE_CHECKING:
     from herald.cluster_config import ClusterConfig
-    from reconciler.fleet import Fleet
+    from herald.fleet import Fleet
 
 log = logging.getLogger("herald")
 
@@ -264,9 +264,11 @@ def _start(target: Callable[[threading.Event], None], stop: threading.Event, nam
 
 def _watch(source: ClusterConfig | Fleet | None, updates: list[Callable[[config_mod.Config], None]]) -> None:
     """With --from-cluster, or a fleet: hand every new configuration to each component, from now on."""
+    from herald.fleet import Fleet as FleetType
+
     if source is None:
         return
-    if not hasattr(source, "start"):  # a fleet changes when a render changes it
+    if isinstance(source, FleetType):  # its watch runs on a thread of cmd_run's
         for update in updates:
             source.subscribe(update)
         return
@@ -304,9 +306,10 @@ def cmd_run(command: str, settings: Settings) -> int:
     source = _from_cluster(settings, command) if settings.from_cluster else None
     cfg = source.config if source is not None else _load(settings)
     fleet = None
-    if source is None and command in ("serve", "worker"):
-        # The Flux objects each Kustomization renders join the configuration (reconciler.fleet).
-        from reconciler.fleet import Fleet
+    if source is None:
+        # The Flux objects each Kustomization renders join the configuration (herald.fleet),
+        # shared through the state directory by every process on it.
+        from herald.fleet import Fleet
 
         fleet = Fleet(settings.config, settings.secrets_dir or None, settings.state_dir)
         cfg = fleet.config
@@ -325,6 +328,8 @@ def cmd_run(command: str, settings: Settings) -> int:
 
         ops = OpsServer(settings.metrics_listen, bus.ping).start()
     try:
+        if fleet is not None:
+            threads.append(_start(fleet.watch, stop, "fleet"))
         if command in ("serve", "worker"):
             from reconciler.worker import Reconciler
 

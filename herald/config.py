@@ -1039,7 +1039,7 @@ def source_location(source: str) -> tuple[str, int]:
 def check(paths: Iterable[str | Path], secrets_dir: str | Path | None = None,
           extra: Iterable[Document] = ()) -> tuple[Config, list[Diagnostic]]:
     """Read and check the configuration; return what could be built and every diagnostic.
-    `extra`: documents from elsewhere (a Kustomization's render: reconciler.fleet), after the files."""
+    `extra`: documents from elsewhere (a Kustomization's render: herald.fleet), after the files."""
     out: list[Diagnostic] = []
     cfg = Config(secrets_dir=Path(secrets_dir) if secrets_dir else None)
     paths = list(paths)

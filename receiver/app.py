@@ -167,7 +167,13 @@ def create_app(
         elif not settings.config:
             raise SystemExit("herald receiver: no configuration (set HERALD_CONFIG or pass -c)")
         else:
-            cfg = config_mod.load(settings.config, settings.secrets_dir or None)
+            cfg = config_mod.load(settings.config, settings.secrets_dir or None)  # errors: refuse to start
+            # What the fleet's renders added (herald.fleet), as the worker left it in the state
+            # directory, and what it adds from now on.
+            from herald.fleet import Fleet
+
+            source = Fleet(settings.config, settings.secrets_dir or None, settings.state_dir)
+            cfg = source.config
     if bus is None:
         bus = open_bus(settings.broker_url or None, settings.state_dir)
     if deliveries is None:

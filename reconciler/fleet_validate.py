@@ -102,7 +102,7 @@ from herald.yamlsrc import (
     load_documents,
     located,
 )
-from reconciler.fleet import FLUX_GROUPS, is_inert, is_taken
+from herald.fleet import FLUX_GROUPS, is_inert, is_taken
 from reconciler.generate import GenerateError, generate
 from reconciler.render import (
     KUSTOMIZATION_FILES,

@@ -88,7 +88,7 @@ from reconciler.coalesce import (
     State,
     kustomization_scope,
 )
-from reconciler.fleet import Fleet, Taken, key_of
+from herald.fleet import Fleet, Taken, key_of
 from reconciler.git import GitCache, GitError, Revision, resolve_url
 from reconciler.health import HealthCheckFailed, go_duration, wait_for, with_expressions
 from reconciler.images.poller import ImagePoller
@@ -218,7 +218,7 @@ class _Result:
     retry_after: float | None = None
     commit_status: bool = True
     elapsed: float = 0.0
-    notes: list[str] = field(default_factory=list)  # lines after the outcome's own (reconciler.fleet)
+    notes: list[str] = field(default_factory=list)  # lines after the outcome's own (herald.fleet)
     events: list[Event] = field(default_factory=list)  # about other objects (a refused child Kustomization)
 
     @property
@@ -286,7 +286,7 @@ class Reconciler:
         in-cluster); None means no cluster: render and report what would be applied.
         `poll_interval` is how often health checks look again. `settings` (default: from the
         environment) sets the reconcile threads, the Lease duration, coalescing and polling.
-        `fleet`: the Flux objects each render holds become configuration (reconciler.fleet)."""
+        `fleet`: the Flux objects each render holds become configuration (herald.fleet)."""
         self.cfg = cfg
         self.fleet = fleet
         self.bus = bus
@@ -692,7 +692,7 @@ class Reconciler:
 
     def _take_configuration(self, ks: Kustomization, revision: Revision, manifests: list[Manifest],
                             cluster: Cluster | None, notes: list[str], events: list[Event]) -> list[Manifest]:
-        """The render's Flux objects become configuration (`reconciler.fleet`); what is left to
+        """The render's Flux objects become configuration (`herald.fleet`); what is left to
         apply: taken objects only where their CRD is served, Flux kinds Herald does not act on
         likewise, refused objects never. New and changed Kustomizations and GitRepositories are
         reconciled at once, as Flux's controllers would on seeing them."""
@@ -703,10 +703,14 @@ class Reconciler:
         inert = {id(m) for m in taken.inert}
         unserved: list[str] = []
         kept: list[Manifest] = []
+        served: dict[tuple[str, str], bool] = {}  # a kind not served costs a discovery read: ask once
         for m in manifests:
             if key_of(m) in refused and id(m) in consumed:
                 continue
-            if (id(m) in consumed or id(m) in inert) and cluster is not None and not _served(cluster, m):
+            flux_kind = id(m) in consumed or id(m) in inert
+            if flux_kind and cluster is not None and (m.api_version, m.kind) not in served:
+                served[(m.api_version, m.kind)] = _served(cluster, m)
+            if flux_kind and cluster is not None and not served[(m.api_version, m.kind)]:
                 unserved.append(m.ref())
                 continue
             kept.append(m)

@@ -20,7 +20,7 @@ import pytest
 from herald.bus import Delivery
 from herald.bus.embedded import EmbeddedBus
 from herald.messages import RECONCILE_QUEUE, ReconcileRequest
-from reconciler.fleet import Fleet
+from herald.fleet import Fleet
 from reconciler.worker import Reconciler, WorkerSettings
 from tests.fixtures_herald import Repo
 from tests.kubeapi import KubeAPIServer
@@ -285,3 +285,21 @@ def test_where_flux_crds_are_served_the_fleets_kustomizations_are_applied_with_t
     assert status["lastAppliedRevision"] == f"main@sha1:{sha}"
     assert {"id": "shop_web__ConfigMap", "v": "v1"} in [
         {k: e[k] for k in ("id", "v")} for e in status["inventory"]["entries"]]
+
+
+def test_every_process_on_the_state_directory_learns_what_a_render_added(
+        tmp_path: Path, repo: Repo, kube_api: KubeAPIServer, fleet_worker: Callable[..., Any]) -> None:
+    """A receiver or notifier process beside the worker (the Procfile's, on one state directory)
+    reads the fleet the worker's renders wrote, and what they add later, without a restart."""
+    repo.commit(fleet_files(repo.url), "a fleet")
+    bootstrap = tmp_path / "gotk-sync.yaml"
+    bootstrap.write_text(gotk_sync(repo.url))
+    receiver = Fleet([bootstrap], None, tmp_path / "state")  # started before the worker's first run
+    seen: list[Any] = []
+    receiver.subscribe(seen.append)
+    assert ("flux-system", "apps") not in receiver.config.kustomizations
+    worker, _ = fleet_worker(bootstrap)
+    run_until_quiet(worker, bootstrap_request())
+    assert receiver.refresh() is True
+    assert ("flux-system", "apps") in receiver.config.kustomizations and seen[-1] is receiver.config
+    assert receiver.refresh() is False  # nothing new: no new configuration handed out

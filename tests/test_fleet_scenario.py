@@ -30,7 +30,7 @@ import pytest
 
 from herald.bus import Delivery, RetryLater
 from herald.messages import RECONCILE_QUEUE, ReconcileRequest
-from reconciler.fleet import Fleet
+from herald.fleet import Fleet
 from tests.fixtures_herald import Repo
 from tests.kubeapi import KubeAPIServer
 from tests.registry import Registry, push_flux_artifact

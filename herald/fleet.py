@@ -1,5 +1,7 @@
 """A fleet's configuration, built the way Flux builds it: from what its Kustomizations render.
 
+In the core: the reconciler feeds it (`take`), and every component reads it (`config`, `watch`).
+
 Flux users bootstrap a cluster with `clusters/<name>/flux-system/gotk-sync.yaml`: one
 GitRepository and one Kustomization. That Kustomization applies `clusters/<name>`, which holds
 more Kustomizations (their namespace, `interval` and `prune` often set by the folder's
@@ -28,7 +30,9 @@ What each render's objects become:
 
 What a render contributed is kept under the state directory (Secrets excepted: a decrypted
 Secret never touches the disk), so a restart knows the whole fleet before the bootstrap
-Kustomization has run again.
+Kustomization has run again, and every process on that state directory shares it: `watch`
+(the receiver, the notifier, other workers) picks up what another process's render wrote
+within `POLL` seconds.
 """
 
 from __future__ import annotations
@@ -40,12 +44,33 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from herald.config import API_VERSIONS, Config, Diagnostic, check
 from herald.model import Kustomization
 from herald.yamlsrc import Document, located
-from reconciler.render import Manifest
+
+
+class Manifest(Protocol):
+    """A rendered object as the reconciler hands it over (reconciler.render.Manifest): the core
+    reads it, it does not import the component that makes it."""
+
+    obj: dict[str, Any]
+    source: str
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def api_version(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+    def ref(self) -> str: ...
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +81,7 @@ ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 # take as configuration is *inert* under Herald, and said so.
 FLUX_GROUPS = ("toolkit.fluxcd.io", "fluxcd.controlplane.io", "source.extensions.fluxcd.io")
 MAX_DEPTH = 16  # owners of owners: deeper than any fleet nests, shallow enough to stop a cycle
+POLL = 2.0  # seconds between looks at what other processes' renders wrote
 
 
 def _group(api_version: str) -> str:
@@ -99,6 +125,7 @@ class Fleet:
         self.secrets_dir = secrets_dir
         self.store = Path(state_dir) / "fleet"
         self._lock = threading.Lock()
+        self._seen: dict[Path, int] = {}  # store file -> mtime (ns) as this process last read or wrote it
         self._owned: dict[OwnerKey, list[Document]] = self._load()
         self._listeners: list[Callable[[Config], None]] = []
         self.config, self.diagnostics = self._build(self._owned)
@@ -113,26 +140,82 @@ class Fleet:
         if not self.store.is_dir():
             return owned
         for path in sorted(self.store.glob("*/*.json")):
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                docs = [Document(str(d["source"]), 0, located(d["object"])) for d in data["objects"]]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning("fleet: %s cannot be read (%s); its owner's objects come back at its next run",
-                            path, exc)
-                continue
-            owned[(path.parent.name, path.stem)] = docs
+            docs = self._read(path)
+            if docs is not None:
+                owned[(path.parent.name, path.stem)] = docs
         return owned
+
+    def _read(self, path: Path) -> list[Document] | None:
+        try:
+            mtime = path.stat().st_mtime_ns
+            data = json.loads(path.read_text(encoding="utf-8"))
+            docs = [Document(str(d["source"]), 0, located(d["object"])) for d in data["objects"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("fleet: %s cannot be read (%s); its owner's objects come back at its next run", path, exc)
+            return None
+        self._seen[path] = mtime
+        return docs
+
+    def refresh(self) -> bool:
+        """Take in what other processes' renders wrote since this one last looked; whether the
+        configuration changed (subscribers have the new one then)."""
+        found = {p: p.stat().st_mtime_ns for p in self.store.glob("*/*.json")} if self.store.is_dir() else {}
+        with self._lock:
+            owned = dict(self._owned)
+            changed = False
+            for path, mtime in found.items():
+                if self._seen.get(path) != mtime:
+                    docs = self._read(path)
+                    if docs is not None:
+                        owned[(path.parent.name, path.stem)] = docs
+                        changed = True
+            for path in [p for p in self._seen if p not in found]:
+                del self._seen[path]
+                owned.pop((path.parent.name, path.stem), None)
+                changed = True
+            if not changed:
+                return False
+            before = self.config
+            cfg, diagnostics = self._build(owned)
+            self._owned, self.config, self.diagnostics = owned, cfg, diagnostics
+        taken = Taken()
+        _diff(before, cfg, taken)
+        if taken.added or taken.changed or taken.removed:
+            for listener in list(self._listeners):
+                listener(cfg)
+            return True
+        return False
+
+    def start(self) -> None:
+        """Watch on a daemon thread of its own (a gunicorn worker's receiver), until `stop`."""
+        self._stop = threading.Event()
+        threading.Thread(target=self.watch, args=(self._stop,), name="herald-fleet", daemon=True).start()
+
+    def stop(self) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+
+    def watch(self, stop: threading.Event, poll: float = POLL) -> None:
+        """`refresh` every `poll` seconds until `stop` is set (a thread of its own)."""
+        while not stop.wait(poll):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 (a bad look must not end the watch)
+                log.exception("fleet: reading what other processes wrote failed; trying again")
 
     def _save(self, owner: OwnerKey, docs: list[Document]) -> None:
         target = self._file(owner)
         kept = [{"source": d.path, "object": d.data} for d in docs if d.data.get("kind") != "Secret"]
         if not docs:
             target.unlink(missing_ok=True)
+            self._seen.pop(target, None)
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"objects": kept}, separators=(",", ":")), encoding="utf-8")
         tmp.replace(target)
+        self._seen[target] = target.stat().st_mtime_ns
 
     # ---- building -------------------------------------------------------------------------
 
