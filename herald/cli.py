@@ -308,10 +308,10 @@ def cmd_run(command: str, settings: Settings) -> int:
     fleet = None
     if source is None:
         # The Flux objects each Kustomization renders join the configuration (herald.fleet),
-        # shared through the state directory by every process on it.
+        # shared with every process through the bus's logs (a RabbitMQ stream, or SQLite).
         from herald.fleet import Fleet
 
-        fleet = Fleet(settings.config, settings.secrets_dir or None, settings.state_dir)
+        fleet = Fleet(settings.config, settings.secrets_dir or None, settings.state_dir, settings.broker_url)
         cfg = fleet.config
     if command != "notifier" or not settings.broker_url:  # Git cache, embedded bus, thread memory
         _usable_state_dir(settings, command)
@@ -362,6 +362,8 @@ def cmd_run(command: str, settings: Settings) -> int:
             ops.stop()
         if source is not None:
             source.stop()
+        if fleet is not None:
+            fleet.close()
         bus.close()
     return 0
 

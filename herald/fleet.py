@@ -29,9 +29,10 @@ What each render's objects become:
   they are never reconciled, and each gets an error event of its own.
 
 What a render contributed is kept under the state directory (Secrets excepted: a decrypted
-Secret never touches the disk), so a restart knows the whole fleet before the bootstrap
-Kustomization has run again, and every process on that state directory shares it: `watch`
-(the receiver, the notifier, other workers) picks up what another process's render wrote
+Secret never leaves the process) where the bus keeps its logs: a RabbitMQ stream that every
+replica replays and tails, or SQLite beside the embedded bus. So a restart knows the whole fleet
+before the bootstrap Kustomization has run again, and every process shares it: `watch` (the
+receivers, the notifiers, the other workers) picks up what another process's render recorded
 within `POLL` seconds.
 """
 
@@ -39,13 +40,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from herald.bus.deliveries import open_delivery_log
 from herald.config import API_VERSIONS, Config, Diagnostic, check
 from herald.model import Kustomization
 from herald.yamlsrc import Document, located
@@ -81,7 +82,14 @@ ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 # take as configuration is *inert* under Herald, and said so.
 FLUX_GROUPS = ("toolkit.fluxcd.io", "fluxcd.controlplane.io", "source.extensions.fluxcd.io")
 MAX_DEPTH = 16  # owners of owners: deeper than any fleet nests, shallow enough to stop a cycle
-POLL = 2.0  # seconds between looks at what other processes' renders wrote
+POLL = 2.0  # seconds between looks at what other processes' renders recorded
+WINDOW = 30 * 24 * 3600.0  # a render recorded longer ago than this is forgotten (renders record at every run)
+KEY_PREFIX = "fleet:"
+
+
+def _owner(key: str) -> OwnerKey:
+    ns, _, name = key.removeprefix(KEY_PREFIX).partition("/")
+    return ns, name
 
 
 def _group(api_version: str) -> str:
@@ -120,59 +128,61 @@ class Taken:
 class Fleet:
     """The configuration: the files (`paths`), plus what each Kustomization's render owns."""
 
-    def __init__(self, paths: Iterable[str | Path], secrets_dir: str | Path | None, state_dir: Path) -> None:
+    def __init__(self, paths: Iterable[str | Path], secrets_dir: str | Path | None, state_dir: Path,
+                 broker_url: str | None = None) -> None:
         self.paths = [Path(p) for p in paths]
         self.secrets_dir = secrets_dir
-        self.store = Path(state_dir) / "fleet"
+        # Where renders' objects are shared: a RabbitMQ stream every replica replays and tails,
+        # or SQLite beside the embedded bus (herald.bus.deliveries).
+        self.log = open_delivery_log(broker_url or None, state_dir, WINDOW, name="fleet")
         self._lock = threading.Lock()
-        self._seen: dict[Path, int] = {}  # store file -> mtime (ns) as this process last read or wrote it
+        self._seen: dict[str, float] = {}  # owner's key -> when it was recorded, as this process last saw it
         self._owned: dict[OwnerKey, list[Document]] = self._load()
         self._listeners: list[Callable[[Config], None]] = []
         self.config, self.diagnostics = self._build(self._owned)
 
     # ---- reading and writing what renders owned -----------------------------------------
 
-    def _file(self, owner: OwnerKey) -> Path:
-        return self.store / owner[0] / f"{owner[1]}.json"
+    @staticmethod
+    def _key(owner: OwnerKey) -> str:
+        return f"{KEY_PREFIX}{owner[0]}/{owner[1]}"
 
     def _load(self) -> dict[OwnerKey, list[Document]]:
         owned: dict[OwnerKey, list[Document]] = {}
-        if not self.store.is_dir():
-            return owned
-        for path in sorted(self.store.glob("*/*.json")):
-            docs = self._read(path)
-            if docs is not None:
-                owned[(path.parent.name, path.stem)] = docs
+        for key, (at, value) in self.log.items(KEY_PREFIX).items():
+            docs = self._read(key, at, value)
+            if docs:
+                owned[_owner(key)] = docs
         return owned
 
-    def _read(self, path: Path) -> list[Document] | None:
+    def _read(self, key: str, at: float, value: str) -> list[Document] | None:
+        """An owner's documents as recorded (None when it cannot be read; [] when removed)."""
+        self._seen[key] = at
+        if not value:
+            return []
         try:
-            mtime = path.stat().st_mtime_ns
-            data = json.loads(path.read_text(encoding="utf-8"))
-            docs = [Document(str(d["source"]), 0, located(d["object"])) for d in data["objects"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("fleet: %s cannot be read (%s); its owner's objects come back at its next run", path, exc)
+            data = json.loads(value)
+            return [Document(str(d["source"]), 0, located(d["object"])) for d in data["objects"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("fleet: %s cannot be read (%s); its owner's objects come back at its next run", key, exc)
             return None
-        self._seen[path] = mtime
-        return docs
 
     def refresh(self) -> bool:
-        """Take in what other processes' renders wrote since this one last looked; whether the
-        configuration changed (subscribers have the new one then)."""
-        found = {p: p.stat().st_mtime_ns for p in self.store.glob("*/*.json")} if self.store.is_dir() else {}
+        """Take in what other processes' renders recorded since this one last looked; whether
+        the configuration changed (subscribers have the new one then)."""
+        found = self.log.items(KEY_PREFIX)
         with self._lock:
             owned = dict(self._owned)
             changed = False
-            for path, mtime in found.items():
-                if self._seen.get(path) != mtime:
-                    docs = self._read(path)
+            for key, (at, value) in found.items():
+                if self._seen.get(key) != at:
+                    docs = self._read(key, at, value)
                     if docs is not None:
-                        owned[(path.parent.name, path.stem)] = docs
+                        if docs:
+                            owned[_owner(key)] = docs
+                        else:
+                            owned.pop(_owner(key), None)
                         changed = True
-            for path in [p for p in self._seen if p not in found]:
-                del self._seen[path]
-                owned.pop((path.parent.name, path.stem), None)
-                changed = True
             if not changed:
                 return False
             before = self.config
@@ -185,6 +195,10 @@ class Fleet:
                 listener(cfg)
             return True
         return False
+
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
 
     def start(self) -> None:
         """Watch on a daemon thread of its own (a gunicorn worker's receiver), until `stop`."""
@@ -205,17 +219,15 @@ class Fleet:
                 log.exception("fleet: reading what other processes wrote failed; trying again")
 
     def _save(self, owner: OwnerKey, docs: list[Document]) -> None:
-        target = self._file(owner)
+        """Record what `owner`'s render holds, Secrets left out (a decrypted one never leaves
+        this process); every render records again, which keeps a stable fleet in the window."""
         kept = [{"source": d.path, "object": d.data} for d in docs if d.data.get("kind") != "Secret"]
-        if not docs:
-            target.unlink(missing_ok=True)
-            self._seen.pop(target, None)
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"objects": kept}, separators=(",", ":")), encoding="utf-8")
-        tmp.replace(target)
-        self._seen[target] = target.stat().st_mtime_ns
+        key = self._key(owner)
+        value = json.dumps({"objects": kept}, separators=(",", ":")) if docs else ""
+        self.log.record(key, value)
+        found = self.log.items(key).get(key)
+        if found is not None:
+            self._seen[key] = found[0]
 
     # ---- building -------------------------------------------------------------------------
 

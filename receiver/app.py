@@ -168,11 +168,11 @@ def create_app(
             raise SystemExit("herald receiver: no configuration (set HERALD_CONFIG or pass -c)")
         else:
             cfg = config_mod.load(settings.config, settings.secrets_dir or None)  # errors: refuse to start
-            # What the fleet's renders added (herald.fleet), as the worker left it in the state
-            # directory, and what it adds from now on.
+            # What the fleet's renders added (herald.fleet), as the workers recorded it, and what
+            # they add from now on.
             from herald.fleet import Fleet
 
-            source = Fleet(settings.config, settings.secrets_dir or None, settings.state_dir)
+            source = Fleet(settings.config, settings.secrets_dir or None, settings.state_dir, settings.broker_url)
             cfg = source.config
     if bus is None:
         bus = open_bus(settings.broker_url or None, settings.state_dir)

@@ -22,7 +22,7 @@ from herald.bus.embedded import EmbeddedBus
 from herald.messages import RECONCILE_QUEUE, ReconcileRequest
 from herald.fleet import Fleet
 from reconciler.worker import Reconciler, WorkerSettings
-from tests.fixtures_herald import Repo
+from tests.fixtures_herald import Repo, wait_until
 from tests.kubeapi import KubeAPIServer
 from tests.test_honest_runs import drain_events
 
@@ -303,3 +303,46 @@ def test_every_process_on_the_state_directory_learns_what_a_render_added(
     assert receiver.refresh() is True
     assert ("flux-system", "apps") in receiver.config.kustomizations and seen[-1] is receiver.config
     assert receiver.refresh() is False  # nothing new: no new configuration handed out
+
+
+def test_replicas_on_rabbitmq_share_the_fleet_through_its_stream(
+        tmp_path: Path, repo: Repo, kube_api: KubeAPIServer, kubeconfig: Path, rabbitmq_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pods share no disk: a receiver replica learns the Receivers a worker's render added from
+    the `herald.fleet` stream on the broker, and a restarted replica replays it."""
+    from tests.fixtures_rabbitmq import fresh_vhost
+
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    files = fleet_files(repo.url)
+    files["clusters/prod/receiver.yaml"] = textwrap.dedent("""\
+        apiVersion: notification.toolkit.fluxcd.io/v1
+        kind: Receiver
+        metadata: {name: github}
+        spec:
+          type: github
+          secretRef: {name: webhook-token}
+          resources: [{kind: GitRepository, name: flux-system}]
+        """)
+    files["clusters/prod/kustomization.yaml"] = CLUSTER_KUSTOMIZATION.replace(
+        "  - apps.yaml\n", "  - apps.yaml\n  - receiver.yaml\n")
+    repo.commit(files, "a fleet with a Receiver")
+    bootstrap = tmp_path / "gotk-sync.yaml"
+    bootstrap.write_text(gotk_sync(repo.url))
+    with fresh_vhost(rabbitmq_url, "herald-fleet") as url:
+        receiver = Fleet([bootstrap], None, tmp_path / "receiver-pod", url)
+        fleet = Fleet([bootstrap], None, tmp_path / "worker-pod", url)
+        bus = EmbeddedBus(tmp_path / "bus.sqlite3")
+        try:
+            worker = Reconciler(fleet.config, bus, tmp_path / "worker-pod", poll_interval=0.1, fleet=fleet,
+                                settings=WorkerSettings(threads=1, lease_duration=5.0, window=0.0, poll=False))
+            fleet.subscribe(worker.update)
+            run_until_quiet(worker, bootstrap_request())
+            wait_until(receiver.refresh, 10, "the receiver replica to read the fleet's stream")
+            assert ("flux-system", "github") in receiver.config.receivers
+            restarted = Fleet([bootstrap], None, tmp_path / "new-pod", url)
+            assert ("flux-system", "github") in restarted.config.receivers
+            restarted.close()
+        finally:
+            receiver.close()
+            fleet.close()
+            bus.close()

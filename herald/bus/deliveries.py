@@ -43,6 +43,9 @@ class DeliveryLog(Protocol):
         """Remember `key` (and `value`) as of now. Best effort: losing a record loses only a
         dedupe or a courtesy such as a thread."""
 
+    def items(self, prefix: str) -> dict[str, tuple[float, str]]:
+        """Every key starting with `prefix` within the window: when it was recorded, its value."""
+
     def close(self) -> None: ...
 
 
@@ -57,6 +60,9 @@ class NoDeliveryLog:
 
     def record(self, key: str, value: str = "") -> None:
         pass
+
+    def items(self, prefix: str) -> dict[str, tuple[float, str]]:
+        return {}
 
     def close(self) -> None:
         pass
@@ -112,6 +118,11 @@ class SQLiteDeliveryLog:
         if now - self._last_prune > 60:
             self._last_prune = now
             db.execute("DELETE FROM seen WHERE at < ?", (now - self.window,))
+
+    def items(self, prefix: str) -> dict[str, tuple[float, str]]:
+        rows = self._db().execute("SELECT key, at, value FROM seen WHERE key >= ? AND key < ? AND at >= ?",
+                                  (prefix, prefix + "\uffff", time.time() - self.window)).fetchall()
+        return {str(k): (float(at), str(v)) for k, at, v in rows}
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

@@ -98,6 +98,13 @@ class StreamDeliveryLog:
         self._remember(key, now, value)
         self._outbox.put((key, now, value) if value else (key, now))
 
+    def items(self, prefix: str) -> dict[str, tuple[float, str]]:
+        self._wait_caught_up()
+        oldest = time.time() - self.window
+        with self._lock:
+            return {k: (at, self._values.get(k, "")) for k, at in self._seen.items()
+                    if k.startswith(prefix) and at >= oldest}
+
     def _wait_caught_up(self) -> None:
         if not self._caught_up.is_set() and not self._waited:
             # Right after start the tail has not replayed the window yet: wait for it once,
