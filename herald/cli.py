@@ -305,6 +305,8 @@ def cmd_run(command: str, settings: Settings) -> int:
 
     source = _from_cluster(settings, command) if settings.from_cluster else None
     cfg = source.config if source is not None else _load(settings)
+    if command != "notifier" or not settings.broker_url:  # Git cache, embedded bus, thread memory
+        _usable_state_dir(settings, command)
     fleet = None
     if source is None:
         # The Flux objects each Kustomization renders join the configuration (herald.fleet),
@@ -313,8 +315,6 @@ def cmd_run(command: str, settings: Settings) -> int:
 
         fleet = Fleet(settings.config, settings.secrets_dir or None, settings.state_dir, settings.broker_url)
         cfg = fleet.config
-    if command != "notifier" or not settings.broker_url:  # Git cache, embedded bus, thread memory
-        _usable_state_dir(settings, command)
     bus = open_bus(settings.broker_url or None, settings.state_dir)
     log.info("herald %s: bus=%s state-dir=%s", command,
              "rabbitmq" if settings.broker_url else f"embedded ({settings.state_dir / 'bus.sqlite3'})",

@@ -134,7 +134,7 @@ class Fleet:
         self.secrets_dir = secrets_dir
         # Where renders' objects are shared: a RabbitMQ stream every replica replays and tails,
         # or SQLite beside the embedded bus (herald.bus.deliveries).
-        self.log = open_delivery_log(broker_url or None, state_dir, WINDOW, name="fleet")
+        self.log = open_delivery_log(broker_url or None, state_dir, WINDOW, name="fleet", quiet=True)
         self._lock = threading.Lock()
         self._seen: dict[str, float] = {}  # owner's key -> when it was recorded, as this process last saw it
         self._owned: dict[OwnerKey, list[Document]] = self._load()

@@ -14,6 +14,8 @@ may both publish; a reconcile twice is harmless, a lost one is not.
 
 from __future__ import annotations
 
+import logging
+
 import sqlite3
 import threading
 import time
@@ -132,7 +134,7 @@ class SQLiteDeliveryLog:
 
 
 def open_delivery_log(broker_url: str | None, state_dir: str | Path,
-                      window: float = DEFAULT_WINDOW, *, name: str = "") -> DeliveryLog:
+                      window: float = DEFAULT_WINDOW, *, name: str = "", quiet: bool = False) -> DeliveryLog:
     """A RabbitMQ stream when there is a broker (replicas share nothing else), else SQLite.
 
     `name` picks another log than the receiver's (the stream `herald.<name>`, the file
@@ -142,5 +144,6 @@ def open_delivery_log(broker_url: str | None, state_dir: str | Path,
     if url.lower().startswith(("amqp://", "amqps://")):
         from herald.bus.stream_log import STREAM, StreamDeliveryLog
 
-        return StreamDeliveryLog(url, window, stream=f"herald.{name}" if name else STREAM)
+        return StreamDeliveryLog(url, window, stream=f"herald.{name}" if name else STREAM,
+                                 outage_level=logging.INFO if quiet else logging.WARNING)
     return SQLiteDeliveryLog(Path(state_dir) / (f"{name}.sqlite3" if name else FILENAME), window)

@@ -48,8 +48,12 @@ FLUSH_DELAY = 0.05
 class StreamDeliveryLog:
     def __init__(self, url: str, window: float, *, catch_up_timeout: float = 5.0,
                  reconnect_delay: float = 1.0, stream: str = STREAM,
-                 flush_delay: float = FLUSH_DELAY) -> None:
+                 flush_delay: float = FLUSH_DELAY, outage_level: int = logging.WARNING) -> None:
+        """`outage_level`: how loudly a lost broker is logged; a log that is a courtesy (the
+        fleet's, whose configuration is already in memory) says it at INFO, so an outage is
+        warned about once per process by what it really stops (publishing, dedupe)."""
         self.url = url
+        self.outage_level = outage_level
         self.flush_delay = flush_delay
         self.window = window
         self.stream = stream
@@ -165,12 +169,13 @@ class StreamDeliveryLog:
                 body()
             except (pe.AMQPError, OSError) as exc:
                 if down_since is not None and time.monotonic() - started > 5 * max(self.reconnect_delay, 1.0):
-                    log.warning("delivery log %s: the broker was back for a while", role)
+                    log.log(self.outage_level, "delivery log %s %s: the broker was back for a while", self.stream,
+                            role)
                     down_since = None  # it ran a while before failing: a new outage
                 if down_since is None:
                     down_since = time.monotonic()
-                    log.warning("delivery log %s: lost the broker (%s); reconnecting every %gs", role,
-                                str(exc) or type(exc).__name__, self.reconnect_delay)
+                    log.log(self.outage_level, "delivery log %s %s: lost the broker (%s); reconnecting every %gs",
+                            self.stream, role, str(exc) or type(exc).__name__, self.reconnect_delay)
                 else:
                     log.debug("delivery log %s: still no broker (%s)", role, str(exc) or type(exc).__name__)
             except Exception:  # a bug here must not take dedupe down for the process' lifetime
