@@ -25,6 +25,8 @@ from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, request_jso
 log = logging.getLogger(__name__)
 
 API_VERSIONS = ("kustomize.toolkit.fluxcd.io/v1", "herald.dev/v1")
+SOURCE_API_VERSIONS = {"GitRepository": ("source.toolkit.fluxcd.io/v1", "herald.dev/v1"),
+                       "OCIRepository": ("source.toolkit.fluxcd.io/v1",)}
 _MESSAGE_LIMIT = 32 * 1024  # the condition message's maxLength in Flux's CRD
 
 
@@ -78,5 +80,35 @@ def write(cluster: Cluster, namespace: str, name: str, outcome: Outcome, invento
             return True
         except (ApiRefusal, ClusterUnreachable) as exc:
             log.warning("Kustomization %s/%s: its status could not be written: %s", namespace, name, exc)
+            return False
+    return False
+
+
+def write_source(cluster: Cluster, kind: str, namespace: str, name: str, revision: str, error: str = "") -> bool:
+    """A GitRepository's or OCIRepository's status after a fetch, as source-controller writes
+    it: Ready with `stored artifact for revision '<revision>'` and `artifact.revision`, or Ready
+    False with the fetch's error (the last artifact stays). Only when the object is in the
+    cluster; a failure to write is logged, never the run's."""
+    for api_version in SOURCE_API_VERSIONS.get(kind, ()):
+        try:
+            if not cluster.is_served(api_version, kind):
+                continue
+            live = cluster.get(api_version, kind, namespace, name)
+            if live is None:
+                continue
+            outcome = (Outcome("False", "GitOperationFailed" if kind == "GitRepository" else "OCIArtifactPullFailed",
+                               error) if error else
+                       Outcome("True", "Succeeded", f"stored artifact for revision '{revision}'"))
+            fields = status_of(live, outcome, None)
+            for key in ("lastAppliedRevision", "lastAttemptedRevision"):
+                fields.pop(key, None)
+            if not error:
+                fields["artifact"] = {"revision": revision, "lastUpdateTime": utc_now()}
+            path = cluster.resource(api_version, kind).path(name=name, namespace=namespace) + "/status"
+            request_json(cluster.api_client, "PATCH", path, body={"status": fields},
+                         content_type="application/merge-patch+json")
+            return True
+        except (ApiRefusal, ClusterUnreachable) as exc:
+            log.warning("%s %s/%s: its status could not be written: %s", kind, namespace, name, exc)
             return False
     return False

@@ -382,6 +382,15 @@ class Reconciler:
                                 "reconciles will render and report without applying")
             return self._cluster  # type: ignore[return-value]
 
+    def _source_status(self, repo: Source, revision: str, error: str = "") -> None:
+        """The source object's own status, when it is in the cluster (reconciler.status)."""
+        try:
+            cluster = self._cluster_or_none()
+        except ClusterUnreachable:
+            return
+        if cluster is not None:
+            status.write_source(cluster, type(repo).__name__, repo.meta.namespace, repo.meta.name, revision, error)
+
     def _with_includes(self, repo: GitRepository, revision: Revision) -> Revision:
         """`spec.include`: each included GitRepository (same namespace) fetched at its own ref,
         to be copied into the tree (`reconciler.build`). The revision stays the repository's own
@@ -507,6 +516,7 @@ class Reconciler:
             known = isinstance(exc, (GitError, ArtifactError, RegistryError, VerificationError))
             error = str(exc) if known else f"{type(exc).__name__}: {exc}"
             log.error("%s: fetch failed: %s", where, error, exc_info=not known)
+            self._source_status(repo, "", error)
             reason = ("OCIArtifactPullFailed" if isinstance(repo, OCIRepository) else
                       exc.reason if isinstance(exc, VerificationError) else "GitOperationFailed")
             outcome.events.append(Event.for_object(kind, repo.meta.name, repo.meta.namespace,
@@ -532,6 +542,7 @@ class Reconciler:
                 and not self.git.has_commit(repo, want_sha)):
             note = f"\nThe webhook named {wanted}, which the remote does not serve yet; applied {revision}."
         log.info("%s: fetched %s", where, revision)
+        self._source_status(repo, str(revision))
         self.coordinator.announce(str(revision))
 
         outcome.revision = str(revision)

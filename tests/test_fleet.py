@@ -269,9 +269,17 @@ FLUX_KUSTOMIZATION_CRD = {
                                                           "x-kubernetes-preserve-unknown-fields": True}}}]}}
 
 
+FLUX_GITREPOSITORY_CRD = {
+    **FLUX_KUSTOMIZATION_CRD, "metadata": {"name": "gitrepositories.source.toolkit.fluxcd.io"},
+    "spec": {**FLUX_KUSTOMIZATION_CRD["spec"], "group": "source.toolkit.fluxcd.io",
+             "names": {"kind": "GitRepository", "plural": "gitrepositories", "singular": "gitrepository",
+                       "listKind": "GitRepositoryList"}}}
+
+
 def test_where_flux_crds_are_served_the_fleets_kustomizations_are_applied_with_their_status(
         tmp_path: Path, repo: Repo, kube_api: KubeAPIServer, fleet_worker: Callable[..., Any]) -> None:
     kube_api.apply_object(FLUX_KUSTOMIZATION_CRD)
+    kube_api.apply_object(FLUX_GITREPOSITORY_CRD)
     sha = repo.commit(fleet_files(repo.url), "a fleet on a cluster that has Flux's CRDs")
     bootstrap = tmp_path / "gotk-sync.yaml"
     bootstrap.write_text(gotk_sync(repo.url))
@@ -285,6 +293,11 @@ def test_where_flux_crds_are_served_the_fleets_kustomizations_are_applied_with_t
     assert status["lastAppliedRevision"] == f"main@sha1:{sha}"
     assert {"id": "shop_web__ConfigMap", "v": "v1"} in [
         {k: e[k] for k in ("id", "v")} for e in status["inventory"]["entries"]]
+    # the fleet's GitRepository (applied by the bootstrap's own render) says what was fetched
+    source = kube_api.get_object("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system") or {}
+    assert (source.get("status") or {}).get("artifact", {}).get("revision") == f"main@sha1:{sha}"
+    [ready] = [c for c in source["status"]["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["message"]) == ("True", f"stored artifact for revision 'main@sha1:{sha}'")
 
 
 def test_every_process_on_the_state_directory_learns_what_a_render_added(
