@@ -20,7 +20,7 @@ from typing import Any
 
 from herald.messages import utc_now
 from reconciler.inventory import Inventory
-from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, request_json
+from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, KindNotServed, request_json
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +112,24 @@ def write_source(cluster: Cluster, kind: str, namespace: str, name: str, revisio
             log.warning("%s %s/%s: its status could not be written: %s", kind, namespace, name, exc)
             return False
     return False
+
+
+def write_configured(cluster: Cluster, api_version: str, kind: str, namespace: str, name: str,
+                     message: str, extra: dict[str, Any] | None = None) -> bool:
+    """A Receiver, Provider or Alert a render applied: Ready as notification-controller marks
+    it once the object is usable (a Receiver's `webhookPath` with it), when it is in the cluster."""
+    try:
+        live = cluster.get(api_version, kind, namespace, name)
+        if live is None:
+            return False
+        fields = status_of(live, Outcome("True", "Succeeded", message), None)
+        for key in ("lastAppliedRevision", "lastAttemptedRevision"):
+            fields.pop(key, None)
+        fields.update(extra or {})
+        path = cluster.resource(api_version, kind).path(name=name, namespace=namespace) + "/status"
+        request_json(cluster.api_client, "PATCH", path, body={"status": fields},
+                     content_type="application/merge-patch+json")
+        return True
+    except (ApiRefusal, ClusterUnreachable, KindNotServed) as exc:
+        log.warning("%s %s/%s: its status could not be written: %s", kind, namespace, name, exc)
+        return False

@@ -681,15 +681,19 @@ class Reconciler:
                         self._record(store, record, "False", "ReconciliationFailed", str(exc), revision)
                     return _Result(SEVERITY_ERROR, "ReconciliationFailed", [str(exc)], "failed", "",
                                    ks.retry_interval)
+            configured: list[Manifest] = []
             if self.fleet is not None:
-                manifests = self._take_configuration(ks, revision, manifests, target, notes, events)
+                manifests = self._take_configuration(ks, revision, manifests, target, notes, events, configured)
             if target is None or store is None or record is None:
                 listing = [m.ref() for m in manifests] or ["(no objects)"]
                 log.info("%s %s: no cluster configured; would apply %d objects", name, revision, len(manifests))
                 return _Result(SEVERITY_INFO, "ClusterNotConfigured", [
                     ("No Kubernetes cluster is configured (no kubeconfig, not in a cluster), "
                      "so nothing was applied. Would apply:"), *listing])
-            return self._apply(ks, target, store, record, manifests, revision, name)
+            result = self._apply(ks, target, store, record, manifests, revision, name)
+            if configured:
+                self._configured_status(target, configured)
+            return result
         except ClusterUnreachable as exc:
             self._forget_cluster()
             log.error("%s %s: %s", name, revision, exc)
@@ -702,7 +706,8 @@ class Reconciler:
                          ks.retry_interval)
 
     def _take_configuration(self, ks: Kustomization, revision: Revision, manifests: list[Manifest],
-                            cluster: Cluster | None, notes: list[str], events: list[Event]) -> list[Manifest]:
+                            cluster: Cluster | None, notes: list[str], events: list[Event],
+                            configured: list[Manifest] | None = None) -> list[Manifest]:
         """The render's Flux objects become configuration (`herald.fleet`); what is left to
         apply: taken objects only where their CRD is served, Flux kinds Herald does not act on
         likewise, refused objects never. New and changed Kustomizations and GitRepositories are
@@ -725,6 +730,8 @@ class Reconciler:
                 unserved.append(m.ref())
                 continue
             kept.append(m)
+            if configured is not None and id(m) in consumed and m.kind in ("Receiver", "Provider", "Alert"):
+                configured.append(m)
         for gone in taken.gone:
             if cluster is not None:
                 notes.append(self._finalize(gone, cluster))
@@ -778,6 +785,21 @@ class Reconciler:
                 continue  # the source's own request runs them all
             out += [src] if len(members) > 1 else members
         return out
+
+    def _configured_status(self, cluster: Cluster, configured: list[Manifest]) -> None:
+        """The status notification-controller writes on the Receivers, Providers and Alerts a
+        render applied: Ready, and a Receiver's `webhookPath`, which is where people look for it."""
+        for m in configured:
+            ns = m.namespace or "default"
+            obj = self.cfg.by_kind(m.kind).get((ns, m.name))
+            if obj is None:
+                continue  # refused: its own error event says why
+            if m.kind == "Receiver":
+                path = self.cfg.hook_path(obj)
+                status.write_configured(cluster, m.api_version, m.kind, ns, m.name,
+                                        f"Receiver initialized for path: {path}", {"webhookPath": path})
+            else:
+                status.write_configured(cluster, m.api_version, m.kind, ns, m.name, "Initialized")
 
     def _finalize(self, ks: Kustomization, cluster: Cluster) -> str:
         """A Kustomization gone from the configuration (its parent's render dropped it), as

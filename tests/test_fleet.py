@@ -269,6 +269,11 @@ FLUX_KUSTOMIZATION_CRD = {
                                                           "x-kubernetes-preserve-unknown-fields": True}}}]}}
 
 
+FLUX_RECEIVER_CRD = {
+    **FLUX_KUSTOMIZATION_CRD, "metadata": {"name": "receivers.notification.toolkit.fluxcd.io"},
+    "spec": {**FLUX_KUSTOMIZATION_CRD["spec"], "group": "notification.toolkit.fluxcd.io",
+             "names": {"kind": "Receiver", "plural": "receivers", "singular": "receiver", "listKind": "ReceiverList"}}}
+
 FLUX_GITREPOSITORY_CRD = {
     **FLUX_KUSTOMIZATION_CRD, "metadata": {"name": "gitrepositories.source.toolkit.fluxcd.io"},
     "spec": {**FLUX_KUSTOMIZATION_CRD["spec"], "group": "source.toolkit.fluxcd.io",
@@ -280,7 +285,25 @@ def test_where_flux_crds_are_served_the_fleets_kustomizations_are_applied_with_t
         tmp_path: Path, repo: Repo, kube_api: KubeAPIServer, fleet_worker: Callable[..., Any]) -> None:
     kube_api.apply_object(FLUX_KUSTOMIZATION_CRD)
     kube_api.apply_object(FLUX_GITREPOSITORY_CRD)
-    sha = repo.commit(fleet_files(repo.url), "a fleet on a cluster that has Flux's CRDs")
+    kube_api.apply_object(FLUX_RECEIVER_CRD)
+    files = fleet_files(repo.url)
+    files["clusters/prod/receiver.yaml"] = textwrap.dedent("""\
+        apiVersion: notification.toolkit.fluxcd.io/v1
+        kind: Receiver
+        metadata: {name: github}
+        spec:
+          type: github
+          secretRef: {name: webhook-token}
+          resources: [{kind: GitRepository, name: flux-system}]
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: webhook-token}
+        stringData: {token: not-a-real-token}
+        """)
+    files["clusters/prod/kustomization.yaml"] = CLUSTER_KUSTOMIZATION.replace(
+        "  - apps.yaml\n", "  - apps.yaml\n  - receiver.yaml\n")
+    sha = repo.commit(files, "a fleet on a cluster that has Flux's CRDs")
     bootstrap = tmp_path / "gotk-sync.yaml"
     bootstrap.write_text(gotk_sync(repo.url))
     worker, _ = fleet_worker(bootstrap)
@@ -298,6 +321,10 @@ def test_where_flux_crds_are_served_the_fleets_kustomizations_are_applied_with_t
     assert (source.get("status") or {}).get("artifact", {}).get("revision") == f"main@sha1:{sha}"
     [ready] = [c for c in source["status"]["conditions"] if c["type"] == "Ready"]
     assert (ready["status"], ready["message"]) == ("True", f"stored artifact for revision 'main@sha1:{sha}'")
+    # and its Receiver says where its hook is, as notification-controller does
+    receiver = kube_api.get_object("notification.toolkit.fluxcd.io/v1", "Receiver", "flux-system", "github") or {}
+    hook = receiver["status"]["webhookPath"]
+    assert hook.startswith("/hook/") and receiver["status"]["conditions"][0]["message"].endswith(hook)
 
 
 def test_every_process_on_the_state_directory_learns_what_a_render_added(
