@@ -311,7 +311,8 @@ class Reconciler:
         # reconcile nor holds one up; the same cluster (found the same way).
         self.plans = PlanWorker(cfg, bus, self.state_dir, self._cluster_or_none)
         # Registry pushes: scan, select, commit (reconciler.images.worker), on a thread of their own.
-        self.images = ImageWorker(cfg, bus, self.state_dir, window=self.settings.window, stop=self._stop)
+        self.images = ImageWorker(cfg, bus, self.state_dir, window=self.settings.window, stop=self._stop,
+                                  cluster=self._cluster_or_none)
 
     def update(self, cfg: Config) -> None:
         """A new configuration (`--from-cluster`): requests handled from now on, and the interval

@@ -237,3 +237,39 @@ def test_a_worker_that_dies_before_or_after_its_push_leaves_one_commit(scene, re
         worker.images.handle(Delivery(IMAGE_QUEUE, req.to_json(), req.id, attempt=attempt))
     assert int(git("rev-list", "--count", "main", cwd=repo.bare)) == before + 1
     assert f"{image}:1.5.0" in git("show", "main:deploy/web.yaml", cwd=repo.bare)
+
+
+def test_the_image_kinds_in_the_cluster_get_the_status_flux_writes(tmp_path: Path, repo: Repo, registry: Registry,
+                                                                   kube_api, kubeconfig: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where Herald's CRDs are installed and the image objects applied, `kubectl get
+    imagepolicies` shows the latest tag, as with Flux's image controllers."""
+    import yaml
+
+    from tests.test_deploy import render
+
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    for crd in render("crds"):
+        if crd["spec"]["names"]["kind"].startswith("Image"):
+            kube_api.apply_object(crd)
+    image = f"{registry.host}/acme/web-{uuid.uuid4().hex[:8]}"
+    for tag in ("1.4.2", "1.5.0"):
+        push_image(registry, image.split("/", 1)[1], tag)
+    repo.commit({"deploy/web.yaml": marked_deployment(image)}, "the web tier")
+    path = image_config(tmp_path, repo, image)
+    kube_api.apply_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flux-system"}})
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc["kind"].startswith("Image"):
+            kube_api.apply_object({**doc, "apiVersion": "herald.dev/v1"})
+    bus = open_bus(None, tmp_path / "state")
+    worker = Reconciler(config.load([path]), bus, tmp_path / "state")
+    try:
+        scan(worker)
+    finally:
+        bus.close()
+    policy = kube_api.get_object("herald.dev/v1", "ImagePolicy", "flux-system", "web") or {}
+    assert policy["status"]["latestRef"] == {"name": image, "tag": "1.5.0"}
+    scanned = kube_api.get_object("herald.dev/v1", "ImageRepository", "flux-system", "web") or {}
+    assert scanned["status"]["lastScanResult"]["tagCount"] == 2
+    automation = kube_api.get_object("herald.dev/v1", "ImageUpdateAutomation", "flux-system", "app") or {}
+    assert automation["status"]["lastPushCommit"] == git("rev-parse", "main", cwd=repo.bare)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from herald.messages import (
     Event,
     MessageError,
     ReconcileRequest,
+    utc_now,
 )
 from herald.model import ImagePolicy, ImageRepository, ImageUpdateAutomation
 from herald.registry import (
@@ -55,11 +57,13 @@ from herald.registry import (
     parse_dockerconfigjson,
     parse_image,
 )
+from reconciler import status
 from reconciler.coalesce import ShuttingDown
 from reconciler.git import GitCache
 from reconciler.images import automation
 from reconciler.images.policy import PolicyError, compile_go_regex, latest
 from reconciler.images.setters import Change, PolicyValue
+from reconciler.kube import Cluster, ClusterUnreachable
 from reconciler.locks import parse_time
 
 log = logging.getLogger(__name__)
@@ -154,10 +158,13 @@ class ImageWorker:
     """Consumes `herald.images`; `git` is a Git cache of its own (`<state>/git-automation`)."""
 
     def __init__(self, cfg: Config, bus: Bus, state_dir: Path, *, window: float = 0.0,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, cluster: Callable[[], Cluster | None] | None = None) -> None:
         """`window`: how long after a registry webhook was received its scan starts, so that the
         pushes of one release (several images within a second or so) are seen by one scan and
-        become one commit; `stop` ends that wait (the request is handed back to the bus)."""
+        become one commit; `stop` ends that wait (the request is handed back to the bus).
+        `cluster`: where the image kinds' objects may be, to write their status as Flux's
+        image controllers do (reconciler.status)."""
+        self.cluster = cluster or (lambda: None)
         self.cfg = cfg
         self.bus = bus
         self.window = window
@@ -287,6 +294,10 @@ class ImageWorker:
         scan.tags[(repo.meta.namespace, repo.meta.name)] = tags
         events.append(self._event("ImageRepository", repo.meta.namespace, repo.meta.name, SEVERITY_INFO,
                                   "Succeeded", f"successful scan: found {len(tags)} tags"))
+        self._status("ImageRepository", repo.meta.namespace, repo.meta.name, f"successful scan: found {len(tags)} tags",
+                     {"canonicalImageName": str(parse_image(repo.image)),
+                      "lastScanResult": {"tagCount": len(tags), "scanTime": utc_now(),
+                                         "latestTags": sorted(tags, reverse=True)[:10]}})
         return True
 
     def _resolve(self, cfg: Config, policy: ImagePolicy, repo: ImageRepository | None, scan: _Scan,
@@ -318,6 +329,9 @@ class ImageWorker:
         with self._lock:
             previous = self._previous.get(key, "")
             self._previous[key] = selection.tag
+        latest_ref = {"name": repo.image, "tag": selection.tag, **({"digest": digest} if digest else {})}
+        self._status("ImagePolicy", policy.meta.namespace, policy.meta.name,
+                     f"Latest image tag for {repo.image} resolved to {selection.tag}", {"latestRef": latest_ref})
         if previous != selection.tag:
             said = f" (previously {previous})" if previous else ""
             events.append(self._event("ImagePolicy", policy.meta.namespace, policy.meta.name, SEVERITY_INFO,
@@ -343,6 +357,10 @@ class ImageWorker:
             log.info("%s: ImageUpdateAutomation %s/%s: nothing to change", where, ns, name)
             return
         log.info("%s: ImageUpdateAutomation %s/%s pushed %s to %s", where, ns, name, result.commit[:7], result.branch)
+        now = utc_now()
+        self._status("ImageUpdateAutomation", ns, name, f"pushed commit '{result.commit[:7]}' to branch "
+                     f"'{result.branch}'", {"lastAutomationRunTime": now, "lastPushCommit": result.commit,
+                                           "lastPushTime": now})
         story = {STORY_KEY: f"image-update:{ns}/{name}@{result.commit}",
                  STORY_TITLE_KEY: story_title(result.changes, values)}
         olds: dict[str, set[str]] = {}
@@ -378,6 +396,20 @@ class ImageWorker:
                                       "revision": f"{result.branch}@sha1:{result.commit}",
                                       "automation": f"{auto.meta.namespace}/{auto.meta.name}",
                                       "image": str(req.origin.get("image") or "")})
+
+    def _status(self, kind: str, namespace: str, name: str, message: str, fields: dict[str, object]) -> None:
+        """The object's status as Flux's image controllers write it, when it is in the cluster;
+        never a failure of the scan (reconciler.status logs what it cannot write)."""
+        try:
+            cluster = self.cluster()
+        except ClusterUnreachable:
+            return
+        if cluster is None:
+            return
+        for api_version in ("image.toolkit.fluxcd.io/v1", "herald.dev/v1"):
+            if cluster.is_served(api_version, kind) and status.write_configured(
+                    cluster, api_version, kind, namespace, name, message, fields):
+                return
 
     # -- lookups -------------------------------------------------------------------------
 
