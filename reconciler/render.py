@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from herald.yamlsrc import LocDict, LocList, Timestamp, YAMLSyntaxError, load_documents
+from reconciler.kustomize_paths import EscapingPath, check_inside
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
@@ -258,10 +259,14 @@ def plain_files(folder: str, files: Iterable[str]) -> list[str] | None:
 
 def _kustomize(root: Path, folder: Path, timeout: float) -> Rendered:
     rel = str(folder.relative_to(root)) or "."
+    try:
+        check_inside(root, folder)  # load restrictions off, as Flux builds: nothing outside the checkout
+    except EscapingPath as exc:
+        raise RenderError(str(exc)) from None
     if shutil.which("kustomize"):
-        cmd = ["kustomize", "build", str(folder)]
+        cmd = ["kustomize", "build", "--load-restrictor", "LoadRestrictionsNone", str(folder)]
     elif shutil.which("kubectl"):
-        cmd = ["kubectl", "kustomize", str(folder)]
+        cmd = ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(folder)]
     else:
         raise RenderError(f"{rel}: has a kustomization.yaml but neither kustomize nor kubectl is on PATH")
     try:
