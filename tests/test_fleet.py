@@ -233,14 +233,16 @@ def test_a_kustomization_removed_from_its_parent_takes_its_objects_along_as_its_
         "  - apps.yaml\n", "  - apps.yaml\n  - keep.yaml\n")
     files["clusters/prod/keep.yaml"] = APPS.replace("name: apps", "name: keep").replace(
         "./apps/prod", "./apps/keep") + "  deletionPolicy: Orphan\n"
-    files["apps/keep/kept.yaml"] = config_map("kept", tier="kept")
+    # in a namespace of its own: deleting apps' objects deletes the shop Namespace and all in it
+    files["apps/keep/kept.yaml"] = config_map("kept", tier="kept").replace('"namespace": "shop"',
+                                                                           '"namespace": "default"')
     repo.commit(files, "apps, and a Kustomization whose objects outlive it")
     bootstrap = tmp_path / "gotk-sync.yaml"
     bootstrap.write_text(gotk_sync(repo.url))
     worker, fleet = fleet_worker(bootstrap)
     run_until_quiet(worker, bootstrap_request())
     assert kube_api.get_object("v1", "ConfigMap", "shop", "web") is not None
-    assert kube_api.get_object("v1", "ConfigMap", "shop", "kept") is not None
+    assert kube_api.get_object("v1", "ConfigMap", "default", "kept") is not None
     drain_events(worker.bus)
 
     # both leave the cluster's folder
@@ -251,7 +253,7 @@ def test_a_kustomization_removed_from_its_parent_takes_its_objects_along_as_its_
     run_until_quiet(worker, bootstrap_request())
     assert set(fleet.config.kustomizations) == {("flux-system", "flux-system")}
     assert kube_api.get_object("v1", "ConfigMap", "shop", "web") is None  # prune: true mirrors into deletion
-    assert kube_api.get_object("v1", "ConfigMap", "shop", "kept") is not None  # Orphan
+    assert kube_api.get_object("v1", "ConfigMap", "default", "kept") is not None  # Orphan
     said = next(e["message"] for e in drain_events(worker.bus) if e["involvedObject"]["name"] == "flux-system"
                 and e["reason"] == "ReconciliationSucceeded")
     assert "Kustomization/flux-system/apps removed: deleted its 2 object(s) (deletionPolicy MirrorPrune)" in said
