@@ -15,6 +15,9 @@ served) has no status to write; nothing is asked beyond the discovery Herald alr
 from __future__ import annotations
 
 import logging
+import threading
+import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,25 @@ from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, KindNotServ
 log = logging.getLogger(__name__)
 
 API_VERSIONS = ("kustomize.toolkit.fluxcd.io/v1", "herald.dev/v1")
+UNSERVED_TTL = 60.0  # a kind found not served is not asked about again for this long (a CRD installed later is seen then)
+# Per Cluster object (gone with it): (apiVersion, kind) -> until when it is taken as not served.
+_unserved: weakref.WeakKeyDictionary[Cluster, dict[tuple[str, str], float]] = weakref.WeakKeyDictionary()
+_unserved_lock = threading.Lock()
+
+
+def served(cluster: Cluster, api_version: str, kind: str) -> bool:
+    """Whether the cluster serves the kind, remembering a "no" for UNSERVED_TTL: most clusters
+    serve neither Flux's kinds nor Herald's, and each miss would re-read discovery on every
+    recorded outcome."""
+    with _unserved_lock:
+        until = _unserved.get(cluster, {}).get((api_version, kind), 0.0)
+    if until > time.monotonic():
+        return False
+    if cluster.is_served(api_version, kind):
+        return True
+    with _unserved_lock:
+        _unserved.setdefault(cluster, {})[(api_version, kind)] = time.monotonic() + UNSERVED_TTL
+    return False
 SOURCE_API_VERSIONS = {"GitRepository": ("source.toolkit.fluxcd.io/v1", "herald.dev/v1"),
                        "OCIRepository": ("source.toolkit.fluxcd.io/v1",)}
 _MESSAGE_LIMIT = 32 * 1024  # the condition message's maxLength in Flux's CRD
@@ -69,7 +91,7 @@ def write(cluster: Cluster, namespace: str, name: str, outcome: Outcome, invento
     write is logged, never a failure of the run it reports on."""
     for api_version in API_VERSIONS:
         try:
-            if not cluster.is_served(api_version, "Kustomization"):
+            if not served(cluster, api_version, "Kustomization"):
                 continue
             live = cluster.get(api_version, "Kustomization", namespace, name)
             if live is None:
@@ -91,7 +113,7 @@ def write_source(cluster: Cluster, kind: str, namespace: str, name: str, revisio
     cluster; a failure to write is logged, never the run's."""
     for api_version in SOURCE_API_VERSIONS.get(kind, ()):
         try:
-            if not cluster.is_served(api_version, kind):
+            if not served(cluster, api_version, kind):
                 continue
             live = cluster.get(api_version, kind, namespace, name)
             if live is None:

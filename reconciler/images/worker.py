@@ -407,7 +407,7 @@ class ImageWorker:
         if cluster is None:
             return
         for api_version in ("image.toolkit.fluxcd.io/v1", "herald.dev/v1"):
-            if cluster.is_served(api_version, kind) and status.write_configured(
+            if status.served(cluster, api_version, kind) and status.write_configured(
                     cluster, api_version, kind, namespace, name, message, fields):
                 return
 
