@@ -38,32 +38,44 @@ def _address(text: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     env = Settings.from_env()
-    common = _Parser(add_help=False)
-    common.add_argument("-c", "--config", action="append", metavar="PATH",
-                        help="YAML file or directory; repeatable (env HERALD_CONFIG)")
-    common.add_argument("--broker", default=env.broker_url, metavar="URL",
-                        help="amqp://… to use RabbitMQ; embedded SQLite bus when unset (env HERALD_BROKER_URL)")
-    common.add_argument("--state-dir", default=str(env.state_dir), metavar="DIR",
-                        help="embedded bus, Git cache (env HERALD_STATE_DIR, default .herald)")
-    common.add_argument("--secrets-dir", default=env.secrets_dir, metavar="DIR",
-                        help="Secrets as files <dir>/<namespace>/<name>/<key> (env HERALD_SECRETS_DIR)")
-    common.add_argument("--listen", default=env.listen, metavar="HOST:PORT", type=_address,
-                        help="receiver address (env HERALD_LISTEN or PORT; default 127.0.0.1:9292)")
-    common.add_argument("--log-level", default=env.log_level, type=str.upper, choices=envcheck.LOG_LEVELS,
-                        help="env HERALD_LOG_LEVEL")
-    common.add_argument("--log-format", default=env.log_format, choices=("text", "json"),
-                        help="env HERALD_LOG_FORMAT (default text)")
-    common.add_argument("--metrics-listen", default=env.metrics_listen, metavar="HOST:PORT", type=_address,
-                        help="worker/notifier: serve /healthz, /readyz, /metrics here (env HERALD_METRICS_LISTEN)")
-    common.add_argument("--from-cluster", action="store_true", default=env.from_cluster,
-                        help="also read herald.dev/v1 objects and their Secrets from the cluster, and watch "
-                             "them for changes (env HERALD_FROM_CLUSTER=true)")
-    common.add_argument("--watch-namespace", default=env.watch_namespace, metavar="NS",
-                        help="with --from-cluster: only this namespace (env HERALD_WATCH_NAMESPACE; "
-                             "default all namespaces)")
 
-    p = _Parser(prog="herald", description="Webhook-driven GitOps companion.")
+    def options(parser: argparse.ArgumentParser, suppress: bool) -> argparse.ArgumentParser:
+        """The global options. They are read before the command (`herald -c x validate`) and
+        after it; after it, a default would overwrite what came before, so there it has none."""
+        def default(value: object) -> object:
+            return argparse.SUPPRESS if suppress else value
+
+        parser.add_argument("-c", "--config", action="append", metavar="PATH", default=default(None),
+                            help="YAML file or directory; repeatable (env HERALD_CONFIG)")
+        parser.add_argument("--broker", default=default(env.broker_url), metavar="URL",
+                            help="amqp://… to use RabbitMQ; embedded SQLite bus when unset (env HERALD_BROKER_URL)")
+        parser.add_argument("--state-dir", default=default(str(env.state_dir)), metavar="DIR",
+                            help="embedded bus, Git cache (env HERALD_STATE_DIR, default .herald)")
+        parser.add_argument("--secrets-dir", default=default(env.secrets_dir), metavar="DIR",
+                            help="Secrets as files <dir>/<namespace>/<name>/<key> (env HERALD_SECRETS_DIR)")
+        parser.add_argument("--listen", default=default(env.listen), metavar="HOST:PORT", type=_address,
+                            help="receiver address (env HERALD_LISTEN or PORT; default 127.0.0.1:9292)")
+        parser.add_argument("--log-level", default=default(env.log_level), type=str.upper,
+                            choices=envcheck.LOG_LEVELS, help="env HERALD_LOG_LEVEL")
+        parser.add_argument("--log-format", default=default(env.log_format), choices=("text", "json"),
+                            help="env HERALD_LOG_FORMAT (default text)")
+        parser.add_argument("--metrics-listen", default=default(env.metrics_listen), metavar="HOST:PORT",
+                            type=_address,
+                            help="worker/notifier: serve /healthz, /readyz, /metrics here (env HERALD_METRICS_LISTEN)")
+        parser.add_argument("--from-cluster", action="store_true", default=default(env.from_cluster),
+                            help="also read herald.dev/v1 objects and their Secrets from the cluster, and watch "
+                                 "them for changes (env HERALD_FROM_CLUSTER=true)")
+        parser.add_argument("--watch-namespace", default=default(env.watch_namespace), metavar="NS",
+                            help="with --from-cluster: only this namespace (env HERALD_WATCH_NAMESPACE; "
+                                 "default all namespaces)")
+        return parser
+
+    common = options(_Parser(add_help=False), suppress=True)
+
+    p = options(_Parser(prog="herald", description="Webhook-driven GitOps companion."), suppress=False)
+    p.add_argument("--version", action="version", version=f"herald {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("version", help="print Herald's version", description="print Herald's version")
     for name, help_text in [
         ("serve", "receiver + reconciler + notifier in one process"),
         ("receiver", "the webhook receiver alone"),
@@ -87,6 +99,17 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--format", choices=("text", "markdown"), default="text",
                       help="markdown: the pull-request comment Herald would write")
     return p
+
+
+def version() -> str:
+    """The installed distribution's version (pyproject.toml's)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("herald")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -431,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"herald: {line}", file=sys.stderr)
         return 2
     args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"herald {version()}")
+        return 0
     settings = _settings(args)
     if args.command == "validate":
         return cmd_validate(settings, args.offline)
