@@ -13,8 +13,12 @@ the other workers' polls skip, and each due time is jittered (up to `jitter` × 
 so several workers rarely publish for one target in the same interval; when they do, the
 requests are coalesced into one run anyway.
 
-A never-reconciled target is first polled one interval after the worker started, not at once:
-starting a worker is not a reason to deploy, and a webhook reconciles immediately anyway.
+At start, every source is reconciled (reason "startup"), as Flux reconciles every object when
+its controllers start: each at a random moment within `startup_spread` seconds, so a fleet does
+not hit the API server at once, whatever its Lease says about recent runs (replicas starting
+together publish for the same source within the spread, and coalesce into one run). Without
+`startup_spread` (HERALD_STARTUP_RECONCILE=false) a never-reconciled target is first polled one
+interval after the worker started.
 
 After a failed run (the Lease's ``herald.dev/failed``) that the bus does not retry (a manifest
 the API server refuses, a build error), the target is polled `retryInterval` after that run
@@ -55,12 +59,14 @@ class _Target:
     scope: str
     due: float = 0.0
     retry: float = 0.0  # after a failed run: spec.retryInterval, else the interval
+    startup: bool = False  # its start-up reconcile is still to be asked for
 
 
 class Poller:
     def __init__(self, cfg: Config, bus: Bus, peek: Peek, *, jitter: float = 0.1, skew: float = 0.5,
                  clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random,
-                 retry_after: float = 10.0) -> None:
+                 retry_after: float = 10.0, startup_spread: float | None = None) -> None:
+        self.startup_spread = startup_spread
         self.cfg = cfg
         self.bus = bus
         self.peek = peek
@@ -98,10 +104,12 @@ class Poller:
 
     def _retarget(self, old: list[_Target], now: float) -> list[_Target]:
         due = {(t.kind, t.namespace, t.name, t.interval): t.due for t in old}
+        pending_startup = {(t.kind, t.namespace, t.name) for t in old if t.startup}
         targets = self.targets()
         for t in targets:
             key = (t.kind, t.namespace, t.name, t.interval)
             t.due = due[key] if key in due else self._later(now, t.interval)
+            t.startup = (t.kind, t.namespace, t.name) in pending_startup
         if targets and set(due) != {(t.kind, t.namespace, t.name, t.interval) for t in targets}:
             log.info("interval polling: %s", ", ".join(f"{t.kind}/{t.namespace}/{t.name} every {t.interval:g}s"
                                                        for t in targets))
@@ -109,6 +117,11 @@ class Poller:
 
     def run(self, stop: threading.Event) -> None:
         targets = self._retarget([], self.clock())
+        if self.startup_spread is not None:
+            now = self.clock()
+            for t in targets:
+                if t.scope == REPO_SCOPE:  # the source's run reconciles every Kustomization of it
+                    t.startup, t.due = True, now + self.startup_spread * self.rand()
         while not stop.is_set():
             if self._changed.is_set():
                 self._changed.clear()
@@ -123,6 +136,9 @@ class Poller:
 
     def check(self, t: _Target, now: float) -> float:
         """Publish for `t` if it is due; return when to look again."""
+        if t.startup:
+            t.startup = False
+            return self._publish(t, now, "startup", {})
         try:
             record, state = self.peek(t.key)
         except Exception as exc:  # noqa: BLE001 - the API server may be away; polling must go on
@@ -141,8 +157,11 @@ class Poller:
             last, wait = state.last_start, t.interval
         if not stranded and last is not None and now < last + wait:
             return self._later(last, wait)
-        req = ReconcileRequest(kind=t.kind, name=t.name, namespace=t.namespace, reason="interval",
-                               origin={"interval": f"{t.interval:g}s", **({"recovery": True} if stranded else {})})
+        return self._publish(t, now, "interval", {"recovery": True} if stranded else {})
+
+    def _publish(self, t: _Target, now: float, reason: str, extra: dict[str, object]) -> float:
+        req = ReconcileRequest(kind=t.kind, name=t.name, namespace=t.namespace, reason=reason,
+                               origin={"interval": f"{t.interval:g}s", **extra})
         try:
             self.bus.publish(RECONCILE_QUEUE, req.to_json(), message_id=req.id)
         except BusError as exc:
@@ -150,6 +169,7 @@ class Poller:
                         t.kind, t.namespace, t.name, exc, self.retry_after)
             return now + min(self.retry_after, t.interval)
         self.published += 1
-        log.info("interval poll: requested a reconcile of %s/%s/%s (request %s%s)", t.kind, t.namespace, t.name,
-                 req.id, ", work left pending on a free Lease" if stranded else "")
+        log.info("%s: requested a reconcile of %s/%s/%s (request %s%s)",
+                 "start-up" if reason == "startup" else "interval poll", t.kind, t.namespace, t.name,
+                 req.id, ", work left pending on a free Lease" if extra.get("recovery") else "")
         return self._later(now, t.interval)

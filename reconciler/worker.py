@@ -166,6 +166,11 @@ class WorkerSettings:
     window: float = 1.0  # HERALD_COALESCE_WINDOW: minimum time between two runs of one target
     skew: float = 0.5  # HERALD_CLOCK_SKEW: clock difference tolerated between machines
     poll: bool = True  # HERALD_INTERVAL_POLLING=false turns the spec.interval timer off
+    # HERALD_STARTUP_RECONCILE: every source reconciled when the worker starts, as Flux does, each
+    # at a random moment within HERALD_STARTUP_SPREAD seconds (a fleet does not hit the API server
+    # at once; replicas starting together coalesce into one run per source). Part of the timer.
+    startup: bool = True
+    startup_spread: float = 10.0
     jitter: float = 0.1  # HERALD_POLL_JITTER: a poll comes up to this fraction of the interval late
     # HERALD_DRY_RUN_UNCHANGED=true: dry-run even the objects that provably would not change
     # (reconciler.apply.unchanged_since_last_apply), so admission policies see them each time
@@ -187,6 +192,8 @@ class WorkerSettings:
             window=max(0.0, env_seconds(env, "HERALD_COALESCE_WINDOW", d.window)),
             skew=max(0.0, env_seconds(env, "HERALD_CLOCK_SKEW", d.skew)),
             poll=env_flag(env, "HERALD_INTERVAL_POLLING", d.poll),
+            startup=env_flag(env, "HERALD_STARTUP_RECONCILE", d.startup),
+            startup_spread=max(0.0, env_seconds(env, "HERALD_STARTUP_SPREAD", d.startup_spread)),
             jitter=max(0.0, float(env.get("HERALD_POLL_JITTER") or d.jitter)),
             dry_run_unchanged=env_flag(env, "HERALD_DRY_RUN_UNCHANGED", d.dry_run_unchanged),
             apply_concurrency=max(1, int(env.get("HERALD_APPLY_CONCURRENCY") or d.apply_concurrency)),
@@ -980,7 +987,8 @@ class Reconciler:
             t = threading.Thread(target=scans.run, args=(stop,), name="reconciler-image-interval", daemon=True)
             t.start()
             threads.append(t)
-            poller = Poller(self.cfg, self.bus, self.peek, jitter=self.settings.jitter, skew=self.settings.skew)
+            poller = Poller(self.cfg, self.bus, self.peek, jitter=self.settings.jitter, skew=self.settings.skew,
+                            startup_spread=self.settings.startup_spread if self.settings.startup else None)
             self._poller = poller
             t = threading.Thread(target=poller.run, args=(stop,), name="reconciler-interval", daemon=True)
             t.start()

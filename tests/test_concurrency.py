@@ -134,9 +134,10 @@ def workers(tmp_path: Path, kubeconfig: Path) -> Iterator[Callable[..., Worker]]
     def start(cfg: Path, *extra: str, **env: str) -> Worker:
         n = len(started)
         log = tmp_path / f"worker-{n}.log"
+        # No start-up reconcile: these scenarios count the runs their own requests make.
         environ = dict(os.environ, KUBECONFIG=str(kubeconfig), HERALD_LOG_LEVEL="INFO",
                        HERALD_STATE_DIR=str(tmp_path / f"state-{n}"), HERALD_LEASE_DURATION="2",
-                       HERALD_RECONCILE_THREADS="2", **env)
+                       HERALD_RECONCILE_THREADS="2", HERALD_STARTUP_RECONCILE="false", **env)
         environ.pop("HERALD_BROKER_URL", None)
         w = Worker(start_herald("worker", cfg, log, environ, *extra), log)
         started.append(w)
