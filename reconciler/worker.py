@@ -740,9 +740,10 @@ class Reconciler:
             kept.append(m)
             if configured is not None and id(m) in consumed and m.kind in ("Receiver", "Provider", "Alert"):
                 configured.append(m)
+        home = self._cluster_or_none() if taken.gone else None  # inventories live in Herald's own cluster
         for gone in taken.gone:
-            if cluster is not None:
-                notes.append(self._finalize(gone, cluster))
+            if home is not None:
+                notes.append(self._finalize(gone, home))
         for (kind, ns, name), why in taken.refused:
             events.append(Event.for_object(kind, name, ns, severity=SEVERITY_ERROR, reason="ConfigurationRefused",
                                            message=f"not reconciled: {why}",
