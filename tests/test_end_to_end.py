@@ -58,8 +58,10 @@ def scenario(tmp_path: Path, repo: Repo, kube_api, kubeconfig: Path, slack_api):
     slack_api.channels = {"general"}
     loaded = config.load([cfg])
     port = free_port()
+    # No start-up reconcile: the scenario follows one push and counts what it made.
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), HERALD_LOG_LEVEL="INFO",
-               HERALD_STATE_DIR=str(tmp_path / "state"), HERALD_LISTEN=f"127.0.0.1:{port}")
+               HERALD_STATE_DIR=str(tmp_path / "state"), HERALD_LISTEN=f"127.0.0.1:{port}",
+               HERALD_STARTUP_RECONCILE="false")
     env.pop("HERALD_BROKER_URL", None)
     hook_url = f"http://127.0.0.1:{port}" + loaded.hook_path(loaded.receivers[("flux-system", "github-app")])
     return cfg, env, f"http://127.0.0.1:{port}", hook_url
