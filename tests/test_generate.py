@@ -492,10 +492,10 @@ def test_nothing_outside_the_repository_is_read(tmp_path: Path) -> None:
         generate(root, root / "deploy", {})
     os.unlink(root / "deploy" / "host.yaml")
     # a symlink within the repository is read (as the checkout's other roads do)
-    tree(root, {"shared/cm.yaml": configmap("shared")})
-    os.symlink("../shared/cm.yaml", root / "deploy" / "shared.yaml")
+    tree(root, {"common/cm.yaml": configmap("common")})
+    os.symlink("../common/cm.yaml", root / "deploy" / "common.yaml")
     generate(root, Path("deploy"), {})
-    assert sorted(by_name(build(root / "deploy"))) == ["ConfigMap/shared", "Deployment/web"]
+    assert sorted(by_name(build(root / "deploy"))) == ["ConfigMap/common", "Deployment/web"]
 
 
 def test_needs_generator_is_true_for_the_fields_kustomize_applies() -> None:
