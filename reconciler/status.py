@@ -18,12 +18,19 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from herald.messages import utc_now
 from reconciler.inventory import Inventory
-from reconciler.kube import ApiRefusal, Cluster, ClusterUnreachable, KindNotServed, request_json
+from reconciler.kube import (
+    ApiRefusal,
+    Cluster,
+    ClusterUnreachable,
+    KindNotServed,
+    request_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +70,9 @@ class Outcome:
     last_attempted_revision: str = ""
 
 
-def status_of(live: dict[str, Any], outcome: Outcome, inventory: Inventory | None) -> dict[str, Any]:
-    """The status to write: Flux's fields, the Ready condition's transition time kept when its
-    status did not change (as meta.SetStatusCondition keeps it)."""
+def ready_status(live: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+    """The Ready condition (its transition time kept when its status did not change, as
+    meta.SetStatusCondition keeps it) and observedGeneration: what every Flux kind's status has."""
     old = live.get("status") or {}
     generation = (live.get("metadata") or {}).get("generation")
     previous = next((c for c in old.get("conditions") or [] if c.get("type") == "Ready"), {})
@@ -73,85 +80,70 @@ def status_of(live: dict[str, Any], outcome: Outcome, inventory: Inventory | Non
     condition: dict[str, Any] = {"type": "Ready", "status": outcome.ready, "reason": outcome.reason,
                                  "message": outcome.message[:_MESSAGE_LIMIT],
                                  "lastTransitionTime": since or utc_now()}
+    status: dict[str, Any] = {"conditions": [condition]}
     if generation is not None:
         condition["observedGeneration"] = generation
-    status: dict[str, Any] = {"conditions": [condition],
-                              "lastAttemptedRevision": outcome.last_attempted_revision or None,
-                              "lastAppliedRevision": outcome.last_applied_revision
-                              or old.get("lastAppliedRevision") or None}
-    if generation is not None:
         status["observedGeneration"] = generation
+    return status
+
+
+def status_of(live: dict[str, Any], outcome: Outcome, inventory: Inventory | None) -> dict[str, Any]:
+    """A Kustomization's status: Ready, its revisions, its inventory."""
+    status = ready_status(live, outcome)
+    status["lastAttemptedRevision"] = outcome.last_attempted_revision or None
+    status["lastAppliedRevision"] = (outcome.last_applied_revision
+                                     or (live.get("status") or {}).get("lastAppliedRevision") or None)
     if inventory is not None:
         status["inventory"] = {"entries": [e.to_json() for e in inventory.ordered()]}
     return status
 
 
-def write(cluster: Cluster, namespace: str, name: str, outcome: Outcome, inventory: Inventory | None) -> bool:
-    """Write the status when the Kustomization is in the cluster; whether it was. A failure to
-    write is logged, never a failure of the run it reports on."""
-    for api_version in API_VERSIONS:
-        try:
-            if not served(cluster, api_version, "Kustomization"):
-                continue
-            live = cluster.get(api_version, "Kustomization", namespace, name)
-            if live is None:
-                continue
-            path = cluster.resource(api_version, "Kustomization").path(name=name, namespace=namespace) + "/status"
-            request_json(cluster.api_client, "PATCH", path, body={"status": status_of(live, outcome, inventory)},
-                         content_type="application/merge-patch+json")
-            return True
-        except (ApiRefusal, ClusterUnreachable) as exc:
-            log.warning("Kustomization %s/%s: its status could not be written: %s", namespace, name, exc)
-            return False
-    return False
-
-
-def write_source(cluster: Cluster, kind: str, namespace: str, name: str, revision: str, error: str = "") -> bool:
-    """A GitRepository's or OCIRepository's status after a fetch, as source-controller writes
-    it: Ready with `stored artifact for revision '<revision>'` and `artifact.revision`, or Ready
-    False with the fetch's error (the last artifact stays). Only when the object is in the
-    cluster; a failure to write is logged, never the run's."""
-    for api_version in SOURCE_API_VERSIONS.get(kind, ()):
+def _patch(cluster: Cluster, api_versions: tuple[str, ...], kind: str, namespace: str, name: str,
+           fields: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
+    """Merge-patch the status subresource of the object, under the first of `api_versions` the
+    cluster serves and holds it in, with `fields(live object)`; whether it was written. A
+    failure is logged, never a failure of the run it reports on."""
+    for api_version in api_versions:
         try:
             if not served(cluster, api_version, kind):
                 continue
             live = cluster.get(api_version, kind, namespace, name)
             if live is None:
                 continue
-            outcome = (Outcome("False", "GitOperationFailed" if kind == "GitRepository" else "OCIArtifactPullFailed",
-                               error) if error else
-                       Outcome("True", "Succeeded", f"stored artifact for revision '{revision}'"))
-            fields = status_of(live, outcome, None)
-            for key in ("lastAppliedRevision", "lastAttemptedRevision"):
-                fields.pop(key, None)
-            if not error:
-                fields["artifact"] = {"revision": revision, "lastUpdateTime": utc_now()}
             path = cluster.resource(api_version, kind).path(name=name, namespace=namespace) + "/status"
-            request_json(cluster.api_client, "PATCH", path, body={"status": fields},
+            request_json(cluster.api_client, "PATCH", path, body={"status": fields(live)},
                          content_type="application/merge-patch+json")
             return True
-        except (ApiRefusal, ClusterUnreachable) as exc:
+        except (ApiRefusal, ClusterUnreachable, KindNotServed) as exc:
             log.warning("%s %s/%s: its status could not be written: %s", kind, namespace, name, exc)
             return False
     return False
 
 
-def write_configured(cluster: Cluster, api_version: str, kind: str, namespace: str, name: str,
+def write(cluster: Cluster, namespace: str, name: str, outcome: Outcome, inventory: Inventory | None) -> bool:
+    """A Kustomization's status, when it is in the cluster."""
+    return _patch(cluster, API_VERSIONS, "Kustomization", namespace, name,
+                  lambda live: status_of(live, outcome, inventory))
+
+
+def write_source(cluster: Cluster, kind: str, namespace: str, name: str, revision: str, error: str = "") -> bool:
+    """A GitRepository's or OCIRepository's status after a fetch, as source-controller writes
+    it: Ready with `stored artifact for revision '<revision>'` and `artifact.revision`, or Ready
+    False with the fetch's error (the last artifact stays)."""
+    if error:
+        reason = "GitOperationFailed" if kind == "GitRepository" else "OCIArtifactPullFailed"
+        return _patch(cluster, SOURCE_API_VERSIONS.get(kind, ()), kind, namespace, name,
+                      lambda live: ready_status(live, Outcome("False", reason, error)))
+    outcome = Outcome("True", "Succeeded", f"stored artifact for revision '{revision}'")
+    return _patch(cluster, SOURCE_API_VERSIONS.get(kind, ()), kind, namespace, name,
+                  lambda live: {**ready_status(live, outcome),
+                                "artifact": {"revision": revision, "lastUpdateTime": utc_now()}})
+
+
+def write_configured(cluster: Cluster, api_versions: tuple[str, ...], kind: str, namespace: str, name: str,
                      message: str, extra: dict[str, Any] | None = None) -> bool:
-    """A Receiver, Provider or Alert a render applied: Ready as notification-controller marks
-    it once the object is usable (a Receiver's `webhookPath` with it), when it is in the cluster."""
-    try:
-        live = cluster.get(api_version, kind, namespace, name)
-        if live is None:
-            return False
-        fields = status_of(live, Outcome("True", "Succeeded", message), None)
-        for key in ("lastAppliedRevision", "lastAttemptedRevision"):
-            fields.pop(key, None)
-        fields.update(extra or {})
-        path = cluster.resource(api_version, kind).path(name=name, namespace=namespace) + "/status"
-        request_json(cluster.api_client, "PATCH", path, body={"status": fields},
-                     content_type="application/merge-patch+json")
-        return True
-    except (ApiRefusal, ClusterUnreachable, KindNotServed) as exc:
-        log.warning("%s %s/%s: its status could not be written: %s", kind, namespace, name, exc)
-        return False
+    """Ready as Flux's controllers mark an object once it is usable, with the kind's own fields
+    (`extra`: a Receiver's `webhookPath`, an ImagePolicy's `latestRef`, ...)."""
+    outcome = Outcome("True", "Succeeded", message)
+    return _patch(cluster, api_versions, kind, namespace, name,
+                  lambda live: {**ready_status(live, outcome), **(extra or {})})

@@ -63,6 +63,7 @@ from herald.bus import (
     RetryPolicy,
 )
 from herald.config import SOURCE_KINDS, Config
+from herald.fleet import Fleet, Taken, key_of
 from herald.logs import DELIVERY_HEADER, correlated, correlation_id
 from herald.messages import (
     EVENTS_QUEUE,
@@ -88,7 +89,6 @@ from reconciler.coalesce import (
     State,
     kustomization_scope,
 )
-from herald.fleet import Fleet, Taken, key_of
 from reconciler.git import GitCache, GitError, Revision, resolve_url
 from reconciler.health import HealthCheckFailed, go_duration, wait_for, with_expressions
 from reconciler.images.poller import ImagePoller
@@ -105,7 +105,6 @@ from reconciler.kube import (
     ApiRefusal,
     Cluster,
     ClusterUnreachable,
-    KindNotServed,
     acting_as,
     api_client_from_kubeconfig,
     sort_key,
@@ -253,15 +252,6 @@ class RemoteClusterError(Exception):
 
 
 Source = GitRepository | OCIRepository
-
-
-def _served(cluster: Cluster, m: Manifest) -> bool:
-    """Whether the cluster serves the object's kind (its CRD is installed and established)."""
-    try:
-        cluster.resource(m.api_version, m.kind)
-    except KindNotServed:
-        return False
-    return True
 
 
 def dependency_order(kustomizations: list[Kustomization]) -> list[Kustomization]:
@@ -733,7 +723,7 @@ class Reconciler:
                 continue
             flux_kind = id(m) in consumed or id(m) in inert
             if flux_kind and cluster is not None and (m.api_version, m.kind) not in served:
-                served[(m.api_version, m.kind)] = _served(cluster, m)
+                served[(m.api_version, m.kind)] = cluster.is_served(m.api_version, m.kind)
             if flux_kind and cluster is not None and not served[(m.api_version, m.kind)]:
                 unserved.append(m.ref())
                 continue
@@ -805,10 +795,10 @@ class Reconciler:
                 continue  # refused: its own error event says why
             if m.kind == "Receiver":
                 path = self.cfg.hook_path(obj)
-                status.write_configured(cluster, m.api_version, m.kind, ns, m.name,
+                status.write_configured(cluster, (m.api_version,), m.kind, ns, m.name,
                                         f"Receiver initialized for path: {path}", {"webhookPath": path})
             else:
-                status.write_configured(cluster, m.api_version, m.kind, ns, m.name, "Initialized")
+                status.write_configured(cluster, (m.api_version,), m.kind, ns, m.name, "Initialized")
 
     def _finalize(self, ks: Kustomization, cluster: Cluster) -> str:
         """A Kustomization gone from the configuration (its parent's render dropped it), as

@@ -51,12 +51,11 @@ from herald.messages import (
 )
 from herald.model import ImagePolicy, ImageRepository, ImageUpdateAutomation
 from herald.registry import (
-    CredentialsError,
     RegistryClient,
     RegistryError,
-    parse_dockerconfigjson,
     parse_image,
 )
+from herald.registry.configured import client_for
 from reconciler import status
 from reconciler.coalesce import ShuttingDown
 from reconciler.git import GitCache
@@ -75,28 +74,6 @@ last one scans what the registry serves (the bus spaces them 1 s and 2 s apart).
 
 def _key(namespace: str, name: str) -> str:
     return f"{namespace}:{name}"
-
-
-def client_for(cfg: Config, repo: ImageRepository) -> RegistryClient:
-    """A registry client with the ImageRepository's credentials (`secretRef`, a
-    dockerconfigjson Secret), TLS (`certSecretRef`) and `insecure`."""
-    ns = repo.meta.namespace
-    credentials = None
-    if repo.secret_ref:
-        secret = cfg.secret(ns, repo.secret_ref.name)
-        if secret is None:
-            raise RegistryError(f"ImageRepository {ns}/{repo.meta.name}: Secret {ns}/{repo.secret_ref.name} "
-                                "not found", None, retryable=False)
-        try:
-            credentials = parse_dockerconfigjson(secret.get(".dockerconfigjson", "") or "{}")
-        except CredentialsError as exc:
-            raise RegistryError(f"ImageRepository {ns}/{repo.meta.name}: Secret {ns}/{repo.secret_ref.name}: "
-                                f"{exc}", None, retryable=False) from None
-    tls: dict[str, str] = {}
-    if repo.cert_secret_ref:
-        tls = cfg.secret(ns, repo.cert_secret_ref.name) or {}
-    return RegistryClient(credentials, ca_pem=tls.get("ca.crt"), cert_pem=tls.get("tls.crt"),
-                          key_pem=tls.get("tls.key"), insecure=repo.insecure, timeout=repo.timeout)
 
 
 def listed_tags(client: RegistryClient, repo: ImageRepository) -> list[str]:
@@ -406,10 +383,8 @@ class ImageWorker:
             return
         if cluster is None:
             return
-        for api_version in ("image.toolkit.fluxcd.io/v1", "herald.dev/v1"):
-            if status.served(cluster, api_version, kind) and status.write_configured(
-                    cluster, api_version, kind, namespace, name, message, fields):
-                return
+        status.write_configured(cluster, ("image.toolkit.fluxcd.io/v1", "herald.dev/v1"), kind, namespace, name,
+                                message, fields)
 
     # -- lookups -------------------------------------------------------------------------
 
