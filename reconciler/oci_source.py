@@ -20,8 +20,8 @@ from pathlib import Path
 
 from herald.config import Config
 from herald.model import OCIRepository
-from herald.registry import CredentialsError, RegistryClient, parse_dockerconfigjson
-from reconciler.oci import ArtifactError, fetch, resolve
+from herald.registry.configured import client_for
+from reconciler.oci import fetch, resolve
 
 _LOCK = threading.Lock()
 
@@ -39,32 +39,11 @@ class ArtifactRevision:
         return self.revision
 
 
-def _client(cfg: Config, repo: OCIRepository) -> RegistryClient:
-    ns = repo.meta.namespace
-    credentials = None
-    if repo.secret_ref:
-        secret = cfg.secret(ns, repo.secret_ref.name)
-        if secret is None:
-            raise ArtifactError(f"spec.secretRef: Secret {ns}/{repo.secret_ref.name} not found")
-        try:
-            credentials = parse_dockerconfigjson(secret.get(".dockerconfigjson", "") or "{}")
-        except CredentialsError as exc:
-            raise ArtifactError(f"spec.secretRef: Secret {ns}/{repo.secret_ref.name}: {exc}") from None
-    tls: dict[str, str] = {}
-    if repo.cert_secret_ref:
-        found = cfg.secret(ns, repo.cert_secret_ref.name)
-        if found is None:
-            raise ArtifactError(f"spec.certSecretRef: Secret {ns}/{repo.cert_secret_ref.name} not found")
-        tls = found
-    return RegistryClient(credentials, ca_pem=tls.get("ca.crt"), cert_pem=tls.get("tls.crt"),
-                          key_pem=tls.get("tls.key"), insecure=repo.insecure, timeout=repo.timeout)
-
-
 def pull(cfg: Config, repo: OCIRepository, cache: Path) -> ArtifactRevision:
     """The artifact `spec.ref` names now, extracted under `cache` (reused when already there).
-    Raises ArtifactError (its `retryable` says whether trying again may help)."""
+    Raises ArtifactError or RegistryError (`retryable` says whether trying again may help)."""
     folder = Path(cache) / repo.meta.namespace / repo.meta.name
-    with _client(cfg, repo) as client:
+    with client_for(cfg, repo) as client:
         resolved = resolve(client, repo.url, repo.ref, repo.layer_selector)
         root = folder / resolved.digest.replace(":", "-")
         with _LOCK:  # one pull per tree; a second reconcile of it waits and reuses it
