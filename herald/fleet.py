@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,7 @@ class Fleet:
         # or SQLite beside the embedded bus (herald.bus.deliveries).
         self.log = open_delivery_log(broker_url or None, state_dir, WINDOW, name="fleet", quiet=True)
         self._lock = threading.Lock()
+        self._refused: dict[OwnerKey, list[tuple[ObjectKey, str]]] = {}  # per owner, as its last build found
         self._seen: dict[str, float] = {}  # owner's key -> when it was recorded, as this process last saw it
         self._owned: dict[OwnerKey, list[Document]] = self._load()
         self._listeners: list[Callable[[Config], None]] = []
@@ -264,6 +266,13 @@ class Fleet:
             elif is_inert(m):
                 taken.inert.append(m)
         with self._lock:
+            if [d.data for d in docs] == [d.data for d in self._owned.get(key, ())]:
+                # The render holds what it held (most renders: none at all): nothing to build
+                # again, only the record to keep within the window.
+                if docs and time.time() - self._seen.get(self._key(key), 0.0) > WINDOW / 2:
+                    self._save(key, docs)
+                taken.refused = list(self._refused.get(key, ()))
+                return taken
             before = self.config
             owned = dict(self._owned)
             if docs:
@@ -278,6 +287,7 @@ class Fleet:
         for d in diagnostics:
             if d.severity == "error" and d.path in paths:
                 taken.refused.append((paths[d.path], d.message))
+        self._refused[key] = list(taken.refused)
         _diff(before, cfg, taken)
         if before is not cfg and (taken.added or taken.changed or taken.removed):
             for listener in list(self._listeners):

@@ -88,8 +88,20 @@ def _generated(git: GitCache, ks: Kustomization, repo: GitRepository, sha: str, 
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+_SOURCEIGNORE_SEEN: dict[tuple[str, str], bool] = {}  # (repository, commit) -> has a .sourceignore
+
+
 def _has_sourceignore(git: GitCache, repo: GitRepository, sha: str) -> bool:
-    return any(e.path.rsplit("/", 1)[-1] == SOURCEIGNORE for e in git.list_tree(repo, sha, ""))
+    """Whether the commit holds a .sourceignore anywhere: once per commit, not per Kustomization
+    (a fleet's hundred Kustomizations read one commit)."""
+    key = (str(git.git_dir(repo)), sha)
+    found = _SOURCEIGNORE_SEEN.get(key)
+    if found is None:
+        found = any(e.path.rsplit("/", 1)[-1] == SOURCEIGNORE for e in git.list_tree(repo, sha, ""))
+        if len(_SOURCEIGNORE_SEEN) > 1024:
+            _SOURCEIGNORE_SEEN.clear()
+        _SOURCEIGNORE_SEEN[key] = found
+    return found
 
 
 def _export(git: GitCache, repo: GitRepository, sha: str, workdir: Path, includes: Includes = ()) -> None:
