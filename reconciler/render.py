@@ -28,9 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from herald.yamlsrc import LocDict, LocList, Timestamp, YAMLSyntaxError, load_documents
-from reconciler.kustomize_paths import EscapingPath, check_inside
-
-KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+from reconciler.kustomize_paths import KUSTOMIZATION_FILES, EscapingPath, check_inside
 
 
 class RenderError(Exception):
