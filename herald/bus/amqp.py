@@ -46,6 +46,7 @@ returned.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -53,10 +54,11 @@ import queue as queue_module
 import threading
 import time
 import urllib.parse
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pika
 from pika import exceptions as pe
@@ -71,6 +73,7 @@ from herald.bus.base import (
     ERROR_HEADER,
     FAILING_SINCE_HEADER,
     READY_AT_HEADER,
+    REPLAYED_HEADER,
     BusError,
     BusUnavailable,
     Delivery,
@@ -80,8 +83,15 @@ from herald.bus.base import (
     caller_headers,
     requested_delay,
 )
+from herald.messages import EVENTS_QUEUE, IMAGE_QUEUE, NOTIFY_QUEUE, PLAN_QUEUE, RECONCILE_QUEUE
 
 log = logging.getLogger(__name__)
+
+# The work queues Herald's components use. AMQP 0-9-1 cannot list a vhost's queues (that is
+# the management plugin's HTTP API, which we do not require), so `dead_queues` looks at these
+# and at the queues the bus instance itself declared: an operator's fresh CLI process, which
+# declared nothing, still finds Herald's dead letters.
+HERALD_QUEUES = (RECONCILE_QUEUE, PLAN_QUEUE, IMAGE_QUEUE, EVENTS_QUEUE, NOTIFY_QUEUE)
 
 CONTENT_TYPE = "application/json"
 # Bookkeeping the broker adds; not copied onto retries or dead letters, where it would
@@ -147,6 +157,16 @@ def _as_int(value: Any, default: int) -> int:
 
 def _is_broker_header(name: str) -> bool:
     return name.startswith(_BROKER_HEADER_PREFIXES)
+
+
+def _address(props: BasicProperties, body: bytes) -> str:
+    """The id a dead letter is listed and addressed by: its `message_id` property.
+
+    `publish` gives every message one, so this is the fallback for a message without (from a
+    Herald before that, or another client): a digest of its body, the same on every read.
+    Dead letters with the same body then share the id, and are replayed or dropped together.
+    """
+    return props.message_id or "sha256:" + hashlib.sha256(body).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -239,6 +259,8 @@ class AmqpBus:
         self._ping_ok = False
         self._closed = False
         self._extra_delays: dict[str, set[int]] = {}  # ladder tiers used, per queue (for depth)
+        self._declared: set[str] = set()  # work queues declared by this instance (dead_queues)
+        self._declared_lock = threading.Lock()
 
     # -- Bus --------------------------------------------------------------------------------
 
@@ -255,8 +277,11 @@ class AmqpBus:
         Raises BusUnavailable when the broker cannot be reached, refuses (nack), cannot route
         the message, or does not confirm within `confirm_timeout`; BusError when the queue
         exists with other arguments or access is refused, or the bus was closed.
+
+        A message without `message_id` is given a random one here, once: it is what its
+        retries and dead letter carry, and what an operator names it by (`replay_dead`).
         """
-        props = self._properties(message_id, caller_headers(headers), CONTENT_TYPE)
+        props = self._properties(message_id or uuid.uuid4().hex, caller_headers(headers), CONTENT_TYPE)
         self._send(queue, queue, body, props)
 
     def consume(
@@ -304,7 +329,12 @@ class AmqpBus:
         """Read up to `limit` dead letters of `queue` and hand them all back to the broker.
 
         Messages are fetched unacknowledged and then nacked with requeue, so they stay in
-        `<queue>.dead` (if we die in between, the broker requeues them just the same).
+        `<queue>.dead` (if we die in between, the broker requeues them just the same). Their
+        `message_id` is the one `replay_dead` and `drop_dead` take (see `_address`).
+
+        Caution, RabbitMQ 4.0 to 4.2: a nack with requeue counts as a failed delivery there, and
+        quorum queues drop a message after 20 of them unless a delivery limit is set (policy
+        `delivery-limit: -1` on `*.dead`): every listing uses up one of those 20.
         """
         topology = self.topology(queue)
         connection = self._connect("dead-letter reader")
@@ -318,6 +348,7 @@ class AmqpBus:
                     if method is None:
                         break
                     delivery = self._delivery(topology.dead, method, props, body)
+                    delivery.message_id = _address(props, body)
                     delivery.attempt = _as_int(delivery.headers.get(ATTEMPTS_HEADER), 1)
                     out.append(delivery)
                 if out:
@@ -325,6 +356,126 @@ class AmqpBus:
                 return out
         except (pe.AMQPError, OSError) as exc:
             raise BusUnavailable(f"cannot read dead letters of {queue}: {exc!r}") from exc
+        finally:
+            _close_quietly(connection)
+
+    def dead_queues(self) -> list[str]:
+        """Herald's queues (HERALD_QUEUES and those this instance declared) with dead letters.
+
+        Counted with a passive declare of each `<queue>.dead` (ready messages only: dead
+        letters that a `dead_letters` call holds at that moment are not counted).
+        """
+        with self._declared_lock:
+            names = sorted({*HERALD_QUEUES, *self._declared})
+        connection = self._connect("dead-letter census")
+        try:
+            with _deadline(connection, max(10.0, self.confirm_timeout)):
+                return [name for name in names if self._ready(connection, self.topology(name).dead)]
+        except (pe.AMQPError, OSError) as exc:
+            raise BusUnavailable(f"cannot count dead letters: {exc!r}") from exc
+        finally:
+            _close_quietly(connection)
+
+    def replay_dead(self, queue: str, message_id: str | None = None) -> int:
+        """Publish the matching dead letters to `queue` again, then remove them from `.dead`.
+
+        Each copy goes through `_send`, as `publish` does, and the dead letter is acked only
+        once the broker confirmed the copy: a failure in between leaves the dead letter where
+        it was (and, if only the ack was lost, the message in both queues: at least once).
+        """
+
+        def replay(props: BasicProperties, body: bytes, delivery: Delivery) -> None:
+            headers = caller_headers(delivery.headers)  # the dead letter's error, attempts...
+            headers[REPLAYED_HEADER] = str(max(0, _as_int(headers.get(REPLAYED_HEADER), 0)) + 1)
+            copy = self._properties(delivery.message_id, headers, props.content_type or CONTENT_TYPE)
+            self._send(queue, queue, body, copy)
+
+        return self._settle_dead(queue, message_id, replay, "dead-letter replay")
+
+    def drop_dead(self, queue: str, message_id: str | None = None) -> int:
+        """Ack (delete) the matching dead letters; all of them with a purge of `.dead`."""
+        if message_id is not None:
+            return self._settle_dead(queue, message_id, None, "dead-letter drop")
+        connection = self._connect("dead-letter drop")
+        try:
+            with _deadline(connection, max(10.0, self.confirm_timeout)):
+                channel = connection.channel()
+                try:
+                    purged = channel.queue_purge(self.topology(queue).dead)
+                except pe.ChannelClosedByBroker as exc:
+                    if exc.reply_code == 404:  # no such queue: nothing dead
+                        return 0
+                    raise
+                return int(purged.method.message_count)
+        except (pe.AMQPError, OSError) as exc:
+            raise BusUnavailable(f"cannot drop dead letters of {queue}: {exc!r}") from exc
+        finally:
+            _close_quietly(connection)
+
+    def _settle_dead(
+        self,
+        queue: str,
+        message_id: str | None,
+        act: Callable[[BasicProperties, bytes, Delivery], None] | None,
+        role: str,
+    ) -> int:
+        """Take the dead letters of `queue` one by one; for each that `message_id` names (None:
+        every one) run `act` (if any) and ack it. The others are nacked with requeue at the
+        end, as `dead_letters` does. Returns how many were acked.
+
+        Only as many letters as `.dead` held at the start are taken: a replayed message that a
+        running consumer rejects again at once is back in `.dead` while we walk, and must not
+        be replayed again (with a handler that always rejects, for ever).
+
+        Deadlines are per broker call rather than for the whole walk, which publishes (and
+        waits for a confirm) once per replayed message. A `.dead` that does not exist is not
+        declared (a mistyped queue name must not leave queues behind): it has nothing to take.
+        """
+        dead = self.topology(queue).dead
+        step = max(10.0, self.confirm_timeout)
+        connection = self._connect(role)
+        done = unacked = 0
+        try:
+            with _deadline(connection, step):
+                channel = connection.channel()
+            try:
+                with _deadline(connection, step):
+                    present = channel.queue_declare(dead, passive=True).method.message_count
+                for _ in range(present):
+                    with _deadline(connection, step):
+                        method, props, body = channel.basic_get(dead, auto_ack=False)
+                    if method is None:
+                        break
+                    unacked += 1
+                    delivery = self._delivery(dead, method, props, body)
+                    delivery.message_id = _address(props, body)
+                    if message_id is not None and delivery.message_id != message_id:
+                        continue  # not ours: handed back below
+                    if act is not None:
+                        try:
+                            act(props, body, delivery)
+                        except BusUnavailable as exc:  # the letter stays unacked, so dead
+                            raise BusUnavailable(f"{role} of {queue} stopped after {done}: {exc}",
+                                                 outage=exc.outage) from exc
+                    with _deadline(connection, step):
+                        channel.basic_ack(method.delivery_tag)
+                    unacked -= 1
+                    done += 1
+                return done
+            except pe.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:  # 404: no such queue, so nothing dead
+                    raise
+                return done
+            finally:
+                if unacked and channel.is_open:
+                    # Whatever is still unacked on the channel: the letters we skipped, and the
+                    # one in hand if `act` failed. (Closing would requeue them just the same.)
+                    with contextlib.suppress(Exception), _deadline(connection, step):
+                        channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+        except (pe.AMQPError, OSError) as exc:
+            raise BusUnavailable(
+                f"cannot settle dead letters of {queue} ({done} done): {exc!r}"
+            ) from exc
         finally:
             _close_quietly(connection)
 
@@ -447,6 +598,8 @@ class AmqpBus:
         if delay_ms is None:
             channel.queue_declare(topology.queue, durable=True, arguments=quorum)
             channel.queue_declare(topology.dead, durable=True, arguments=quorum)
+            with self._declared_lock:
+                self._declared.add(queue)
             return
         channel.queue_declare(
             topology.retry(delay_ms),

@@ -27,6 +27,11 @@ FAILING_SINCE_HEADER = "x-herald-failing-since"  # unix time of the first failed
 READY_AT_HEADER = "x-herald-ready-at"  # unix time the message may be handled (for queue lag)
 BOOKKEEPING_HEADERS = frozenset({ATTEMPT_HEADER, ERROR_HEADER, ATTEMPTS_HEADER, FAILING_SINCE_HEADER,
                                  READY_AT_HEADER})
+# Set by `replay_dead`: how many times an operator sent this message back from the dead letters
+# (a trace shows that the run is a replay, and the how-manieth). Deliberately not bookkeeping:
+# it must survive the message's own retries and a new dead-lettering, so that the next replay
+# counts on from it instead of starting at 1 again.
+REPLAYED_HEADER = "x-herald-replayed"
 
 
 def caller_headers(headers: dict[str, str] | None) -> dict[str, str]:
@@ -173,6 +178,39 @@ class Bus(Protocol):
         """Whether the bus can take messages now (used by /readyz)."""
 
     def dead_letters(self, queue: str) -> list[Delivery]:
-        """Messages dead-lettered from `queue` (for operators and tests); does not consume."""
+        """Messages dead-lettered from `queue` (for operators and tests); does not consume.
+
+        Each has a non-empty `message_id`, the one `replay_dead` and `drop_dead` take: the
+        publisher's message id, or for a message published without one an id the bus derives
+        (see each implementation), stable as long as the message stays dead.
+        """
+
+    def dead_queues(self) -> list[str]:
+        """The work queues (names without `.dead`) that have at least one dead letter, sorted.
+
+        So that an operator (or /metrics, or a CLI) can find what needs attention without
+        knowing every queue name in advance.
+        """
+
+    def replay_dead(self, queue: str, message_id: str | None = None) -> int:
+        """Send the dead letters of `queue` with `message_id` (None: all of them) back to `queue`.
+
+        Once the cause is fixed (a missing secret, a broken remote), the operator re-runs the
+        messages instead of waiting for the next webhook. Each goes back as a fresh message:
+        attempts counted from 1 again, the bus's retry and error headers removed, body, message
+        id and the publisher's own headers (the delivery id of the trace) kept, and
+        REPLAYED_HEADER counting the replays. No message is lost on the way: the copy is
+        durable in `queue` before the dead letter is removed (a failure in between can leave
+        both, never neither). Returns how many were replayed; 0 for an unknown id or queue.
+        Raises BusUnavailable when the bus cannot be reached.
+        """
+
+    def drop_dead(self, queue: str, message_id: str | None = None) -> int:
+        """Delete the dead letters of `queue` with `message_id` (None: all of them).
+
+        For messages that will never succeed (a deleted object, a malformed payload) and would
+        otherwise be listed forever. Returns how many were deleted; 0 for an unknown id or
+        queue. Raises BusUnavailable when the bus cannot be reached.
+        """
 
     def close(self) -> None: ...

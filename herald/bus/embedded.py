@@ -29,6 +29,7 @@ from herald.bus.base import (
     ATTEMPTS_HEADER,
     ERROR_HEADER,
     FAILING_SINCE_HEADER,
+    REPLAYED_HEADER,
     BusError,
     BusUnavailable,
     Delivery,
@@ -209,18 +210,75 @@ class EmbeddedBus:
         return True
 
     def dead_letters(self, queue: str) -> list[Delivery]:
-        """Dead messages of `queue`, oldest first, with the error and attempts as headers."""
-        rows = self._db().execute(
-            "SELECT body, headers, message_id, attempts, last_error FROM messages"
-            " WHERE queue = ? AND dead = 1 ORDER BY id",
-            (queue,),
-        ).fetchall()
+        """Dead messages of `queue`, oldest first, with the error and attempts as headers.
+
+        A message published without a message id is listed under its row id, as a string
+        (`"42"`): stable for as long as the row exists (a replay updates the row in place), and
+        what `replay_dead` and `drop_dead` accept for it. A publisher's message id that happens
+        to be the same digits addresses both messages.
+        """
+        try:
+            rows = self._db().execute(
+                "SELECT id, body, headers, message_id, attempts, last_error FROM messages"
+                " WHERE queue = ? AND dead = 1 ORDER BY id",
+                (queue,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise BusUnavailable(f"cannot read dead letters of {queue} in {self.path}: {exc}") from exc
         out = []
-        for body, headers, message_id, attempts, last_error in rows:
+        for row_id, body, headers, message_id, attempts, last_error in rows:
             merged = {**json.loads(headers), ERROR_HEADER: last_error or "",
                       ATTEMPTS_HEADER: str(attempts)}
-            out.append(Delivery(queue, bytes(body), message_id, merged, attempts))
+            out.append(Delivery(queue, bytes(body), message_id or str(row_id), merged, attempts))
         return out
+
+    def dead_queues(self) -> list[str]:
+        """The queues that have dead messages, sorted."""
+        try:
+            rows = self._db().execute(
+                "SELECT DISTINCT queue FROM messages WHERE dead = 1 ORDER BY queue"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise BusUnavailable(f"cannot read dead letters in {self.path}: {exc}") from exc
+        return [queue for (queue,) in rows]
+
+    def replay_dead(self, queue: str, message_id: str | None = None) -> int:
+        """Make the matching dead rows live again, in one transaction.
+
+        Each row is updated in place (so it keeps its id, and its place in the queue: it is
+        handled before messages published after it first was), available now, attempts and
+        error cleared, the bookkeeping headers dropped and REPLAYED_HEADER counted up.
+        """
+        now = time.time()
+        where, params = _dead_match(queue, message_id)
+        try:
+            with self._transaction() as db:
+                rows = db.execute(f"SELECT id, headers FROM messages WHERE {where}", params).fetchall()
+                for row_id, headers in rows:
+                    kept = caller_headers(json.loads(headers))
+                    kept[REPLAYED_HEADER] = str(_replays(kept.get(REPLAYED_HEADER)) + 1)
+                    db.execute(
+                        "UPDATE messages SET dead = 0, attempts = 0, available_at = ?,"
+                        " leased_until = NULL, lease_token = NULL, last_error = NULL, headers = ?"
+                        " WHERE id = ?",
+                        (now, json.dumps(kept), row_id),
+                    )
+        except sqlite3.Error as exc:
+            raise BusUnavailable(f"cannot replay dead letters of {queue} in {self.path}: {exc}") from exc
+        if rows:
+            with self._published:
+                self._generation += 1
+                self._published.notify_all()
+        return len(rows)
+
+    def drop_dead(self, queue: str, message_id: str | None = None) -> int:
+        """Delete the matching dead rows."""
+        where, params = _dead_match(queue, message_id)
+        try:
+            with self._transaction() as db:
+                return int(db.execute(f"DELETE FROM messages WHERE {where}", params).rowcount)
+        except sqlite3.Error as exc:
+            raise BusUnavailable(f"cannot drop dead letters of {queue} in {self.path}: {exc}") from exc
 
     def depth(self, queue: str) -> int:
         """Messages of `queue` not yet handled successfully and not dead (for tests, metrics)."""
@@ -365,6 +423,22 @@ class EmbeddedBus:
                     )
             except (sqlite3.Error, BusError) as exc:
                 log.warning("bus %s: cannot renew leases: %s", self.path, exc)
+
+
+def _dead_match(queue: str, message_id: str | None) -> tuple[str, tuple[object, ...]]:
+    """WHERE clause for the dead rows of `queue` that `message_id` names (None: all of them);
+    a row without a message id is named by its row id (see `EmbeddedBus.dead_letters`)."""
+    if message_id is None:
+        return "queue = ? AND dead = 1", (queue,)
+    return ("queue = ? AND dead = 1 AND (message_id = ? OR (message_id = '' AND CAST(id AS TEXT) = ?))",
+            (queue, message_id, message_id))
+
+
+def _replays(value: str | None) -> int:
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
 
 
 def _float(value: str | None, default: float) -> float:
