@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from herald import config as config_mod
-from herald import envcheck, logs
+from herald import envcheck, logs, operator_cli
+from herald.history import open_history
+from herald.suspensions import Applier as SuspensionApplier
+from herald.suspensions import open_suspensions
 from herald.settings import Settings, state_dir_problem
 
 if TYPE_CHECKING:
@@ -68,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_argument("--watch-namespace", default=default(env.watch_namespace), metavar="NS",
                             help="with --from-cluster: only this namespace (env HERALD_WATCH_NAMESPACE; "
                                  "default all namespaces)")
+        parser.add_argument("--operator-secret", default=default(env.operator_secret), metavar="NS/NAME",
+                            help="the Secret whose `token` allows changes over the operator API and status page, "
+                                 "and whose optional `readToken` is then needed to read them "
+                                 "(env HERALD_OPERATOR_SECRET; unset: read-only)")
         return parser
 
     common = options(_Parser(add_help=False), suppress=True)
@@ -98,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="plan only this Kustomization (repeatable; default: every Kustomization)")
     plan.add_argument("--format", choices=("text", "markdown"), default="text",
                       help="markdown: the pull-request comment Herald would write")
+    operator_cli.add_parsers(sub, common)
     return p
 
 
@@ -127,6 +135,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         dedupe_window=env.dedupe_window,  # was dropped here, so HERALD_DEDUPE_WINDOW had no effect
         from_cluster=args.from_cluster,
         watch_namespace=args.watch_namespace,
+        operator_secret=getattr(args, "operator_secret", None) or env.operator_secret,
+        history_retention=env.history_retention,
     )
 
 
@@ -339,12 +349,19 @@ def cmd_run(command: str, settings: Settings) -> int:
         fleet = Fleet(settings.config, settings.secrets_dir or None, settings.state_dir, settings.broker_url)
         cfg = fleet.config
     bus = open_bus(settings.broker_url or None, settings.state_dir)
+    # What happened, for the operator API (herald.history): only `serve` reads it back here.
+    history = open_history(settings.broker_url or None, settings.state_dir, read=command == "serve",
+                           retention=settings.history_retention)
+    # The operator's suspend/resume (herald.suspensions), applied to what each component sees.
+    suspensions = open_suspensions(settings.broker_url or None, settings.state_dir)
+    updates: list[Callable[[config_mod.Config], None]] = []  # each component's
+    applier = SuspensionApplier(suspensions, cfg, updates)
+    cfg = applier.initial()
     log.info("herald %s: bus=%s state-dir=%s", command,
              "rabbitmq" if settings.broker_url else f"embedded ({settings.state_dir / 'bus.sqlite3'})",
              settings.state_dir)
     stop = threading.Event()
-    threads: list[threading.Thread] = []
-    updates: list[Callable[[config_mod.Config], None]] = []  # each component's, for --from-cluster
+    threads: list[threading.Thread] = [_start(applier.watch, stop, "suspensions")]
     ops = None
     if settings.metrics_listen:
         from herald.ops import OpsServer
@@ -356,25 +373,25 @@ def cmd_run(command: str, settings: Settings) -> int:
         if command in ("serve", "worker"):
             from reconciler.worker import Reconciler
 
-            reconciler = Reconciler(cfg, bus, settings.state_dir, fleet=fleet)
+            reconciler = Reconciler(cfg, bus, settings.state_dir, fleet=fleet, history=history)
             updates.append(reconciler.update)
             threads.append(_start(reconciler.run, stop, "reconciler"))
         if command in ("serve", "notifier"):
             from notifier.worker import Notifier
 
-            notifier = Notifier(cfg, bus)
+            notifier = Notifier(cfg, bus, history=history)
             updates.append(notifier.update)
             threads.append(_start(notifier.run, stop, "notifier"))
         if command == "serve":
             from receiver.app import create_app
             from receiver.server import serve_in_process
 
-            app = create_app(cfg, bus, settings)
+            app = create_app(cfg, bus, settings, history=history, suspensions=suspensions)
             updates.append(app.extensions["herald"]["update"])
-            _watch(source or fleet, updates)
+            _watch(source or fleet, [applier.update])
             serve_in_process(app, settings, stop)  # until SIGTERM or SIGINT
         else:
-            _watch(source or fleet, updates)
+            _watch(source or fleet, [applier.update])
             _stop_on_signals(stop)
             stop.wait()
     finally:
@@ -387,6 +404,8 @@ def cmd_run(command: str, settings: Settings) -> int:
             source.stop()
         if fleet is not None:
             fleet.close()
+        history.close()
+        suspensions.close()
         bus.close()
     return 0
 
@@ -458,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"herald {version()}")
         return 0
     settings = _settings(args)
+    if args.command in operator_cli.COMMANDS:
+        return operator_cli.run(args, settings.listen)
     if args.command == "validate":
         return cmd_validate(settings, args.offline)
     if args.command == "hooks":

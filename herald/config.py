@@ -469,6 +469,9 @@ class Config:
     # (kind, namespace, name) of objects that were defined but refused: references to them
     # are not reported again as "not found" (their own error says what is wrong).
     rejected: set[tuple[str, str, str]] = field(default_factory=set)
+    # (kind, namespace, name) whose `suspend` an operator set (herald.suspensions), not the
+    # configuration: `resume` lifts only these.
+    operator_suspended: frozenset[tuple[str, str, str]] = frozenset()
 
     def by_kind(self, kind: str) -> dict[tuple[str, str], Any]:
         return {

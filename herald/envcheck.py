@@ -103,6 +103,7 @@ VARIABLES: dict[str, Rule] = {
     "PORT": _integer(0, 65535),
     "HERALD_MAX_BODY": Rule("a number of bytes ≥ 1", _integer(1).check),
     "HERALD_DEDUPE_WINDOW": DURATION,
+    "HERALD_HISTORY_RETENTION": DURATION,
     # gunicorn (receiver.gunicorn_config)
     "WEB_CONCURRENCY": COUNT,
     "HERALD_WORKERS": COUNT,

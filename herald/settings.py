@@ -32,6 +32,10 @@ class Settings:
     # HERALD_FROM_CLUSTER: also read the herald.dev/v1 objects of the cluster, and watch them.
     from_cluster: bool = False
     watch_namespace: str = ""  # HERALD_WATCH_NAMESPACE: only this namespace; "" = all of them
+    # HERALD_OPERATOR_SECRET: NS/NAME of the Secret whose `token` allows changes over the
+    # operator API (and whose `readToken`, if set, is needed to read it).
+    operator_secret: str = ""
+    history_retention: float = 7 * 24 * 3600.0  # HERALD_HISTORY_RETENTION: how long history is kept
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -54,6 +58,8 @@ class Settings:
             dedupe_window=env_seconds(env, "HERALD_DEDUPE_WINDOW", DEFAULT_DEDUPE_WINDOW),
             from_cluster=env_flag(env, "HERALD_FROM_CLUSTER"),
             watch_namespace=(env.get("HERALD_WATCH_NAMESPACE") or "").strip(),
+            operator_secret=(env.get("HERALD_OPERATOR_SECRET") or "").strip(),
+            history_retention=env_seconds(env, "HERALD_HISTORY_RETENTION", 7 * 24 * 3600.0),
         )
 
     @property

@@ -18,6 +18,7 @@ a notifier killed in between resends at most that one message, and never loses o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -25,9 +26,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from herald.bus import Bus, Delivery, Reject, RetryLater, RetryPolicy
+from herald.bus import FAILING_SINCE_HEADER, Bus, Delivery, Reject, RetryLater, RetryPolicy
 from herald.config import Config
-from herald.logs import correlated
+from herald.history import History, message
+from herald.logs import DELIVERY_HEADER, correlated
 from herald.messages import EVENTS_QUEUE, NOTIFY_QUEUE, STORY_KEY, Event, MessageError
 from herald.model import Alert, Provider
 from herald.settings import env_seconds
@@ -83,10 +85,45 @@ class NotifierSettings:
                            budget=self.retry_budget, jitter=0.2)
 
 
+@dataclass
+class _Record:
+    """One notification's line in the history (herald.history): its attempts and how it ended.
+    A retry the bus will not make (attempts or budget spent) is written as dead-lettered."""
+
+    history: History
+    delivery: Delivery
+    provider: Provider
+    provider_key: str
+    alert_key: str
+    event: Event
+    key: str
+    policy: RetryPolicy
+
+    def put(self, state: str, error: str = "") -> None:
+        now = time.time()
+        try:
+            since = float(self.delivery.headers.get(FAILING_SINCE_HEADER) or now)
+        except ValueError:
+            since = now
+        if state == "retrying" and self.policy.exhausted(self.delivery.attempt, since, now):
+            state = "dead-lettered"
+        obj = self.event.involvedObject
+        self.history.put("notification", hashlib.sha256(self.key.encode()).hexdigest()[:24], {
+            "at": since, "updated": now, "delivery": str(self.delivery.headers.get(DELIVERY_HEADER, "")),
+            "request": str(self.delivery.headers.get("x-herald-request", "")),
+            "provider": self.provider_key, "type": self.provider.type, "alert": self.alert_key,
+            "object": f"{obj.get('kind', '')}/{obj.get('namespace', '')}/{obj.get('name', '')}",
+            "reason": self.event.reason, "revision": self.event.metadata.get("revision", ""),
+            "commitStatus": self.provider.type in COMMIT_STATUS_TYPES, "attempts": self.delivery.attempt,
+            "state": state, "error": message(error)})
+
+
 class Notifier:
     def __init__(self, cfg: Config, bus: Bus, providers: dict[str, SendFn] | None = None, *,
-                 memory: NotifierMemory | None = None, settings: NotifierSettings | None = None):
+                 memory: NotifierMemory | None = None, settings: NotifierSettings | None = None,
+                 history: History | None = None):
         self.cfg = cfg
+        self.history = history or History()  # each notification's attempts, for the operator
         self.bus = bus
         self.providers = PROVIDERS if providers is None else providers
         self.settings = settings or NotifierSettings.from_env()
@@ -165,23 +202,39 @@ class Notifier:
         if provider is None:
             raise Reject(f"Provider {provider_key} is no longer configured")
         where = f"provider={provider_key} alert={alert_key} object={event.object_ref} attempt={delivery.attempt}"
+        key = dedupe_key(alert_key, provider_key, event)
+        record = _Record(self.history, delivery, provider, provider_key, alert_key, event, key,
+                         self.settings.retry)
         if provider.suspend:
             log.info("%s: the Provider is suspended; dropped", where)
             metrics.NOTIFICATIONS.labels(provider.type, provider_key, "suspended").inc()
+            record.put("dropped", "the Provider is suspended")
             return
         send = self.providers.get(provider.type)
         if send is None:
+            record.put("dead-lettered", f"type {provider.type!r} is not supported")
             raise Reject(f"Provider {provider_key}: type {provider.type!r} is not supported")
-        key = dedupe_key(alert_key, provider_key, event)
-        with self._sending.hold(key):
-            self._deliver(send, provider, event, alert_key, provider_key, key, where)
+        try:
+            with self._sending.hold(key):
+                state = self._deliver(send, provider, event, alert_key, provider_key, key, where)
+        except RetryLater as exc:
+            record.put("retrying", str(exc))
+            raise
+        except Reject as exc:
+            record.put("dead-lettered", str(exc))
+            raise
+        except Exception as exc:
+            record.put("retrying", f"{type(exc).__name__}: {exc}")
+            raise
+        record.put(state)
 
     def _deliver(self, send: SendFn, provider: Provider, event: Event, alert_key: str, provider_key: str,
-                 key: str, where: str) -> None:
+                 key: str, where: str) -> str:
+        """"delivered", or "duplicate" when it was already; raises RetryLater or Reject."""
         if self.memory.sent.first_seen(key) is not None:
             log.info("%s: already delivered; not sent again", where)
             metrics.NOTIFICATIONS.labels(provider.type, provider_key, "duplicate").inc()
-            return
+            return "duplicate"
         secret = self._secret(provider)
         alert = self.cfg.alerts.get(tuple(alert_key.split("/", 1)))  # type: ignore[arg-type]
         summary = alert.summary if alert else ""
@@ -218,6 +271,7 @@ class Notifier:
         self.memory.sent.record(key)
         metrics.NOTIFICATIONS.labels(provider.type, provider_key, "delivered").inc()
         log.info("%s: delivered", where)
+        return "delivered"
 
     def _secret(self, provider: Provider) -> dict[str, str]:
         """The Provider's Secret, with its certSecretRef's CA added as `ca.crt`."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,11 +31,18 @@ from werkzeug.wsgi import get_input_stream
 from herald import config as config_mod
 from herald.bus import Bus, BusError, BusUnavailable, open_bus
 from herald.bus.deliveries import DeliveryLog, open_delivery_log
+from herald.history import History, open_history
 from herald.logs import DELIVERY_HEADER, printable, set_correlation
 from herald.messages import IMAGE_QUEUE, PLAN_QUEUE, RECONCILE_QUEUE, ReconcileRequest
 from herald.model import Receiver
 from herald.settings import Settings
+from herald.suspensions import Applier as SuspensionApplier
+from herald.suspensions import Suspensions, open_suspensions
 from receiver import metrics
+from receiver.operator.access import Access
+from receiver.operator.api import Operator
+from receiver.operator.api import register as register_api
+from receiver.operator.ui import register as register_ui
 from receiver.ratelimit import RateLimiter, retry_after_header
 from receiver.selection import (
     image_targets,
@@ -149,11 +157,17 @@ def create_app(
     bus: Bus | None = None,
     settings: Settings | None = None,
     deliveries: DeliveryLog | None = None,
+    history: History | None = None,
+    suspensions: Suspensions | None = None,
 ) -> Flask:
     """The app factory gunicorn calls (`receiver.app:create_app()`): with no arguments, the
-    configuration, broker and limits come from HERALD_* environment variables."""
+    configuration, broker and limits come from HERALD_* environment variables.
+
+    `history` and `suspensions` (opened beside the bus when not given) back the operator API
+    and the status page (`receiver.operator`); each delivery is recorded in the history."""
     settings = settings or Settings.from_env()
     source = None
+    standalone = cfg is None
     if cfg is None:
         # Called by gunicorn, which sets up only its own loggers: ours would go nowhere (or,
         # without any handler, only warnings would reach stderr).
@@ -179,6 +193,15 @@ def create_app(
     if deliveries is None:
         deliveries = open_delivery_log(settings.broker_url or None, settings.state_dir,
                                        settings.dedupe_window)
+    if history is None:
+        history = open_history(settings.broker_url or None, settings.state_dir,
+                               retention=settings.history_retention)
+    if suspensions is None:
+        suspensions = open_suspensions(settings.broker_url or None, settings.state_dir)
+    applier = None
+    if standalone:  # under gunicorn: this process applies the operator's suspensions itself
+        applier = SuspensionApplier(suspensions, cfg, [])
+        cfg = applier.initial()
 
     app = Flask("herald.receiver")
     routes = Routes.of(cfg)
@@ -190,6 +213,19 @@ def create_app(
         nonlocal routes
         routes = Routes.of(new)
         app.extensions["herald"].update(config=new, hooks=routes.hooks)
+
+    operator = Operator(lambda: routes.cfg, bus, history, suspensions, Access(settings.operator_secret),
+                        version=_version())
+    register_api(app, operator)
+    register_ui(app, operator)
+
+    @app.after_request
+    def remember(resp: Response) -> Response:
+        """Each delivery to a Receiver, for `herald deliveries` and the trace pages."""
+        point = g.get("point")
+        if point is not None and request.path.startswith("/hook/") and request.method == "POST":
+            history.put("delivery", uuid.uuid4().hex[:20], _delivery_record(point, resp))
+        return resp
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -256,6 +292,7 @@ def create_app(
             for into, batch in batches:
                 for req in batch:
                     bus.publish(into, req.to_json(), message_id=req.id, headers={DELIVERY_HEADER: cid})
+                    g.setdefault("published", []).append((into, req))
                     done += 1
                     metrics.PUBLISHED.labels(receiver=where, type=rtype).inc()
         except BusUnavailable as exc:
@@ -358,6 +395,7 @@ def create_app(
         # (printable() writes "-" for nothing: the sender's id itself decides.)
         cid = delivery if parsed.delivery_id else f"herald-{uuid.uuid4().hex[:20]}"
         set_correlation(cid)
+        g.cid, g.event = cid, printable(parsed.event, 100)
         ctx = f"receiver={where} type={r.type} event={printable(parsed.event)} delivery={delivery}"
         if parsed.ping:
             log.info("%s: ping answered", ctx)
@@ -436,16 +474,46 @@ def create_app(
         targets = [s.target for s in selected] + scans
         ids = [req.id for req in (*reqs, *scan_reqs)]
         named = parsed.image or next((s.revision for s in selected if s.revision), "-")
+        g.revision = printable(named, 200)
         log.info("%s revision=%s: published %s", ctx, printable(named, 200),
                  ", ".join(f"{t.kind}/{t.namespace}/{t.name}={i}" for t, i in zip(targets, ids, strict=True)))
         return _answer(202, requests=ids, targets=[f"{t.kind}/{t.namespace}/{t.name}" for t in targets])
 
     app.extensions["herald"] = {"config": cfg, "bus": bus, "hooks": routes.hooks, "deliveries": deliveries,
-                                "update": update, "source": source}
+                                "update": update, "source": source, "history": history, "operator": operator}
+    if applier is not None:
+        applier.updates.append(update)
+        threading.Thread(target=applier.watch, args=(threading.Event(),), name="suspensions", daemon=True).start()
     if source is not None:  # started here (gunicorn): this process watches for itself
-        source.subscribe(update)
+        source.subscribe(applier.update if applier is not None else update)
         source.start()
     return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("herald")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _delivery_record(point: Hookpoint, resp: Response) -> dict[str, object]:
+    """What the history keeps of one delivery: who sent what, the answer, what was queued."""
+    answer: dict[str, object] = {}
+    if resp.mimetype == "application/json" and (resp.content_length or 0) < 4096:
+        try:
+            loaded = json.loads(resp.get_data())
+            answer = loaded if isinstance(loaded, dict) else {}
+        except ValueError:
+            pass
+    published = g.get("published") or []
+    return {"delivery": g.get("cid") or "", "receiver": point.where, "type": point.receiver.type,
+            "event": g.get("event") or "", "status": resp.status_code, "revision": g.get("revision") or "",
+            "answer": printable(str(answer.get("error") or answer.get("message") or ""), 300),
+            "requests": [{"id": req.id, "queue": queue, "target": f"{req.kind}/{req.namespace}/{req.name}"}
+                         for queue, req in published]}
 
 
 def _from_cluster(settings: Settings) -> ClusterConfig:

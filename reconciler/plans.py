@@ -41,6 +41,7 @@ from herald.messages import (
     MessageError,
     ReconcileRequest,
 )
+from herald.history import History, Recorder, delivery_of, plan_diff
 from herald.model import GitRef, GitRepository, Kustomization
 from reconciler.git import GitError, Revision
 from reconciler.kube import Cluster
@@ -123,8 +124,10 @@ class PlanWorker:
     """Consumes `herald.plan`. `cluster` gives the cluster to compare with (the reconciler's,
     so that both find it the same way), or None when there is none."""
 
-    def __init__(self, cfg: Config, bus: Bus, state_dir: Path, cluster: Callable[[], Cluster | None]) -> None:
+    def __init__(self, cfg: Config, bus: Bus, state_dir: Path, cluster: Callable[[], Cluster | None],
+                 recorder: Recorder | None = None) -> None:
         self.cfg = cfg
+        self.recorder = recorder or Recorder(History())
         self.bus = bus
         self.state_dir = Path(state_dir)
         self._cluster = cluster
@@ -140,15 +143,20 @@ class PlanWorker:
             raise Reject(str(exc)) from None
         repo = self.cfg.git_repositories.get((req.namespace, req.name)) if req.kind == "GitRepository" else None
         if repo is None:
-            raise Reject(f"plan request: GitRepository {req.namespace}/{req.name} is not in the configuration")
+            why = f"plan request: GitRepository {req.namespace}/{req.name} is not in the configuration"
+            self.recorder.request(req, PLAN_QUEUE, "rejected", why)
+            raise Reject(why)
         where = f"plan request={req.id} GitRepository/{req.namespace}/{req.name} PR #{pr.number} head {pr.head[:12]}"
         if repo.suspend:
             log.info("%s: the GitRepository is suspended; not planned", where)
+            self.recorder.request(req, PLAN_QUEUE, "skipped", "the GitRepository is suspended")
             return
         kustomizations = [k for k in self.cfg.kustomizations_for(repo) if not k.suspend]
         if not kustomizations:
             log.info("%s: no Kustomization follows this GitRepository; nothing to plan", where)
+            self.recorder.request(req, PLAN_QUEUE, "skipped", "no Kustomization follows this GitRepository")
             return
+        self.recorder.request(req, PLAN_QUEUE, "ran")
         headers = {"x-herald-request": req.id, DELIVERY_HEADER: str(req.origin.get("delivery") or correlation_id()
                                                                      or req.id)}
         planner = Planner(self.cfg, self.state_dir, self._cluster())
@@ -166,9 +174,10 @@ class PlanWorker:
                 return
         base = plan_metadata(req, pr)
         for ks in kustomizations:
-            self.bus.publish(EVENTS_QUEUE, _event(
-                ks, "Progressing", SEVERITY_INFO, f"Planning pull request #{pr.number} at {pr.head[:12]}",
-                base).to_json(), headers=headers)
+            event = _event(ks, "Progressing", SEVERITY_INFO, f"Planning pull request #{pr.number} at {pr.head[:12]}",
+                           base)
+            self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
+            self.recorder.event(event, headers)
         try:
             results = self._plan(planner, kustomizations, repo, pr, fetched)
         except Exception as exc:
@@ -178,6 +187,18 @@ class PlanWorker:
             event = final_event(result, base)
             log.info("%s: Kustomization %s: %s", where, result.target, event.metadata.get("planSummary", ""))
             self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
+            self.recorder.event(event, headers)
+            self._record_plan(req, pr, result, event)
+
+    def _record_plan(self, req: ReconcileRequest, pr: PullRequestRef, result: KustomizationPlan, event: Event) -> None:
+        """The whole plan, for the status page (the pull request's comment may have had to cut it)."""
+        self.recorder.history.put("plan", f"{req.id}/{result.target}", {
+            "request": req.id, "delivery": delivery_of(req), "target": result.target,
+            "pullRequest": {"number": pr.number, "head": pr.head, "ref": pr.ref, "url": pr.url},
+            "source": f"GitRepository/{req.namespace}/{req.name}", "reason": event.reason,
+            "summary": event.metadata.get("planSummary", ""),
+            "diff": plan_diff(result.plan.body()) if result.plan is not None else "",
+            "error": result.error or ""})
 
     @staticmethod
     def _fetch(planner: Planner, repo: GitRepository, pr: PullRequestRef) -> Revision | str:

@@ -64,6 +64,7 @@ from herald.bus import (
 )
 from herald.config import SOURCE_KINDS, Config
 from herald.fleet import Fleet, Taken, key_of
+from herald.history import History, Recorder
 from herald.logs import DELIVERY_HEADER, correlated, correlation_id
 from herald.messages import (
     EVENTS_QUEUE,
@@ -77,7 +78,7 @@ from herald.messages import (
 from herald.model import GitRepository, Kustomization, OCIRepository
 from herald.registry import RegistryError
 from herald.settings import env_flag, env_seconds
-from reconciler import metrics, status
+from reconciler import metrics, runs, status
 from reconciler.apply import ApplyEngine, ApplyFailed
 from reconciler.build import build, build_tree
 from reconciler.coalesce import (
@@ -278,13 +279,17 @@ def dependency_order(kustomizations: list[Kustomization]) -> list[Kustomization]
 
 class Reconciler:
     def __init__(self, cfg: Config, bus: Bus, state_dir: Path, cluster: Cluster | None | str = "auto",
-                 poll_interval: float = 1.0, settings: WorkerSettings | None = None, fleet: Fleet | None = None):
+                 poll_interval: float = 1.0, settings: WorkerSettings | None = None, fleet: Fleet | None = None,
+                 history: History | None = None):
         """`cluster="auto"` finds one from the environment on first use (kubeconfig or
         in-cluster); None means no cluster: render and report what would be applied.
         `poll_interval` is how often health checks look again. `settings` (default: from the
         environment) sets the reconcile threads, the Lease duration, coalescing and polling.
-        `fleet`: the Flux objects each render holds become configuration (herald.fleet)."""
+        `fleet`: the Flux objects each render holds become configuration (herald.fleet).
+        `history`: where runs, requests and events are recorded for the operator (herald.history)."""
         self.cfg = cfg
+        self.recorder = Recorder(history or History())
+        self._kept: dict[str, runs.Kept] = {}  # each Kustomization's inventory and last applied revision
         self.fleet = fleet
         self.bus = bus
         self.state_dir = Path(state_dir)
@@ -306,10 +311,10 @@ class Reconciler:
         self.retry_policy = policy if isinstance(policy, RetryPolicy) else RetryPolicy()
         # Pull-request plans: their own consumer thread, so a plan never waits behind a
         # reconcile nor holds one up; the same cluster (found the same way).
-        self.plans = PlanWorker(cfg, bus, self.state_dir, self._cluster_or_none)
+        self.plans = PlanWorker(cfg, bus, self.state_dir, self._cluster_or_none, self.recorder)
         # Registry pushes: scan, select, commit (reconciler.images.worker), on a thread of their own.
         self.images = ImageWorker(cfg, bus, self.state_dir, window=self.settings.window, stop=self._stop,
-                                  cluster=self._cluster_or_none)
+                                  cluster=self._cluster_or_none, recorder=self.recorder)
 
     def update(self, cfg: Config) -> None:
         """A new configuration (`--from-cluster`): requests handled from now on, and the interval
@@ -331,12 +336,18 @@ class Reconciler:
             req = ReconcileRequest.from_json(delivery.body)
         except MessageError as exc:
             raise Reject(str(exc)) from None
-        repo, _ = self._targets(req)
+        try:
+            repo, _ = self._targets(req)
+        except Reject as exc:
+            self.recorder.request(req, RECONCILE_QUEUE, "rejected", str(exc))
+            raise
         key = source_key(repo)
         scope = REPO_SCOPE if req.kind in SOURCE_KINDS else kustomization_scope(req.namespace, req.name)
         if repo.suspend:
             log.info("request=%s %s/%s/%s: %s %s/%s is suspended, skipped", req.id, req.kind,
                      req.namespace, req.name, type(repo).__name__, repo.meta.namespace, repo.meta.name)
+            self.recorder.request(req, RECONCILE_QUEUE, "skipped",
+                                  f"{type(repo).__name__} {repo.meta.namespace}/{repo.meta.name} is suspended")
             return
         try:
             store = self.lease_store()
@@ -346,15 +357,36 @@ class Reconciler:
         attempt = Attempt.of(delivery)
         result = self.coordinator.process(store, key, req, scope, lambda r: self._run_and_publish(r, attempt),
                                           self._stop)
+        self.recorder.request(req, RECONCILE_QUEUE, "ran" if result.startswith("ran") else result)
         if not result.startswith("ran"):
             log.info("request=%s %s/%s/%s (%s): %s", req.id, req.kind, req.namespace, req.name, req.reason,
                      "covered by a reconcile that is queued or running" if result == "coalesced"
                      else "already applied by a reconcile that started after it")
 
     def _run_and_publish(self, req: ReconcileRequest, attempt: Attempt | None = None) -> Outcome:
-        outcome = self.reconcile(req, attempt)
+        try:
+            repo, kustomizations = self._targets(req)
+            targets = [f"Kustomization/{k.meta.namespace}/{k.meta.name}" for k in kustomizations if not k.suspend]
+            source = f"{type(repo).__name__}/{repo.meta.namespace}/{repo.meta.name}"
+        except Reject:
+            targets, source = [], f"{req.kind}/{req.namespace}/{req.name}"
+        run = runs.started(self.recorder, req, attempt.number if attempt else 1, source, targets)
+        try:
+            outcome = self.reconcile(req, attempt)
+        except ShuttingDown as exc:
+            runs.handed_back(self.recorder, run, str(exc) or "the worker is shutting down")
+            raise
+        except BaseException as exc:
+            runs.finished(self.recorder, run, [], revision="", retry=f"{type(exc).__name__}: {exc}",
+                          last_attempt=False, error=f"{type(exc).__name__}: {exc}")
+            raise
+        headers = _event_headers(req)
         for event in outcome.events:
-            self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=_event_headers(req))
+            self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
+            self.recorder.event(event, headers)
+        last = bool(outcome.retry) and not self._next_try(outcome, attempt)[0]
+        runs.finished(self.recorder, run, outcome.events, revision=outcome.revision, retry=outcome.retry,
+                      last_attempt=last, kept=self._kept)
         return outcome
 
     def lease_store(self) -> LeaseStore:
@@ -622,10 +654,12 @@ class Reconciler:
         """Publish a Progressing event now, not with the outcome: it is what turns a pull
         request's check to pending and starts the Slack thread while the apply runs. Losing one
         (bus away) loses only that courtesy, so it never fails the reconcile."""
+        headers = _event_headers(req)
         try:
-            self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=_event_headers(req))
+            self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
         except BusError as exc:
             log.warning("request=%s: cannot announce %s: %s", req.id, event.reason, exc)
+        self.recorder.event(event, headers)
 
     def _reconcile_kustomization(self, ks: Kustomization, repo: GitRepository, revision: Revision,
                                  progress: Callable[[Event], None] | None = None) -> _Result:
@@ -918,15 +952,17 @@ class Reconciler:
         return [(h.ref(), self._getter(cluster, h.api_version, h.kind, h.namespace or None, h.name))
                 for h in ks.health_checks]
 
-    @staticmethod
-    def _record(store: InventoryStore, record: Record, ready: str, reason: str, message: str, revision: Revision,
-                applied: bool = False) -> None:
+    def _record(self, store: InventoryStore, record: Record, ready: str, reason: str, message: str,
+                revision: Revision, applied: bool = False) -> None:
         previous = record.result
         record.result = LastResult(ready=ready, reason=reason, message=message,
                                    last_applied_revision=str(revision) if applied else previous.last_applied_revision,
                                    last_attempted_revision=str(revision))
         saved = store.save(record)
         record.resource_version = saved.resource_version
+        # For the operator's history (reconciler.runs): what the Kustomization holds now.
+        self._kept[f"Kustomization/{store.namespace}/{store.ks_name}"] = runs.Kept(
+            [e.oid.ref() for e in record.inventory.ordered()], record.result.last_applied_revision)
         # The Kustomization object's own status, when it is in the cluster (reconciler.status).
         status.write(store.cluster, store.namespace, store.ks_name,
                      status.Outcome(ready, reason, message, record.result.last_applied_revision, str(revision)),

@@ -91,7 +91,7 @@ log = logging.getLogger(__name__)
 # the management plugin's HTTP API, which we do not require), so `dead_queues` looks at these
 # and at the queues the bus instance itself declared: an operator's fresh CLI process, which
 # declared nothing, still finds Herald's dead letters.
-HERALD_QUEUES = (RECONCILE_QUEUE, PLAN_QUEUE, IMAGE_QUEUE, EVENTS_QUEUE, NOTIFY_QUEUE)
+WORK_QUEUES = (RECONCILE_QUEUE, PLAN_QUEUE, IMAGE_QUEUE, EVENTS_QUEUE, NOTIFY_QUEUE)
 
 CONTENT_TYPE = "application/json"
 # Bookkeeping the broker adds; not copied onto retries or dead letters, where it would
@@ -360,13 +360,13 @@ class AmqpBus:
             _close_quietly(connection)
 
     def dead_queues(self) -> list[str]:
-        """Herald's queues (HERALD_QUEUES and those this instance declared) with dead letters.
+        """Herald's queues (WORK_QUEUES and those this instance declared) with dead letters.
 
         Counted with a passive declare of each `<queue>.dead` (ready messages only: dead
         letters that a `dead_letters` call holds at that moment are not counted).
         """
         with self._declared_lock:
-            names = sorted({*HERALD_QUEUES, *self._declared})
+            names = sorted({*WORK_QUEUES, *self._declared})
         connection = self._connect("dead-letter census")
         try:
             with _deadline(connection, max(10.0, self.confirm_timeout)):

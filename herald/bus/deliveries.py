@@ -48,6 +48,9 @@ class DeliveryLog(Protocol):
     def items(self, prefix: str) -> dict[str, tuple[float, str]]:
         """Every key starting with `prefix` within the window: when it was recorded, its value."""
 
+    def forget(self, keys: list[str]) -> None:
+        """Drop `keys` (a bound kept by the caller, such as the history's record counts)."""
+
     def close(self) -> None: ...
 
 
@@ -65,6 +68,9 @@ class NoDeliveryLog:
 
     def items(self, prefix: str) -> dict[str, tuple[float, str]]:
         return {}
+
+    def forget(self, keys: list[str]) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -126,6 +132,11 @@ class SQLiteDeliveryLog:
                                   (prefix, prefix + "\uffff", time.time() - self.window)).fetchall()
         return {str(k): (float(at), str(v)) for k, at, v in rows}
 
+    def forget(self, keys: list[str]) -> None:
+        if keys:
+            db = self._db()
+            db.executemany("DELETE FROM seen WHERE key = ?", [(k,) for k in keys])
+
     def close(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:
@@ -134,16 +145,19 @@ class SQLiteDeliveryLog:
 
 
 def open_delivery_log(broker_url: str | None, state_dir: str | Path,
-                      window: float = DEFAULT_WINDOW, *, name: str = "", quiet: bool = False) -> DeliveryLog:
+                      window: float = DEFAULT_WINDOW, *, name: str = "", quiet: bool = False,
+                      read: bool = True, max_age: str | None = "7D") -> DeliveryLog:
     """A RabbitMQ stream when there is a broker (replicas share nothing else), else SQLite.
 
     `name` picks another log than the receiver's (the stream `herald.<name>`, the file
-    `<name>.sqlite3`), e.g. the notifier's memory of what it sent.
+    `<name>.sqlite3`), e.g. the notifier's memory of what it sent. `read` and `max_age`:
+    see StreamDeliveryLog (SQLite reads on demand, and keeps what is within `window`).
     """
     url = (broker_url or "").strip()
     if url.lower().startswith(("amqp://", "amqps://")):
         from herald.bus.stream_log import STREAM, StreamDeliveryLog
 
         return StreamDeliveryLog(url, window, stream=f"herald.{name}" if name else STREAM,
-                                 outage_level=logging.INFO if quiet else logging.WARNING)
+                                 outage_level=logging.INFO if quiet else logging.WARNING, read=read,
+                                 max_age=max_age)
     return SQLiteDeliveryLog(Path(state_dir) / (f"{name}.sqlite3" if name else FILENAME), window)

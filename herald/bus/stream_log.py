@@ -48,15 +48,25 @@ FLUSH_DELAY = 0.05
 class StreamDeliveryLog:
     def __init__(self, url: str, window: float, *, catch_up_timeout: float = 5.0,
                  reconnect_delay: float = 1.0, stream: str = STREAM,
-                 flush_delay: float = FLUSH_DELAY, outage_level: int = logging.WARNING) -> None:
+                 flush_delay: float = FLUSH_DELAY, outage_level: int = logging.WARNING,
+                 read: bool = True, max_age: str | None = STREAM_ARGUMENTS["x-max-age"]) -> None:
         """`outage_level`: how loudly a lost broker is logged; a log that is a courtesy (the
         fleet's, whose configuration is already in memory) says it at INFO, so an outage is
-        warned about once per process by what it really stops (publishing, dedupe)."""
+        warned about once per process by what it really stops (publishing, dedupe).
+
+        `read=False`: a writer only (the workers' history records, which only the operator
+        API reads): no reader thread, and no copy of the stream in this process' memory.
+        `max_age`: the stream's retention (None: kept until `x-max-length-bytes`, for
+        records that must outlive any window, such as an operator's suspend)."""
         self.url = url
         self.outage_level = outage_level
         self.flush_delay = flush_delay
         self.window = window
         self.stream = stream
+        self.read = read
+        self.arguments = {k: v for k, v in STREAM_ARGUMENTS.items() if k != "x-max-age"}
+        if max_age:
+            self.arguments["x-max-age"] = max_age
         self.catch_up_timeout = catch_up_timeout
         self.reconnect_delay = reconnect_delay
         self._seen: dict[str, float] = {}
@@ -68,13 +78,14 @@ class StreamDeliveryLog:
         self._declared = threading.Event()
         self._waited = False
         self._marker = _MARKER_PREFIX + uuid.uuid4().hex
-        self._outbox.put((self._marker, time.time()))
-        self._threads = [
-            threading.Thread(target=self._loop, args=(self._read, "reader"), name="delivery-log-reader",
-                             daemon=True),
-            threading.Thread(target=self._loop, args=(self._write, "writer"), name="delivery-log-writer",
-                             daemon=True),
-        ]
+        self._threads = [threading.Thread(target=self._loop, args=(self._write, "writer"),
+                                          name="delivery-log-writer", daemon=True)]
+        if read:
+            self._outbox.put((self._marker, time.time()))
+            self._threads.append(threading.Thread(target=self._loop, args=(self._read, "reader"),
+                                                  name="delivery-log-reader", daemon=True))
+        else:
+            self._caught_up.set()
         for t in self._threads:
             t.start()
 
@@ -99,7 +110,8 @@ class StreamDeliveryLog:
 
     def record(self, key: str, value: str = "") -> None:
         now = time.time()
-        self._remember(key, now, value)
+        if self.read:  # a writer only keeps nothing: its records are for the readers
+            self._remember(key, now, value)
         self._outbox.put((key, now, value) if value else (key, now))
 
     def items(self, prefix: str) -> dict[str, tuple[float, str]]:
@@ -108,6 +120,14 @@ class StreamDeliveryLog:
         with self._lock:
             return {k: (at, self._values.get(k, "")) for k, at in self._seen.items()
                     if k.startswith(prefix) and at >= oldest}
+
+    def forget(self, keys: list[str]) -> None:
+        """Drop `keys` from this replica's memory (a bound on what it keeps); the stream
+        itself trims by age."""
+        with self._lock:
+            for key in keys:
+                self._seen.pop(key, None)
+                self._values.pop(key, None)
 
     def _wait_caught_up(self) -> None:
         if not self._caught_up.is_set() and not self._waited:
@@ -189,9 +209,11 @@ class StreamDeliveryLog:
         connection = self._connect()
         try:
             channel = connection.channel()
-            channel.queue_declare(self.stream, durable=True, arguments=STREAM_ARGUMENTS)
+            channel.queue_declare(self.stream, durable=True, arguments=self.arguments)
             channel.basic_qos(prefetch_count=1000)  # streams require a prefetch
-            since = dt.datetime.fromtimestamp(time.time() - self.window, tz=dt.UTC)
+            # A window longer than the epoch (records kept for good) reads the stream from its start.
+            since: object = ("first" if self.window >= time.time() else
+                             dt.datetime.fromtimestamp(time.time() - self.window, tz=dt.UTC))
             received = 0
 
             def on_message(ch, method, props, body: bytes) -> None:
@@ -220,7 +242,7 @@ class StreamDeliveryLog:
         connection = self._connect()
         try:
             channel = connection.channel()
-            channel.queue_declare(self.stream, durable=True, arguments=STREAM_ARGUMENTS)
+            channel.queue_declare(self.stream, durable=True, arguments=self.arguments)
             self._declared.set()
             # No publisher confirms: a record lost in a broker crash costs one dedupe, while
             # waiting for confirms one by one would make this thread the bottleneck.

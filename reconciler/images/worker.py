@@ -49,6 +49,7 @@ from herald.messages import (
     ReconcileRequest,
     utc_now,
 )
+from herald.history import History, Recorder, delivery_of, message
 from herald.model import ImagePolicy, ImageRepository, ImageUpdateAutomation
 from herald.registry import (
     RegistryClient,
@@ -135,12 +136,14 @@ class ImageWorker:
     """Consumes `herald.images`; `git` is a Git cache of its own (`<state>/git-automation`)."""
 
     def __init__(self, cfg: Config, bus: Bus, state_dir: Path, *, window: float = 0.0,
-                 stop: threading.Event | None = None, cluster: Callable[[], Cluster | None] | None = None) -> None:
+                 stop: threading.Event | None = None, cluster: Callable[[], Cluster | None] | None = None,
+                 recorder: Recorder | None = None) -> None:
         """`window`: how long after a registry webhook was received its scan starts, so that the
         pushes of one release (several images within a second or so) are seen by one scan and
         become one commit; `stop` ends that wait (the request is handed back to the bus).
         `cluster`: where the image kinds' objects may be, to write their status as Flux's
-        image controllers do (reconciler.status)."""
+        image controllers do (reconciler.status). `recorder`: the history (herald.history)."""
+        self.recorder = recorder or Recorder(History())
         self.cluster = cluster or (lambda: None)
         self.cfg = cfg
         self.bus = bus
@@ -163,22 +166,45 @@ class ImageWorker:
         cfg = self.cfg
         repo = cfg.image_repositories.get((req.namespace, req.name)) if req.kind == "ImageRepository" else None
         if repo is None:
-            raise Reject(f"image scan: ImageRepository {req.namespace}/{req.name} is not in the configuration")
+            why = f"image scan: ImageRepository {req.namespace}/{req.name} is not in the configuration"
+            self.recorder.request(req, IMAGE_QUEUE, "rejected", why)
+            raise Reject(why)
         headers = {"x-herald-request": req.id,
                    DELIVERY_HEADER: str(req.origin.get("delivery") or correlation_id() or req.id)}
         self._wait_for_the_window(req)
         events: list[Event] = []
         follow_ups: list[ReconcileRequest] = []
+        error, result = "", "ran"
         try:
             self._handle(cfg, repo, req, events, follow_ups, delivery.attempt)
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            result = ("retrying" if isinstance(exc, RetryLater) else
+                      "handed back" if isinstance(exc, ShuttingDown) else "failed")
+            raise
         finally:
             # The events first: the notifier links an image update's commit to its story from
             # them, before the reconcile of that commit reports anything (notifier.stories).
             for event in events:
                 self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
+                self.recorder.event(event, headers)
             for follow in follow_ups:
                 self.bus.publish(RECONCILE_QUEUE, follow.to_json(), message_id=follow.id, headers={
                     DELIVERY_HEADER: str(req.origin.get("delivery") or correlation_id() or follow.id)})
+            self._record(req, repo, events, follow_ups, result, error)
+
+    def _record(self, req: ReconcileRequest, repo: ImageRepository, events: list[Event],
+                follow_ups: list[ReconcileRequest], result: str, error: str) -> None:
+        """The scan → policy → commit path of one request, for the status page."""
+        self.recorder.request(req, IMAGE_QUEUE, result, error)
+        self.recorder.history.put("image", req.id, {
+            "request": req.id, "delivery": delivery_of(req), "reason": req.reason,
+            "target": f"ImageRepository/{repo.meta.namespace}/{repo.meta.name}", "image": repo.image,
+            "tag": str(req.origin.get("tag") or ""), "error": message(error),
+            "steps": [{"kind": e.involvedObject.get("kind", ""), "namespace": e.involvedObject.get("namespace", ""),
+                       "name": e.involvedObject.get("name", ""), "severity": e.severity, "reason": e.reason,
+                       "message": message(e.message), "revision": e.metadata.get("revision", "")} for e in events],
+            "followUps": [f.id for f in follow_ups]})
 
     def _wait_for_the_window(self, req: ReconcileRequest) -> None:
         """A webhook's scan waits until `window` after the webhook came: the other images of the
