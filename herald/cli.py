@@ -361,7 +361,7 @@ def cmd_run(command: str, settings: Settings) -> int:
              "rabbitmq" if settings.broker_url else f"embedded ({settings.state_dir / 'bus.sqlite3'})",
              settings.state_dir)
     stop = threading.Event()
-    threads: list[threading.Thread] = [_start(applier.watch, stop, "suspensions")]
+    threads: list[threading.Thread] = []
     ops = None
     if settings.metrics_listen:
         from herald.ops import OpsServer
@@ -388,10 +388,12 @@ def cmd_run(command: str, settings: Settings) -> int:
 
             app = create_app(cfg, bus, settings, history=history, suspensions=suspensions)
             updates.append(app.extensions["herald"]["update"])
-            _watch(source or fleet, [applier.update])
+        # Only now that every component listens: a suspension changed since `initial()` reaches all.
+        threads.append(_start(applier.watch, stop, "suspensions"))
+        _watch(source or fleet, [applier.update])
+        if command == "serve":
             serve_in_process(app, settings, stop)  # until SIGTERM or SIGINT
         else:
-            _watch(source or fleet, [applier.update])
             _stop_on_signals(stop)
             stop.wait()
     finally:

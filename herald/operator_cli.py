@@ -126,7 +126,10 @@ def _namespaces(p: argparse.ArgumentParser) -> None:
 def _seconds(text: str) -> float:
     from herald.settings import env_seconds
 
-    value = env_seconds({"T": text}, "T", -1.0)
+    try:
+        value = env_seconds({"T": text}, "T", -1.0)
+    except ValueError:
+        value = -1.0
     if value <= 0:
         raise CliError(f"--timeout {text!r}: expected a duration such as 30s, 5m or 1h", 2)
     return value
@@ -289,6 +292,12 @@ def cmd_reconcile(c: Client, args: argparse.Namespace) -> int:
 
 def _outcome(c: Client, kind: str, ns: str, name: str, request: str, since: float) -> tuple[bool, str] | None:
     target = f"{kind}/{ns}/{name}"
+    try:
+        taken = c.call("GET", f"/requests/{request}")
+    except CliError:
+        taken = None  # not taken by a worker yet
+    if taken and taken.get("result") in ("skipped", "rejected"):
+        return False, f"not run: {taken.get('error') or taken.get('result')}"
     if kind == "ImageRepository":
         for item in c.call("GET", "/images")["items"]:
             if item.get("request") == request:
@@ -308,15 +317,29 @@ def _outcome(c: Client, kind: str, ns: str, name: str, request: str, since: floa
         head = f"applied revision {revision}" if ok else f"{mine.get('reason')}{took}"
         detail = "" if ok else "\n" + mine.get("message", "")
         return ok, f"{head} ({mine.get('reason')}{took}){detail}" if ok else f"{head}{detail}"
-    ok = run.get("state") == "succeeded"
-    lines = [f"{o['kind']} {o['namespace']}/{o['name']}: {o['reason']}" for o in run.get("objects", [])]
-    text = f"fetched revision {run.get('revision')}" if ok else (run.get("error") or "failed")
+    # A source, as `flux reconcile source git`: its own fetch decides; the Kustomizations it
+    # reconciled as well are listed under it.
+    own = [o for o in run.get("objects", []) if o["kind"] == kind and o["name"] == name and o["namespace"] == ns]
+    ok = bool(run.get("revision")) and not any(o["severity"] == "error" for o in own)
+    lines = [f"  {'✗' if o['severity'] == 'error' else '✔'} {o['kind']} {o['namespace']}/{o['name']}: {o['reason']}"
+             for o in run.get("objects", []) if o not in own]
+    text = (f"fetched revision {run.get('revision')}" if ok else
+            "\n".join(o["message"] for o in own) or run.get("error") or "the fetch failed")
     return ok, "\n".join([text, *lines])
 
 
 def cmd_suspend(c: Client, args: argparse.Namespace, suspend: bool) -> int:
     kind, ns, name = _target(c, args, tuple(TARGETS))
     c.call("POST", "/suspend" if suspend else "/resume", {"kind": kind, "namespace": ns, "name": name})
+    # Replicas learn it from the bus's log within moments: wait until the answer says so, so
+    # that the next command (to any replica) sees what this one did.
+    deadline = time.monotonic() + min(10.0, c.timeout)
+    while time.monotonic() < deadline:
+        found = c.call("GET", f"/objects/{kind}/{ns}/{name}")["object"]
+        if bool(found["suspended"]) == suspend and (suspend or found.get("suspendedBy") != "operator"):
+            time.sleep(0.3)  # the other replicas' readers of the log are ~50 ms behind this one
+            break
+        time.sleep(0.2)
     print(f"✔ {kind} {ns}/{name} {'suspended' if suspend else 'resumed'}")
     return 0
 

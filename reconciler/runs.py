@@ -91,9 +91,36 @@ def finished(recorder: Recorder, run: Run, events: list[Event], *, revision: str
                             inventory=holds.inventory if holds else None,
                             lastRun=run.id, lastRunAt=run.started, finishedAt=now, duration=now - run.started,
                             delivery=delivery_of(run.req))
+    _source_status(recorder, run, events, revision, now, error)
     state = ("failed" if failed else "succeeded") if not retry else ("dead-lettered" if last_attempt else "retrying")
     recorder.history.put("run", run.id, run.record(state, finished=now, duration=now - run.started,
                                                    revision=revision, objects=objects, error=message(error or retry)))
+
+
+def _source_status(recorder: Recorder, run: Run, events: list[Event], revision: str, now: float,
+                   error: str) -> None:
+    """The source's state, as source-controller words it: the artifact stored for a revision,
+    or the event that says why the fetch failed."""
+    if not run.source:
+        return
+    kind, ns, name = run.source.split("/", 2)
+    failure = next((e for e in events if e.severity == "error" and e.involvedObject.get("kind") == kind
+                    and e.involvedObject.get("name") == name and e.involvedObject.get("namespace") == ns), None)
+    if failure is None and not revision:
+        if not error:
+            return  # nothing was fetched (the source is suspended): its state has not changed
+        recorder.status(kind, ns, name, ready=False, reason="ReconciliationFailed", severity="error",
+                        message=message(error), revision="", lastRun=run.id, lastRunAt=run.started, finishedAt=now)
+        return
+    if failure is not None:
+        recorder.status(kind, ns, name, ready=False, reason=failure.reason, severity="error",
+                        message=message(failure.message), revision="", lastRun=run.id, lastRunAt=run.started,
+                        finishedAt=now)
+        return
+    recorder.status(kind, ns, name, ready=True, reason="Succeeded", severity="info",
+                    message=f"stored artifact for revision '{revision}'", revision=revision,
+                    lastAppliedRevision=revision, lastRun=run.id, lastRunAt=run.started, finishedAt=now,
+                    duration=now - run.started)
 
 
 def handed_back(recorder: Recorder, run: Run, why: str) -> None:

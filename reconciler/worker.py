@@ -343,6 +343,12 @@ class Reconciler:
             raise
         key = source_key(repo)
         scope = REPO_SCOPE if req.kind in SOURCE_KINDS else kustomization_scope(req.namespace, req.name)
+        ks = self.cfg.kustomizations.get((req.namespace, req.name)) if req.kind == "Kustomization" else None
+        if ks is not None and ks.suspend:
+            log.info("request=%s Kustomization/%s/%s is suspended, skipped", req.id, req.namespace, req.name)
+            self.recorder.request(req, RECONCILE_QUEUE, "skipped",
+                                  f"Kustomization {req.namespace}/{req.name} is suspended")
+            return
         if repo.suspend:
             log.info("request=%s %s/%s/%s: %s %s/%s is suspended, skipped", req.id, req.kind,
                      req.namespace, req.name, type(repo).__name__, repo.meta.namespace, repo.meta.name)

@@ -17,6 +17,7 @@ the receiver stays what it is: a door that publishes, never a worker.
 | GET  /api/v1/deliveries[?limit=N] | webhook deliveries, newest first |
 | GET  /api/v1/deliveries/<id> | one delivery's trace: webhook → requests → runs → events → notifications |
 | GET  /api/v1/runs[?target=Kind/ns/name] , /api/v1/runs/<id> | reconcile runs |
+| GET  /api/v1/requests/<id> | what a worker did with one request: ran, coalesced, satisfied, skipped, rejected |
 | GET  /api/v1/plans , /api/v1/plans/<request>/<Kind>/<ns>/<name> | pull-request plans, with the whole diff |
 | GET  /api/v1/images | image updates: scan → policy → commit |
 | GET  /api/v1/dead-letters , /api/v1/dead-letters/<queue>/<id> | dead-lettered messages |
@@ -232,6 +233,12 @@ def register(app: Flask, op: Operator) -> None:
             return _error(404, f"nothing is known of delivery {delivery!r} (the history keeps "
                                f"the last 10,000 deliveries)")
         return _json(200, found)
+
+    @api.get("/requests/<request_id>")
+    def request_record(request_id: str) -> Response:
+        found = op.history.get("request", request_id)
+        return _json(200, found) if found else _error(404, f"request {request_id!r} has not been taken by a worker "
+                                                          "yet (or is no longer in the history)")
 
     @api.get("/runs")
     def runs() -> Response:

@@ -106,7 +106,9 @@ def row(kind: str, obj: Any, status: dict[str, Any] | None, event: dict[str, Any
                  lastRunAt=status.get("lastRunAt") or status.get("at"), lastRun=status.get("lastRun", ""),
                  duration=status.get("duration"), inventory=status.get("inventory"))
     elif event is not None:
-        r.update(ready="False" if event.get("severity") == "error" else "True", reason=event.get("reason", ""),
+        ready = ("False" if event.get("severity") == "error" else
+                 "Unknown" if event.get("reason") in ("Progressing", "DependencyNotReady") else "True")
+        r.update(ready=ready, reason=event.get("reason", ""),
                  message=event.get("message", ""), revision=event.get("revision", ""),
                  lastRunAt=event.get("at"))
     if running is not None:
@@ -223,10 +225,18 @@ def trace(delivery: str, *, deliveries: list[dict[str, Any]], requests: list[dic
     taken = {q.get("id") for q in reqs}
     queued = [{"id": p.get("id"), "queue": p.get("queue"), "target": p.get("target"), "result": "queued"}
               for h in hooks for p in h.get("requests", []) if p.get("id") not in taken]
+    # What a covering run announced belongs to this delivery's story too: the events and
+    # notifications carry the id of the request that run was for.
+    borrowed = {r.get("request") for r in covering}
+
+    def ours(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted((r for r in records if r.get("delivery") == delivery or
+                       (borrowed and r.get("request") in borrowed)), key=lambda r: r.get("at") or 0)
+
+    told = ours(notifications)
     return {"delivery": delivery, "webhooks": hooks, "requests": reqs + queued,
-            "runs": sorted(own_runs + covering, key=lambda r: r.get("at") or 0), "events": mine(events),
-            "notifications": mine(notifications), "commitStatuses": [n for n in mine(notifications)
-                                                                      if n.get("commitStatus")],
+            "runs": sorted(own_runs + covering, key=lambda r: r.get("at") or 0), "events": ours(events),
+            "notifications": told, "commitStatuses": [n for n in told if n.get("commitStatus")],
             "plans": mine(plans), "images": mine(images)}
 
 
