@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,14 +101,16 @@ def plan_metadata(req: ReconcileRequest, pr: PullRequestRef) -> dict[str, str]:
     return meta
 
 
-def final_event(result: KustomizationPlan, base: dict[str, str]) -> Event:
-    """PlanSucceeded or PlanFailed for one Kustomization, from its plan (or why there is none)."""
+def final_event(result: KustomizationPlan, base: dict[str, str], whole: str = "") -> Event:
+    """PlanSucceeded or PlanFailed for one Kustomization, from its plan (or why there is none).
+    `whole`: where the status page shows the whole plan, linked from a section that was cut."""
     ks, meta = result.ks, dict(base)
     if result.plan is not None:
         plan = result.plan
         section = plan.markdown(f"Kustomization {result.target}")
         if len(section) > SECTION_LIMIT:
-            section = section[:SECTION_LIMIT] + "\n\n_(this Kustomization's plan was cut)_\n</details>\n"
+            where = f": [the whole plan]({whole})" if whole else ""
+            section = section[:SECTION_LIMIT] + f"\n\n_(this Kustomization's plan was cut{where})_\n</details>\n"
         meta.update(planSummary=plan.summary, planSection=section,
                     planCounts=json.dumps(plan.counts(), separators=(",", ":")))
         lines = [plan.summary] + [c.text().splitlines()[0] for c in plan.changes if c.action != UNCHANGED]
@@ -128,6 +131,8 @@ class PlanWorker:
                  recorder: Recorder | None = None) -> None:
         self.cfg = cfg
         self.recorder = recorder or Recorder(History())
+        # HERALD_PUBLIC_URL: where people reach Herald's status page, for links from comments.
+        self.public_url = (os.environ.get("HERALD_PUBLIC_URL") or "").strip().rstrip("/")
         self.bus = bus
         self.state_dir = Path(state_dir)
         self._cluster = cluster
@@ -184,7 +189,8 @@ class PlanWorker:
             log.exception("%s: planning failed unexpectedly", where)
             results = [KustomizationPlan(ks, error=f"{type(exc).__name__}: {exc}") for ks in kustomizations]
         for result in results:
-            event = final_event(result, base)
+            whole = f"{self.public_url}/ui/plans/{req.id}/{result.target}" if self.public_url else ""
+            event = final_event(result, base, whole)
             log.info("%s: Kustomization %s: %s", where, result.target, event.metadata.get("planSummary", ""))
             self.bus.publish(EVENTS_QUEUE, event.to_json(), headers=headers)
             self.recorder.event(event, headers)

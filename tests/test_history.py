@@ -116,3 +116,19 @@ def test_an_operator_suspension_overlays_the_configuration_and_resume_lifts_only
     finally:
         stop.set()
     assert open_suspensions(None, tmp_path).suspended() == {}, "the resume is remembered across restarts"
+
+
+def test_a_plan_cut_for_its_comment_links_to_the_whole_plan_on_the_status_page(cfg) -> None:
+    from reconciler.plan import CREATE, ObjectChange, Plan
+    from reconciler.plans import final_event
+    from reconciler.preview import KustomizationPlan
+
+    ks = cfg.kustomizations[("flux-system", "app")]
+    huge = Plan([ObjectChange(f"ConfigMap/shop/c{i}", CREATE, "+data:\n" + "+  k: " + "v" * 200 + "\n")
+                 for i in range(400)])
+    whole = "https://herald.example.com/ui/plans/req-1/flux-system/app"
+    event = final_event(KustomizationPlan(ks, plan=huge), {"revision": "x"}, whole)
+    assert event.metadata["planSection"].endswith(
+        f"_(this Kustomization's plan was cut: [the whole plan]({whole}))_\n</details>\n")
+    small = final_event(KustomizationPlan(ks, plan=Plan(huge.changes[:1])), {"revision": "x"}, whole)
+    assert whole not in small.metadata["planSection"]
