@@ -74,6 +74,7 @@ class Shop:
     hook: str
     proc: subprocess.Popen
     log: Path
+    url: str = ""
 
     def running(self, kube_api: KubeAPIServer) -> str:
         obj = kube_api.get_object("apps/v1", "Deployment", "shop", "web") or {}
@@ -88,7 +89,8 @@ class Shop:
 
 
 @contextmanager
-def shop(tmp_path: Path, repo: Repo, registry: Registry, kubeconfig: Path, extra: str = "") -> Iterator[Shop]:
+def shop(tmp_path: Path, repo: Repo, registry: Registry, kubeconfig: Path, extra: str = "",
+         **more_env: str) -> Iterator[Shop]:
     image = f"{registry.host}/acme/shop-{os.getpid()}"
     push_image(registry, image.split("/", 1)[1], "1.4.2")
     repo.commit({"deploy/namespace.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
@@ -99,14 +101,15 @@ def shop(tmp_path: Path, repo: Repo, registry: Registry, kubeconfig: Path, extra
     loaded = config.load([cfg])
     port = free_port()
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), HERALD_STATE_DIR=str(tmp_path / "state"),
-               HERALD_LISTEN=f"127.0.0.1:{port}", HERALD_LOG_LEVEL="INFO", HERALD_INTERVAL_POLLING="false")
+               HERALD_LISTEN=f"127.0.0.1:{port}", HERALD_LOG_LEVEL="INFO", HERALD_INTERVAL_POLLING="false",
+               **more_env)
     env.pop("HERALD_BROKER_URL", None)
     log = tmp_path / "serve.log"
     proc = start_herald("serve", cfg, log, env)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_ready(base)
-        yield Shop(image, base + loaded.hook_path(loaded.receivers[("flux-system", "registry")]), proc, log)
+        yield Shop(image, base + loaded.hook_path(loaded.receivers[("flux-system", "registry")]), proc, log, base)
     finally:
         assert stop_herald(proc) == 0, log.read_text()
 
@@ -164,3 +167,37 @@ def json_text(message: object) -> str:
     import json
 
     return json.dumps(getattr(message, "content", {}), ensure_ascii=False)
+
+
+OPERATOR = """\
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: herald-operator, namespace: flux-system}
+stringData: {token: image-operator-token}
+"""
+
+
+def test_an_operator_asks_for_a_scan_and_sees_the_update_through(tmp_path: Path, repo: Repo, registry: Registry,
+                                                                 kube_api: KubeAPIServer, kubeconfig: Path,
+                                                                 capsys) -> None:
+    """No webhook from this registry: `herald reconcile image repository` scans it now."""
+    from herald.cli import main
+
+    with shop(tmp_path, repo, registry, kubeconfig, OPERATOR,
+              HERALD_OPERATOR_SECRET="flux-system/herald-operator") as it:
+        push_image(registry, it.image.split("/", 1)[1], "1.6.0")
+        os.environ["HERALD_TOKEN"] = "image-operator-token"
+        try:
+            code = main(["reconcile", "image", "repository", "web", "--server", it.url, "--timeout", "60s"])
+        finally:
+            os.environ.pop("HERALD_TOKEN", None)
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert "ImagePolicy web: Succeeded" in out and "ImageUpdateAutomation app: Succeeded" in out
+        wait_until(lambda: it.running(kube_api) == f"{it.image}:1.6.0", 60, "the new image to run")
+        assert main(["get", "images", "--server", it.url]) == 0
+        table = capsys.readouterr().out
+        assert "ImagePolicy/web" in table and "ImageUpdateAutomation/app" in table
+        images = requests.get(f"{it.url}/api/v1/images", timeout=10).json()["items"]
+        assert [s["reason"] for s in images[0]["steps"] if s["kind"] == "ImageUpdateAutomation"] == ["Succeeded"]
