@@ -84,6 +84,7 @@ ADDRESS = Rule("HOST:PORT, e.g. 127.0.0.1:9292 or 0.0.0.0:8080", lambda text: no
 COUNT = _integer(1)
 NON_NEGATIVE = _integer(0)
 TEXT = Rule("any text", lambda text: True)
+URL = Rule("an http:// or https:// URL", lambda text: text.startswith(("http://", "https://")) and "://" != text[-3:])
 
 VARIABLES: dict[str, Rule] = {
     # every command
@@ -104,6 +105,12 @@ VARIABLES: dict[str, Rule] = {
     "HERALD_MAX_BODY": Rule("a number of bytes ≥ 1", _integer(1).check),
     "HERALD_DEDUPE_WINDOW": DURATION,
     "HERALD_HISTORY_RETENTION": DURATION,
+    "HERALD_OPERATOR_SECRET": Rule("the Secret's NAMESPACE/NAME (or NAME, in namespace default)",
+                                   lambda text: bool(text.rpartition("/")[2]) and text.count("/") <= 1),
+    "HERALD_PUBLIC_URL": URL,
+    # the operator commands (herald get, reconcile, ...)
+    "HERALD_SERVER": URL,
+    "HERALD_TOKEN": Rule("the operator token", lambda text: True, secret=True),
     # gunicorn (receiver.gunicorn_config)
     "WEB_CONCURRENCY": COUNT,
     "HERALD_WORKERS": COUNT,

@@ -115,7 +115,23 @@ class History:
         except Exception:  # noqa: BLE001
             log.debug("history: could not trim %s records", kind, exc_info=True)
 
+    def keep_bounded(self, every: float = 60.0) -> History:
+        """Trim every kind to its bound now and then, read or not: a receiver nobody asks
+        keeps no more than the bounds in memory (stream) or on disk (SQLite)."""
+        stop = self._stop = threading.Event()
+
+        def trim() -> None:
+            while not stop.wait(every):
+                for kind in self.limits:
+                    self.all(kind)
+
+        threading.Thread(target=trim, name="history-trim", daemon=True).start()
+        return self
+
     def close(self) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
         self.log.close()
 
 
@@ -135,8 +151,9 @@ def open_history(broker_url: str | None, state_dir: str | Path, *, read: bool = 
     """The history on the bus's keyed log: the stream `herald.history`, or
     `<state dir>/history.sqlite3`. `read=False` for processes that only write (workers)."""
     days = max(1, int(round(retention / 86400)))
-    return History(open_delivery_log(broker_url, state_dir, retention, name="history", quiet=True, read=read,
-                                     max_age=f"{days}D"))
+    history = History(open_delivery_log(broker_url, state_dir, retention, name="history", quiet=True, read=read,
+                                        max_age=f"{days}D"))
+    return history.keep_bounded() if read else history
 
 
 def message(text: str) -> str:

@@ -22,7 +22,7 @@ def write(path: Path, text: str) -> Path:
 
 def test_the_example_configuration_validates(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "-c", str(ROOT / "examples" / "herald.yaml")]) == 0
-    assert capsys.readouterr().out.strip() == "ok: 4 object(s), 0 warning(s)"
+    assert capsys.readouterr().out.strip() == "ok: 5 object(s), 0 warning(s)"
 
 
 def test_hooks_prints_fluxs_receiver_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
