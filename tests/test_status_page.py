@@ -74,6 +74,42 @@ BROKEN = textwrap.dedent("""\
     """)
 
 
+# And one that waits for its Deployment to roll out (`wait: true`): its runs last as long as the
+# test API server's rollout of a new generation (tests.kubeapi.set_rollout).
+SLOW = textwrap.dedent("""\
+    ---
+    apiVersion: kustomize.toolkit.fluxcd.io/v1
+    kind: Kustomization
+    metadata: {name: worker, namespace: flux-system}
+    spec:
+      interval: 10m
+      path: ./slow
+      prune: true
+      wait: true
+      timeout: 1m
+      sourceRef: {kind: GitRepository, name: app}
+    """)
+
+
+def worker_manifests(replicas: int) -> dict[str, str]:
+    return {"slow/worker.yaml": f"""\
+        apiVersion: v1
+        kind: Namespace
+        metadata: {{name: queue}}
+        ---
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {{name: worker, namespace: queue}}
+        spec:
+          replicas: {replicas}
+          selector: {{matchLabels: {{app: worker}}}}
+          template:
+            metadata: {{labels: {{app: worker}}}}
+            spec:
+              containers: [{{name: worker, image: "busybox:1.36"}}]
+        """}
+
+
 def operator_secret(read_token: str = "") -> str:
     read = f", readToken: {read_token}" if read_token else ""
     return textwrap.dedent(f"""\
@@ -271,8 +307,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         with SlackAPIServer() as slack:
             slack.tokens, slack.channels = {SLACK_TOKEN}, {"general"}
             repo = make_repo(tmp)
+            repo.commit(worker_manifests(1), "a worker")
             cfg = write_config(tmp / "herald.yaml", repo.url, slack_address=f"{slack.url}/api/chat.postMessage",
-                               slack_token=SLACK_TOKEN, extra=BROKEN + operator_secret())
+                               slack_token=SLACK_TOKEN, extra=BROKEN + SLOW + operator_secret())
             loaded = config.load([cfg])
             port = free_port()
             base = f"http://127.0.0.1:{port}"
@@ -374,7 +411,8 @@ def test_the_overview_lists_the_kustomization_with_its_state(served: Served, pus
                    what="the Kustomization's row")
     listed = [r.get_attribute("data-object") for r in browser.find_elements(By.CSS_SELECTOR, "#kustomizations tr")
               if r.get_attribute("data-object")]
-    assert listed == ["Kustomization/flux-system/payments", KS], "failing ones first"
+    assert listed == ["Kustomization/flux-system/payments", KS, "Kustomization/flux-system/worker"], \
+        "failing ones first"
     failing = text_of(browser, 'tr[data-object="Kustomization/flux-system/payments"]')
     assert "Failed" in failing and "BuildFailed" in failing and "./payments' not found" in failing
     text = row.text
@@ -508,6 +546,28 @@ def test_a_dead_letter_is_replayed_and_dropped_from_the_page(served: Served, pus
     wait_for(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, row), what="the dropped row to go")
     assert not any(d["id"] == req.id for d in dead())
     assert browser.execute_script("return window.__marker") == 2, "the page was reloaded"
+
+
+def test_a_run_in_progress_shows_on_the_overview_without_a_reload(served: Served, pushed: str, browser) -> None:
+    worker = 'tr[data-object="Kustomization/flux-system/worker"]'
+    # The next generation of the worker's Deployment takes 7 s to roll out, and its
+    # Kustomization waits for it: longer than an idle page takes to look again (5 s).
+    served.kube.set_rollout("complete", after=7, kind="Deployment", name="worker")
+    browser.get(served.url("/ui/"))
+    wait_for(browser, lambda d: "Ready" in text_of(d, worker), what="the worker's first run")
+    browser.execute_script("window.__marker = 1")
+    sha = served.repo.commit(worker_manifests(2), "two workers")
+    body = github_push(sha)
+    assert requests.post(served.hook_url, data=body, headers=github_headers(body), timeout=10).status_code == 202
+
+    progressing = wait_for(browser, lambda d: "Progressing" in text_of(d, worker) and text_of(d, worker),
+                           what="the worker's run in progress")
+    assert "running since" in progressing
+    assert browser.find_element("id", "main").get_attribute("data-live") == "1"
+    done = wait_for(browser, lambda d: "Ready" in text_of(d, worker) and sha[:12] in text_of(d, worker)
+                    and text_of(d, worker), 30, "the worker's run to end")
+    assert "ReconciliationSucceeded" in done and "Progressing" not in done
+    assert browser.execute_script("return window.__marker") == 1, "the page was reloaded"
 
 
 def test_no_page_carries_a_secret(served: Served, pushed: str, browser) -> None:

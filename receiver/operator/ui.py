@@ -18,8 +18,9 @@ with `fetch()` (the cookie, plus `X-Herald-Intent: 1`), so the API's rules are t
 
 Live updates: `?fragment=1` answers a page's `<main>` alone, with `X-Herald-State` (a digest of
 what it was built from) and `X-Herald-Live` (whether something is under way). The script asks
-for it every 2 s while the page is live, and for a minute after a button was pressed, and swaps
-`<main>` when the state changed.
+for it every 2 s while the page is live and after a button was pressed (until its effect
+shows), every 5 s otherwise (to notice a run starting; not on the dead letters' page), and
+swaps `<main>` when the state changed.
 
 Reading needs what the API's reading needs: nothing, unless the operator Secret has a
 `readToken`; then every page sends a visitor without the cookie to the login form. As a last
@@ -72,7 +73,10 @@ HEADERS = {
 }
 LIVE_AFTER = 15.0  # a trace keeps refreshing this long after its latest hop (notifications follow runs)
 STALE_RUN = 1800.0  # a run still `running` after this long was abandoned (its worker died): not live
-SECRET_MIN = 8  # shorter Secret values (a user name, "true") are not scrubbed: they would mangle pages
+SECRET_MIN = 8  # shorter Secret values ("true", "git") are not scrubbed: they would mangle pages
+# Keys of Secrets whose values are not secret and may well be words a page shows (a bot's name).
+PUBLIC_KEYS = frozenset({"username", "user", "ca.crt", "tls.crt", "caFile", "certFile", "known_hosts",
+                         "identity.pub", "from", "to", "channel"})
 STEP = {"ImageRepository": "scan", "ImagePolicy": "policy", "ImageUpdateAutomation": "commit"}
 OPEN = ("status_page.login", "status_page.logout", "status_page.static")
 
@@ -253,6 +257,8 @@ def _secret_values(cfg: Config, op: Operator) -> set[str]:
         except OSError:
             continue
         for key, value in data.items():
+            if key in PUBLIC_KEYS:
+                continue
             values.add(value.strip())
             if key == "rotationKeys":
                 values.update(line.strip() for line in value.splitlines())
@@ -417,7 +423,8 @@ def register(app: Flask, op: Operator) -> None:
     @ui.get("/dead-letters")
     def dead() -> Response:
         items, error = dead_letters()
-        return page("dead_letters.html", "Dead letters", dead=items, error=error)
+        # Not refreshed by itself: on RabbitMQ each listing counts as a delivery of every dead letter.
+        return page("dead_letters.html", "Dead letters", dead=items, error=error, idle_poll=False)
 
     # ---- login ------------------------------------------------------------------------------
 

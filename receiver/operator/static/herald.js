@@ -1,9 +1,15 @@
 /* Herald's status page: live updates of <main> and the buttons that call the operator API.
-   Plain JavaScript, no dependency, nothing inline (the page's Content-Security-Policy). */
+   Plain JavaScript, no dependency, nothing inline (the page's Content-Security-Policy).
+
+   <main data-live="1"> (a run in progress): its fragment (?fragment=1) is fetched every 2 s and
+   swapped in when its X-Herald-State changed; otherwise every 5 s, to notice a run starting
+   (never where data-idle="0": the dead letters, whose listing is not free on every broker).
+   After a button, every 2 s until its effect has shown. */
 (function () {
   "use strict";
 
   var POLL_MS = 2000;       // while the page is live (a run in progress)
+  var IDLE_MS = 5000;       // otherwise, to notice a run starting; 0 (data-idle) on pages that must not
   var WATCH_MS = 60000;     // after a button: look for its effect this long at most
   var SETTLE_MS = 6000;     // and this long at least (a replayed message may die again)
   var main = document.getElementById("main");
@@ -77,11 +83,16 @@
     return main.getAttribute("data-live") === "1" || Date.now() < watchUntil;
   }
 
+  function idle() {
+    return main.getAttribute("data-idle") === "0" ? 0 : IDLE_MS;
+  }
+
   function schedule(delay) {
     if (timer !== null) { clearTimeout(timer); timer = null; }
+    var every = polling() ? POLL_MS : idle();
     if (note) { note.textContent = polling() ? "updating every 2 s" : ""; }
-    if (!polling()) { return; }
-    timer = setTimeout(poll, delay === undefined ? POLL_MS : delay);
+    if (!every) { return; }
+    timer = setTimeout(poll, delay === undefined ? every : delay);
   }
 
   function poll() {
@@ -217,7 +228,7 @@
   });
 
   document.addEventListener("visibilitychange", function () {
-    if (!document.hidden && polling()) { schedule(0); }
+    if (!document.hidden && (polling() || idle())) { schedule(0); }
   });
 
   refreshTimes(document);
