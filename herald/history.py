@@ -202,10 +202,12 @@ class Recorder:
         record = event_record(event, delivery, str(headers.get("x-herald-request", "")))
         self.history.put("event", f"{time.time():017.6f}-{id(record):x}", record)
 
-    def request(self, req: Any, queue: str, result: str, error: str = "") -> None:
-        """What became of one request taken from the bus: ran, coalesced, satisfied, skipped, rejected."""
+    def request(self, req: Any, queue: str, result: str, error: str = "", taken: float | None = None) -> None:
+        """What became of one request taken from the bus (at `taken`, default now): ran,
+        coalesced, satisfied, skipped, rejected."""
+        now = time.time()
         self.history.put("request", req.id, {
-            "at": time.time(), "id": req.id, "queue": queue, "delivery": delivery_of(req),
+            "at": taken or now, "decided": now, "id": req.id, "queue": queue, "delivery": delivery_of(req),
             "reason": req.reason, "target": f"{req.kind}/{req.namespace}/{req.name}",
             "requestedAt": req.requestedAt, "result": result, "error": message(error)})
 

@@ -332,6 +332,7 @@ class Reconciler:
     def handle(self, delivery: Delivery) -> None:
         """One request from the bus, through its target's Lease (`reconciler.coalesce`): run
         now, or coalesced into a run that is queued or running, or already satisfied."""
+        taken = time.time()
         try:
             req = ReconcileRequest.from_json(delivery.body)
         except MessageError as exc:
@@ -363,7 +364,7 @@ class Reconciler:
         attempt = Attempt.of(delivery)
         result = self.coordinator.process(store, key, req, scope, lambda r: self._run_and_publish(r, attempt),
                                           self._stop)
-        self.recorder.request(req, RECONCILE_QUEUE, "ran" if result.startswith("ran") else result)
+        self.recorder.request(req, RECONCILE_QUEUE, "ran" if result.startswith("ran") else result, taken=taken)
         if not result.startswith("ran"):
             log.info("request=%s %s/%s/%s (%s): %s", req.id, req.kind, req.namespace, req.name, req.reason,
                      "covered by a reconcile that is queued or running" if result == "coalesced"

@@ -132,3 +132,12 @@ def test_a_plan_cut_for_its_comment_links_to_the_whole_plan_on_the_status_page(c
         f"_(this Kustomization's plan was cut: [the whole plan]({whole}))_\n</details>\n")
     small = final_event(KustomizationPlan(ks, plan=Plan(huge.changes[:1])), {"revision": "x"}, whole)
     assert whole not in small.metadata["planSection"]
+
+
+def test_a_run_whose_worker_died_silently_is_not_shown_as_running_forever() -> None:
+    now = 1_800_000_000.0
+    stuck = {"id": "r", "at": now - model.STALE_RUN - 1, "state": "running", "source": "GitRepository/ns/app",
+             "kustomizations": ["Kustomization/ns/app"]}
+    fresh = {**stuck, "at": now - 5}
+    assert model._running([stuck], now) == {}
+    assert set(model._running([fresh], now)) == {"GitRepository/ns/app", "Kustomization/ns/app"}

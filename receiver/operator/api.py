@@ -38,6 +38,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, request
 
 from herald.bus import ATTEMPTS_HEADER, ERROR_HEADER, Bus, BusError
+from herald.bus.base import REPLAYED_HEADER
 from herald.config import Config
 from herald.history import History
 from herald.logs import DELIVERY_HEADER
@@ -138,7 +139,9 @@ def _dead_row(queue: str, d: Any, *, preview: bool) -> dict[str, Any]:
     body = bytes(d.body)
     row: dict[str, Any] = {"queue": queue, "id": d.message_id, "attempts": d.attempt,
                            "error": d.headers.get(ERROR_HEADER, ""), "delivery": d.headers.get(DELIVERY_HEADER, ""),
-                           "attemptsHeader": d.headers.get(ATTEMPTS_HEADER, ""), "size": len(body)}
+                           "attemptsHeader": d.headers.get(ATTEMPTS_HEADER, ""), "size": len(body),
+                           "replayed": int(d.headers.get(REPLAYED_HEADER) or 0)
+                           if str(d.headers.get(REPLAYED_HEADER) or "0").isdigit() else 0}
     try:
         data = json.loads(body)
     except ValueError:
@@ -229,7 +232,7 @@ def register(app: Flask, op: Operator) -> None:
     @api.get("/deliveries/<path:delivery>")
     def trace(delivery: str) -> Response:
         found = op.trace(delivery)
-        if not any(found[k] for k in ("webhooks", "requests", "runs", "events", "notifications")):
+        if not any(found[k] for k in ("webhooks", "requests", "runs", "events", "notifications", "plans", "images")):
             return _error(404, f"nothing is known of delivery {delivery!r} (the history keeps "
                                f"the last 10,000 deliveries)")
         return _json(200, found)

@@ -9,6 +9,7 @@ be its own credential) or a Receiver's URL (for token-only types the URL is the 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -77,14 +78,20 @@ def rows(cfg: Config, group: str, records: Records, operator: dict[tuple[str, st
     return out
 
 
-def _running(runs: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+STALE_RUN = 3600.0
+"""A run recorded as running this long ago is not shown as one: its worker died without saying
+(SIGKILL); the request went back to the bus and another run reports it."""
+
+
+def _running(runs: Iterable[dict[str, Any]], now: float | None = None) -> dict[str, dict[str, Any]]:
     """The run in progress of each object (its newest run, when that one is still running)."""
     newest: dict[str, dict[str, Any]] = {}
     for run in runs:
         for target in [*run.get("kustomizations", []), run.get("source", "")]:
             if target:
                 newest.setdefault(target, run)
-    return {t: r for t, r in newest.items() if r.get("state") == "running"}
+    oldest = (time.time() if now is None else now) - STALE_RUN
+    return {t: r for t, r in newest.items() if r.get("state") == "running" and (r.get("at") or 0) > oldest}
 
 
 def row(kind: str, obj: Any, status: dict[str, Any] | None, event: dict[str, Any] | None,
@@ -220,7 +227,7 @@ def trace(delivery: str, *, deliveries: list[dict[str, Any]], requests: list[dic
             run = _covering_run([r for r in runs if _same_target(r, q)], q.get("at") or 0)
             if run is not None and run.get("id") not in ids:
                 ids.add(run.get("id"))
-                covering.append({**run, "coveredRequest": q.get("id")})
+                covering.append({**run, "coveredRequest": q.get("id"), "covered": q.get("result")})
     # Requests the receiver queued but no worker has taken yet.
     taken = {q.get("id") for q in reqs}
     queued = [{"id": p.get("id"), "queue": p.get("queue"), "target": p.get("target"), "result": "queued"}
