@@ -282,27 +282,24 @@ def register(app: Flask, op: Operator) -> None:
             return _error(404, f"no dead letter {message_id!r} in {queue}.dead")
         return _json(200, _dead_row(queue, found, preview=True))
 
+    def act_on_dead(queue: str, message_id: str | None, act: Callable[[str, str | None], int], done: str) -> Response:
+        if queue not in QUEUES:
+            return _error(404, f"unknown queue {queue!r}; one of: {', '.join(QUEUES)}")
+        count = act(queue, message_id)
+        if message_id and not count:
+            return _error(404, f"no dead letter {message_id!r} in {queue}.dead")
+        log.info("operator: %s %d dead letter(s) of %s%s", done, count, queue, f" ({message_id})" if message_id else "")
+        return _json(200, {"count": count})
+
     @api.post("/dead-letters/<queue>/replay")
     @api.post("/dead-letters/<queue>/replay/<message_id>")
     def replay(queue: str, message_id: str | None = None) -> Response:
-        if queue not in QUEUES:
-            return _error(404, f"unknown queue {queue!r}; one of: {', '.join(QUEUES)}")
-        count = op.bus.replay_dead(queue, message_id)
-        if message_id and not count:
-            return _error(404, f"no dead letter {message_id!r} in {queue}.dead")
-        log.info("operator: replayed %d dead letter(s) of %s%s", count, queue, f" ({message_id})" if message_id else "")
-        return _json(200, {"count": count})
+        return act_on_dead(queue, message_id, op.bus.replay_dead, "replayed")
 
     @api.delete("/dead-letters/<queue>")
     @api.delete("/dead-letters/<queue>/<message_id>")
     def drop(queue: str, message_id: str | None = None) -> Response:
-        if queue not in QUEUES:
-            return _error(404, f"unknown queue {queue!r}; one of: {', '.join(QUEUES)}")
-        count = op.bus.drop_dead(queue, message_id)
-        if message_id and not count:
-            return _error(404, f"no dead letter {message_id!r} in {queue}.dead")
-        log.info("operator: dropped %d dead letter(s) of %s%s", count, queue, f" ({message_id})" if message_id else "")
-        return _json(200, {"count": count})
+        return act_on_dead(queue, message_id, op.bus.drop_dead, "dropped")
 
     def target() -> tuple[str, str, str] | Response:
         data = request.get_json(silent=True)
