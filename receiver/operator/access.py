@@ -15,7 +15,11 @@ an operator's browser. Tokens are compared in constant time and never logged or 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 COOKIE = "herald_token"
@@ -72,3 +76,36 @@ class Access:
 def bearer_of(header: str) -> str:
     scheme, _, value = (header or "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
+
+
+@dataclass
+class Guesses:
+    """Wrong tokens per client address: after `limit` within `window` seconds, that address
+    is refused (429, Retry-After) until the window has passed, whatever it sends, so a token
+    cannot be guessed at the speed of HTTP. Per process, like the receivers' rate limits: N
+    processes let N times as many guesses through, still too few to matter for a long token."""
+
+    limit: int = 10
+    window: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _wrong: dict[str, list[float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait(self, address: str) -> int:
+        """Seconds before `address` may try again (0: it may)."""
+        now = self.clock()
+        with self._lock:
+            times = [t for t in self._wrong.get(address, []) if t > now - self.window]
+            if times:
+                self._wrong[address] = times
+            else:
+                self._wrong.pop(address, None)
+            if len(times) < self.limit:
+                return 0
+            return max(1, math.ceil(times[0] + self.window - now))
+
+    def wrong(self, address: str) -> None:
+        with self._lock:
+            self._wrong.setdefault(address, []).append(self.clock())
+            if len(self._wrong) > 10_000:  # a flood from many addresses: forget the oldest
+                self._wrong.pop(next(iter(self._wrong)))

@@ -32,7 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Flask, Response, request
@@ -53,7 +53,7 @@ from herald.messages import (
 from herald.suspensions import KINDS as SUSPENDABLE
 from herald.suspensions import Suspensions
 from receiver.operator import model
-from receiver.operator.access import COOKIE, INTENT_HEADER, Access, Verdict, bearer_of
+from receiver.operator.access import COOKIE, INTENT_HEADER, Access, Guesses, Verdict, bearer_of
 
 log = logging.getLogger("herald.operator")
 
@@ -71,6 +71,7 @@ class Operator:
     suspensions: Suspensions
     access: Access
     version: str = ""
+    guesses: Guesses = field(default_factory=Guesses)  # wrong tokens per address (API and login)
 
     # ---- reading -----------------------------------------------------------------------
 
@@ -183,8 +184,16 @@ def register(app: Flask, op: Operator) -> None:
 
     @api.before_request
     def guard() -> Response | None:
+        address = request.remote_addr or ""
+        wait = op.guesses.wait(address)
+        if wait:
+            resp = _error(429, "too many wrong tokens from this address; try again later")
+            resp.headers["Retry-After"] = str(wait)
+            return resp
         v = verdict(write=request.method not in ("GET", "HEAD", "OPTIONS"))
         if not v.ok:
+            if v.status == 401 and (request.headers.get("Authorization") or request.cookies.get(COOKIE)):
+                op.guesses.wrong(address)
             return _error(v.status, v.error)
         return None
 

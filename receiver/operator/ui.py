@@ -441,7 +441,10 @@ def register(app: Flask, op: Operator) -> None:
     def login() -> Response:
         error, status = "", 200
         nxt = safe_next(request.values.get("next"))
-        if request.method == "POST":
+        wait = op.guesses.wait(request.remote_addr or "") if request.method == "POST" else 0
+        if wait:
+            error, status = f"too many wrong tokens from this address; try again in {wait}s", 429
+        elif request.method == "POST":
             if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
                 error, status = "a login must be sent from this page", 403
             else:
@@ -458,6 +461,7 @@ def register(app: Flask, op: Operator) -> None:
                              "operator" if writes.ok else "reader")
                     return resp
                 error, status = "that token is neither the operator token nor the read token", 401
+                op.guesses.wrong(request.remote_addr or "")
                 log.info("status page: a login with a wrong token from %s", request.remote_addr)
         g.ui_verdict = verdict()
         return page("login.html", "Log in", status=status, error=error, next=nxt)
