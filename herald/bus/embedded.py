@@ -153,8 +153,10 @@ class EmbeddedBus:
         message_id: str = "",
         headers: dict[str, str] | None = None,
     ) -> None:
-        """Insert and commit; the message is on disk when this returns."""
+        """Insert and commit; the message is on disk when this returns. A message without
+        `message_id` gets a random one, as on RabbitMQ: operators address dead letters by it."""
         now = time.time()
+        message_id = message_id or uuid.uuid4().hex
         try:
             with self._transaction() as db:
                 db.execute(
