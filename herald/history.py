@@ -122,8 +122,9 @@ class History:
 
         def trim() -> None:
             while not stop.wait(every):
-                for kind in self.limits:
-                    self.all(kind)
+                if getattr(self.log, "read", True):  # a lazy stream reader nobody asked yet holds nothing
+                    for kind in self.limits:
+                        self.all(kind)
 
         threading.Thread(target=trim, name="history-trim", daemon=True).start()
         return self
@@ -149,10 +150,12 @@ def _load(key: str, text: str) -> dict[str, Any] | None:
 def open_history(broker_url: str | None, state_dir: str | Path, *, read: bool = True,
                  retention: float = DEFAULT_RETENTION) -> History:
     """The history on the bus's keyed log: the stream `herald.history`, or
-    `<state dir>/history.sqlite3`. `read=False` for processes that only write (workers)."""
+    `<state dir>/history.sqlite3`. `read=False` for processes that only write (workers). A
+    reader of the stream starts tailing it at its first read (the API's), not before: a
+    receiver nobody asks keeps no copy and spends nothing on it."""
     days = max(1, int(round(retention / 86400)))
-    history = History(open_delivery_log(broker_url, state_dir, retention, name="history", quiet=True, read=read,
-                                        max_age=f"{days}D"))
+    history = History(open_delivery_log(broker_url, state_dir, retention, name="history", quiet=True,
+                                        read="lazy" if read else False, max_age=f"{days}D"))
     return history.keep_bounded() if read else history
 
 

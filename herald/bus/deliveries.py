@@ -146,7 +146,7 @@ class SQLiteDeliveryLog:
 
 def open_delivery_log(broker_url: str | None, state_dir: str | Path,
                       window: float = DEFAULT_WINDOW, *, name: str = "", quiet: bool = False,
-                      read: bool = True, max_age: str | None = "7D") -> DeliveryLog:
+                      read: bool | str = True, max_age: str | None = "7D") -> DeliveryLog:
     """A RabbitMQ stream when there is a broker (replicas share nothing else), else SQLite.
 
     `name` picks another log than the receiver's (the stream `herald.<name>`, the file

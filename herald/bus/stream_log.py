@@ -49,13 +49,15 @@ class StreamDeliveryLog:
     def __init__(self, url: str, window: float, *, catch_up_timeout: float = 5.0,
                  reconnect_delay: float = 1.0, stream: str = STREAM,
                  flush_delay: float = FLUSH_DELAY, outage_level: int = logging.WARNING,
-                 read: bool = True, max_age: str | None = STREAM_ARGUMENTS["x-max-age"]) -> None:
+                 read: bool | str = True, max_age: str | None = STREAM_ARGUMENTS["x-max-age"]) -> None:
         """`outage_level`: how loudly a lost broker is logged; a log that is a courtesy (the
         fleet's, whose configuration is already in memory) says it at INFO, so an outage is
         warned about once per process by what it really stops (publishing, dedupe).
 
         `read=False`: a writer only (the workers' history records, which only the operator
         API reads): no reader thread, and no copy of the stream in this process' memory.
+        `read="lazy"`: a writer until the first read, which starts the reader (a receiver's
+        history: its webhooks pay for no reader until someone opens the API or the page).
         `max_age`: the stream's retention (None: kept until `x-max-length-bytes`, for
         records that must outlive any window, such as an operator's suspend)."""
         self.url = url
@@ -63,7 +65,9 @@ class StreamDeliveryLog:
         self.flush_delay = flush_delay
         self.window = window
         self.stream = stream
-        self.read = read
+        self._lazy = read == "lazy"
+        self.read = read is True
+        self._start_lock = threading.Lock()
         self.arguments = {k: v for k, v in STREAM_ARGUMENTS.items() if k != "x-max-age"}
         if max_age:
             self.arguments["x-max-age"] = max_age
@@ -80,14 +84,26 @@ class StreamDeliveryLog:
         self._marker = _MARKER_PREFIX + uuid.uuid4().hex
         self._threads = [threading.Thread(target=self._loop, args=(self._write, "writer"),
                                           name="delivery-log-writer", daemon=True)]
-        if read:
+        if self.read:
             self._outbox.put((self._marker, time.time()))
             self._threads.append(threading.Thread(target=self._loop, args=(self._read, "reader"),
                                                   name="delivery-log-reader", daemon=True))
-        else:
+        elif not self._lazy:
             self._caught_up.set()
         for t in self._threads:
             t.start()
+
+    def _start_reading(self) -> None:
+        """The first read of a lazy log: from now on it tails the stream like any reader."""
+        with self._start_lock:
+            if self.read:
+                return
+            self._outbox.put((self._marker, time.time()))
+            reader = threading.Thread(target=self._loop, args=(self._read, "reader"), name="delivery-log-reader",
+                                      daemon=True)
+            self._threads.append(reader)
+            self.read = True
+            reader.start()
 
     # ---- the interface -----------------------------------------------------------------
 
@@ -130,6 +146,8 @@ class StreamDeliveryLog:
                 self._values.pop(key, None)
 
     def _wait_caught_up(self) -> None:
+        if self._lazy and not self.read:
+            self._start_reading()
         if not self._caught_up.is_set() and not self._waited:
             # Right after start the tail has not replayed the window yet: wait for it once,
             # briefly. With the broker away there is nothing to dedupe against anyway.
