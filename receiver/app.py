@@ -13,11 +13,10 @@ import logging
 import os
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, has_request_context, jsonify, request
 from gunicorn.http.errors import ParseException
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -33,7 +32,7 @@ from herald.bus import Bus, BusError, BusUnavailable, open_bus
 from herald.bus.deliveries import DeliveryLog, open_delivery_log
 from herald.history import History, open_history
 from herald.logs import DELIVERY_HEADER, printable, set_correlation
-from herald.messages import IMAGE_QUEUE, PLAN_QUEUE, RECONCILE_QUEUE, ReconcileRequest
+from herald.messages import IMAGE_QUEUE, PLAN_QUEUE, RECONCILE_QUEUE, ReconcileRequest, new_id
 from herald.model import Receiver
 from herald.settings import Settings
 from herald.suspensions import Applier as SuspensionApplier
@@ -147,6 +146,8 @@ def _answer(code: int, **body: object) -> Response:
     # through the app's JSON provider and response factory on every webhook.
     resp = Response(json.dumps(body, separators=(",", ":"), sort_keys=True) + "\n", status=code,
                     mimetype="application/json")
+    if has_request_context():
+        g.answer = body  # for the delivery's record in the history
     if code == 503:
         resp.headers["Retry-After"] = RETRY_AFTER_SECONDS
     return resp
@@ -224,7 +225,7 @@ def create_app(
         """Each delivery to a Receiver, for `herald deliveries` and the trace pages."""
         point = g.get("point")
         if point is not None and request.path.startswith("/hook/") and request.method == "POST":
-            history.put("delivery", uuid.uuid4().hex[:20], _delivery_record(point, resp))
+            history.put("delivery", new_id(), _delivery_record(point, resp))
         return resp
 
     @app.errorhandler(HTTPException)
@@ -232,6 +233,7 @@ def create_app(
         # JSON for every error, so senders' delivery logs show a readable reason.
         resp = jsonify(error=exc.description or exc.name)
         resp.status_code = exc.code or 500
+        g.answer = {"error": exc.description or exc.name}
         return resp
 
     @app.after_request
@@ -393,7 +395,7 @@ def create_app(
         # The delivery id follows the push through every component's logs; senders that give
         # none (Docker Hub, generic hooks) get one made up here.
         # (printable() writes "-" for nothing: the sender's id itself decides.)
-        cid = delivery if parsed.delivery_id else f"herald-{uuid.uuid4().hex[:20]}"
+        cid = delivery if parsed.delivery_id else f"herald-{new_id().replace('-', '')[:20]}"
         set_correlation(cid)
         g.cid, g.event = cid, printable(parsed.event, 100)
         ctx = f"receiver={where} type={r.type} event={printable(parsed.event)} delivery={delivery}"
@@ -501,13 +503,7 @@ def _version() -> str:
 
 def _delivery_record(point: Hookpoint, resp: Response) -> dict[str, object]:
     """What the history keeps of one delivery: who sent what, the answer, what was queued."""
-    answer: dict[str, object] = {}
-    if resp.mimetype == "application/json" and (resp.content_length or 0) < 4096:
-        try:
-            loaded = json.loads(resp.get_data())
-            answer = loaded if isinstance(loaded, dict) else {}
-        except ValueError:
-            pass
+    answer: dict[str, object] = g.get("answer") or {}  # what `_answer` said, kept to save re-reading it
     published = g.get("published") or []
     return {"delivery": g.get("cid") or "", "receiver": point.where, "type": point.receiver.type,
             "event": g.get("event") or "", "status": resp.status_code, "revision": g.get("revision") or "",

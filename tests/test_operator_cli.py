@@ -207,7 +207,7 @@ def row(h: Running, capsys, name: str, group: str = "kustomizations") -> dict:
 
 
 def test_get_lists_every_kustomization_with_its_state_after_the_start_up_reconcile(herald: Running, capsys) -> None:
-    app = wait_until(lambda: (r := row(herald, capsys, "app"))["ready"] == "True" and r, 60,
+    app = wait_until(lambda: (r := row(herald, capsys, "app"))["ready"] == "True" and r["inventory"] and r, 60,
                      "the start-up reconcile of app")
     assert app["lastAppliedRevision"] == f"main@sha1:{herald.repo.head}"
     assert app["reason"] == "ReconciliationSucceeded" and app["lastRunAt"]

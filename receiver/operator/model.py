@@ -103,7 +103,7 @@ def row(kind: str, obj: Any, status: dict[str, Any] | None, event: dict[str, Any
     r: dict[str, Any] = {"kind": kind, "namespace": ns, "name": name, "suspended": bool(suspended_by),
                          "suspendedBy": suspended_by, "ready": "Unknown", "reason": "", "message": "",
                          "revision": "", "lastAppliedRevision": "", "lastRunAt": None, "lastRun": "",
-                         "progressing": running is not None}
+                         "progressing": running is not None, "inventory": None, "duration": None}
     if operator:
         r["suspendedAt"] = operator.get("at")
     if status is not None:
@@ -117,7 +117,8 @@ def row(kind: str, obj: Any, status: dict[str, Any] | None, event: dict[str, Any
                  "Unknown" if event.get("reason") in ("Progressing", "DependencyNotReady") else "True")
         r.update(ready=ready, reason=event.get("reason", ""),
                  message=event.get("message", ""), revision=event.get("revision", ""),
-                 lastRunAt=event.get("at"))
+                 lastAppliedRevision=event.get("revision", "") if event.get("reason") == "ReconciliationSucceeded"
+                 else "", lastRunAt=event.get("at"))
     if running is not None:
         r["runningSince"] = running.get("at")
     r["summary"] = _first_line(r["message"])
