@@ -363,10 +363,6 @@ def cmd_run(command: str, settings: Settings) -> int:
     stop = threading.Event()
     threads: list[threading.Thread] = []
     ops = None
-    if settings.metrics_listen:
-        from herald.ops import OpsServer
-
-        ops = OpsServer(settings.metrics_listen, bus.ping).start()
     try:
         if fleet is not None:
             threads.append(_start(fleet.watch, stop, "fleet"))
@@ -388,6 +384,12 @@ def cmd_run(command: str, settings: Settings) -> int:
 
             app = create_app(cfg, bus, settings, history=history, suspensions=suspensions)
             updates.append(app.extensions["herald"]["update"])
+        if settings.metrics_listen:
+            # Once every component exists: /readyz means ready to work, and /metrics has every
+            # component's metrics from its first scrape.
+            from herald.ops import OpsServer
+
+            ops = OpsServer(settings.metrics_listen, bus.ping).start()
         # Only now that every component listens: a suspension changed since `initial()` reaches all.
         threads.append(_start(applier.watch, stop, "suspensions"))
         _watch(source or fleet, [applier.update])
