@@ -114,6 +114,7 @@ class Applier:
         self.poll = poll
         self._lock = threading.Lock()
         self._current: frozenset[Key] = frozenset()
+        self._failing = False
 
     def initial(self) -> Config:
         """The configuration to start the components with."""
@@ -140,10 +141,16 @@ class Applier:
 
     def _read(self) -> set[Key]:
         try:
-            return set(self.store.suspended())
+            found = set(self.store.suspended())
         except Exception:  # noqa: BLE001 - keep the last known suspensions
-            log.warning("cannot read the operator's suspensions; keeping the last known", exc_info=True)
+            if not self._failing:  # once per outage, not five times a second
+                log.warning("cannot read the operator's suspensions; keeping the last known", exc_info=True)
+            self._failing = True
             return set(self._current)
+        if self._failing:
+            log.info("the operator's suspensions can be read again")
+        self._failing = False
+        return found
 
     def _push(self) -> None:
         cfg = overlay(self.base, self._current)
