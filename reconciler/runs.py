@@ -18,9 +18,6 @@ from typing import Any
 from herald.history import Recorder, delivery_of, message
 from herald.messages import Event, ReconcileRequest
 
-FINAL_REASONS = {"ReconciliationSucceeded", "ReconciliationFailed", "HealthCheckFailed", "DependencyNotReady",
-                 "ArtifactFailed", "BuildFailed", "ClusterNotConfigured", "PruneFailed"}
-
 
 @dataclass(frozen=True)
 class Kept:
@@ -63,7 +60,7 @@ def finished(recorder: Recorder, run: Run, events: list[Event], *, revision: str
     failed = bool(error)
     for event in events:
         obj = event.involvedObject
-        if event.reason not in FINAL_REASONS and obj.get("kind") == "Kustomization":
+        if event.reason == "Progressing":  # a run's outcome holds final events; this guards the record
             continue
         ok = event.severity != "error"
         failed = failed or not ok
