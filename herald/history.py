@@ -159,6 +159,18 @@ def open_history(broker_url: str | None, state_dir: str | Path, *, read: bool = 
     return history.keep_bounded() if read else history
 
 
+def age(at: float | None, now: float | None = None) -> str:
+    """How long ago `at` (Unix seconds) was, as `kubectl get` says it: "45s", "2m", "3h", "4d";
+    "" when it is not known. The CLI's tables and the status page say it the same way."""
+    if not at:
+        return ""
+    seconds = max(0, int((time.time() if now is None else now) - float(at)))
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def message(text: str) -> str:
     """An event's or error's text as the history keeps it (cut to MESSAGE_LIMIT)."""
     return _cut(text)

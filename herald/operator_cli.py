@@ -22,6 +22,8 @@ from typing import Any
 import requests
 import yaml
 
+from herald.history import age
+
 # The words after `herald reconcile|suspend|resume`, as the flux CLI spells them.
 TARGETS: dict[str, str] = {
     "kustomization": "Kustomization", "ks": "Kustomization",
@@ -188,16 +190,6 @@ def client_of(args: argparse.Namespace, settings_listen: str) -> Client:
 # ---- output ---------------------------------------------------------------------------------
 
 
-def _ago(at: float | None) -> str:
-    if not at:
-        return "-"
-    seconds = max(0, int(time.time() - float(at)))
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def _when(at: float | None) -> str:
     return datetime.fromtimestamp(float(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if at else "-"
 
@@ -242,7 +234,7 @@ def cmd_get(c: Client, args: argparse.Namespace) -> int:
         suspended = "True" + (f" ({i['suspendedBy']})" if i.get("suspendedBy") == "operator" else "") \
             if i["suspended"] else "False"
         revision = i.get("lastAppliedRevision") or i.get("revision") or "-"
-        rows.append([i["namespace"], name, ready, _short_revision(revision), _ago(i.get("lastRunAt")),
+        rows.append([i["namespace"], name, ready, _short_revision(revision), age(i.get("lastRunAt")) or "-",
                      i.get("reason") or "-", suspended, i.get("summary") or ""])
     _table(header, rows, print)
     return 0

@@ -53,6 +53,7 @@ from flask import (
 from markupsafe import escape
 
 from herald.bus import BusError
+from herald.history import age
 from herald.suspensions import KINDS as SUSPENDABLE
 from receiver.operator import model
 from receiver.operator.access import COOKIE, Verdict
@@ -86,13 +87,7 @@ OPEN = ("status_page.login", "status_page.logout", "status_page.static")
 
 def ago(at: float | None, now: float | None = None) -> str:
     """"2m ago", as static/herald.js writes it too (it keeps these current)."""
-    if not at:
-        return "never"
-    seconds = max(0, int((now or time.time()) - float(at)))
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
+    return f"{age(at, now)} ago" if at else "never"
 
 
 def utc(at: float | None) -> str:
