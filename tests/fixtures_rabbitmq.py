@@ -9,10 +9,18 @@ and freeze that node, and only that one: a RabbitMQ that the machine runs for an
 
 Every `rabbitmqctl` the session runs (here, in the tests, in the processes they start) talks
 to the tests' node: the session sets RABBITMQ_NODENAME, which rabbitmqctl reads.
+
+Under pytest-xdist the workers of one run share one node (`SharedNode`): starting a node costs
+about 7 s of CPU, and six of them at once slowed the whole suite on a 2-core machine. Tests
+isolate themselves on it as they must anyway (a vhost, or queue names, of their own). The
+modules that stop or freeze the broker (`uses_private_rabbitmq`) get a node of their own
+instead, so an outage they cause is never another worker's.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 import shutil
@@ -117,9 +125,25 @@ class TestNode:
             "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
         }
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        self.shared = False  # other workers' tests use it too: never stop or freeze it
 
-    def start(self) -> None:
-        (self.dir / "owner").write_text(f"{os.getpid()}\n{self.node}\n")
+    def describe(self) -> dict[str, object]:
+        return {"dir": str(self.dir), "port": self.port, "dist_port": self.dist_port, "node": self.node}
+
+    @classmethod
+    def attach(cls, described: dict[str, object]) -> TestNode:
+        """The node another process of this test run started (see SharedNode)."""
+        node = cls.__new__(cls)
+        node.dir, node.node = Path(str(described["dir"])), str(described["node"])
+        node.port, node.dist_port = int(described["port"]), int(described["dist_port"])  # type: ignore[arg-type]
+        node.env = {}
+        node.url = f"amqp://guest:guest@127.0.0.1:{node.port}/%2F"
+        node.shared = True
+        return node
+
+    def start(self, owner: int | None = None) -> None:
+        """`owner`: the process whose end makes the node an orphan (default: this one)."""
+        (self.dir / "owner").write_text(f"{owner or os.getpid()}\n{self.node}\n")
         done = subprocess.run(["rabbitmq-server", "-detached"], env={**os.environ, **self.env},
                               capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
@@ -149,6 +173,14 @@ class TestNode:
                 continue
             _run("rabbitmqctl", "-n", node, "stop", str(owner.parent / "pid"), timeout=120)
             shutil.rmtree(owner.parent, ignore_errors=True)
+        # The folders through which earlier runs' workers shared a node (SharedNode), once
+        # nobody can be using them.
+        for folder in Path(tempfile.gettempdir()).glob("herald-test-rabbitmq-run-*"):
+            try:
+                if time.time() - folder.stat().st_mtime > 86400 and not (folder / "node.json").exists():
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:
+                continue
 
 
 def _dead_letter_supervisor_down() -> bool:
@@ -188,18 +220,73 @@ def ensure_rabbitmq(url: str = DEFAULT_URL) -> None:
 SESSION_PREFIX = f"test.{uuid.uuid4().hex[:8]}."
 
 
-@pytest.fixture(scope="session")
-def rabbitmq_node() -> Iterator[TestNode]:
-    """The session's own RabbitMQ node (installed first if needed), stopped at the end."""
-    TestNode.sweep_orphans()
-    node = TestNode()
-    saved = os.environ.get("RABBITMQ_NODENAME")
+class SharedNode:
+    """One node for every xdist worker of a test run: the first to need it starts it, the
+    last to finish stops it.
+
+    The run's workers agree through a folder named after xdist's run id, under a file lock:
+    `node.json` describes the node, `users/` holds a file per worker using it. Its owner (for
+    `TestNode.sweep_orphans`) is the xdist controller, the workers' parent: if the run is
+    killed, the next session stops the node."""
+
+    def __init__(self, run_id: str) -> None:
+        self.dir = Path(tempfile.gettempdir()) / f"herald-test-rabbitmq-run-{run_id}"
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        (self.dir / "users").mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def join(self) -> TestNode:
+        with self._locked():
+            described = self.dir / "node.json"
+            node = None
+            if described.exists():
+                node = TestNode.attach(json.loads(described.read_text()))
+                if not _amqp_ready(node.url):
+                    node.stop()  # a node that died with the worker using it: start another
+                    node = None
+            if node is None:
+                node = TestNode()
+                try:
+                    node.start(owner=os.getppid())
+                except BaseException:
+                    node.stop()
+                    raise
+                described.write_text(json.dumps(node.describe()))
+                node.shared = True
+            (self.dir / "users" / str(os.getpid())).touch()
+            return node
+
+    def leave(self, node: TestNode) -> None:
+        with self._locked():
+            (self.dir / "users" / str(os.getpid())).unlink(missing_ok=True)
+            if any(_alive(int(user.name)) for user in (self.dir / "users").iterdir() if user.name.isdigit()):
+                return
+            node.stop()
+            (self.dir / "node.json").unlink()  # a worker joining later starts another
+
+
+def _alive(pid: int) -> bool:
     try:
-        node.start()
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        node.stop()
-        pytest.fail(f"no RabbitMQ for the AMQP tests: {exc}")
-    os.environ["RABBITMQ_NODENAME"] = node.node  # every rabbitmqctl of the session: this node
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+@contextmanager
+def _session_node(node: TestNode) -> Iterator[TestNode]:
+    """`node` for every rabbitmqctl of the session while the block runs (RABBITMQ_NODENAME)."""
+    saved = os.environ.get("RABBITMQ_NODENAME")
+    os.environ["RABBITMQ_NODENAME"] = node.node
     try:
         yield node
     finally:
@@ -207,7 +294,40 @@ def rabbitmq_node() -> Iterator[TestNode]:
             os.environ.pop("RABBITMQ_NODENAME", None)
         else:
             os.environ["RABBITMQ_NODENAME"] = saved
+
+
+def _own_node() -> TestNode:
+    node = TestNode()
+    try:
+        node.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         node.stop()
+        pytest.fail(f"no RabbitMQ for the AMQP tests: {exc}")
+    return node
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_node() -> Iterator[TestNode]:
+    """The session's own RabbitMQ node (installed first if needed), stopped at the end; under
+    xdist, the one node the run's workers share (SharedNode)."""
+    TestNode.sweep_orphans()
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
+    shared = SharedNode(run_id) if run_id else None
+    if shared is None:
+        node = _own_node()
+    else:
+        try:
+            node = shared.join()
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            pytest.fail(f"no RabbitMQ for the AMQP tests: {exc}")
+    try:
+        with _session_node(node):
+            yield node
+    finally:
+        if shared is None:
+            node.stop()
+        else:
+            shared.leave(node)
 
 
 @pytest.fixture(scope="session")
@@ -216,6 +336,34 @@ def rabbitmq_url(rabbitmq_node: TestNode) -> Iterator[str]:
     yield rabbitmq_node.url
     if _amqp_ready(rabbitmq_node.url):
         sweep_queues(rabbitmq_node.url, SESSION_PREFIX)  # whatever a test left behind
+
+
+@pytest.fixture(scope="session")
+def private_rabbitmq_node() -> Iterator[TestNode]:
+    """A node of this process alone, for tests that stop or freeze the broker."""
+    TestNode.sweep_orphans()
+    node = _own_node()
+    yield node
+    node.stop()
+
+
+def uses_private_rabbitmq() -> tuple[object, object]:
+    """`rabbitmq_node, rabbitmq_url = uses_private_rabbitmq()` at the top of a test module:
+    its tests (and the processes they start, and their rabbitmqctl) use a node of their
+    worker's own, which they may stop and freeze without touching another worker's tests."""
+
+    @pytest.fixture(scope="module")
+    def rabbitmq_node(private_rabbitmq_node: TestNode) -> Iterator[TestNode]:
+        with _session_node(private_rabbitmq_node):
+            yield private_rabbitmq_node
+
+    @pytest.fixture(scope="module")
+    def rabbitmq_url(rabbitmq_node: TestNode) -> Iterator[str]:
+        yield rabbitmq_node.url
+        if _amqp_ready(rabbitmq_node.url):
+            sweep_queues(rabbitmq_node.url, SESSION_PREFIX)
+
+    return rabbitmq_node, rabbitmq_url
 
 
 @dataclass
@@ -282,6 +430,9 @@ def fresh_vhost(rabbitmq_url: str, prefix: str = "herald-test") -> Iterator[str]
 
 @pytest.fixture
 def rabbitmq_control(rabbitmq_node: TestNode, rabbitmq_url: str) -> Iterator[RabbitControl]:
+    if rabbitmq_node.shared:
+        pytest.fail("this test stops or freezes the broker: its module must use a node of its own "
+                    "(rabbitmq_node, rabbitmq_url = uses_private_rabbitmq())")
     control = RabbitControl(rabbitmq_url, rabbitmq_node)
     yield control
     control.ensure_running()  # never leave the broker down for the next test

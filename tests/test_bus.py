@@ -25,9 +25,13 @@ import pytest
 from herald.bus import BusUnavailable, Delivery, Reject, RetryLater, RetryPolicy, open_bus
 from herald.bus.amqp import AmqpBus, ladder_ms
 from herald.bus.embedded import EmbeddedBus
+from tests.fixtures_rabbitmq import uses_private_rabbitmq
 
 if TYPE_CHECKING:
     from tests.fixtures_rabbitmq import RabbitControl
+
+# These tests stop and freeze the broker: a node of this worker's own, not the run's shared one.
+rabbitmq_node, rabbitmq_url = uses_private_rabbitmq()
 
 # Same values as the `amqp_bus` fixture's, so both implementations behave alike.
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.1, factor=2.0, max_delay=1.0)

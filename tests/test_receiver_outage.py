@@ -40,6 +40,7 @@ from herald.bus.amqp import AmqpBus
 from herald.messages import RECONCILE_QUEUE, ReconcileRequest
 from tests.fixtures_herald import github_headers, github_push, write_config
 from tests.receiver_types_config import receiver_process
+from tests.fixtures_rabbitmq import uses_private_rabbitmq
 
 SENDERS = 6
 # Fixed batches; while the broker is being stopped and started, deliveries stream in without
@@ -47,6 +48,9 @@ SENDERS = 6
 BATCHES = {"before": 100, "down": 50, "after": 50}
 STREAM_RATE = {"stopping": 200.0, "starting": 60.0}
 HOOK_TIMEOUT = 30.0
+
+# These tests stop and freeze the broker: a node of this worker's own, not the run's shared one.
+rabbitmq_node, rabbitmq_url = uses_private_rabbitmq()
 
 
 @dataclass
