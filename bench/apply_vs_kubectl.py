@@ -269,7 +269,7 @@ def herald_child(cfg_path: str, state_dir: str) -> None:
     revision = rec.git.fetch(repo, resolve_url(repo.url, repo.meta.source))
     rec._cluster_or_none()  # connect and read discovery once, as a running worker has
     t0 = time.perf_counter()
-    rec._render(ks, repo, revision.sha)
+    rec._render(ks, repo, revision)
     render_s = time.perf_counter() - t0
     print(json.dumps({"ready": True, "render_s": render_s}), flush=True)
     for line in sys.stdin:
