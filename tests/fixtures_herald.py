@@ -397,7 +397,7 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
 
 @pytest.fixture
 def vhost_url(rabbitmq_url: str):
-    """A fresh RabbitMQ vhost for one test's Herald processes, deleted afterwards."""
+    """A fresh RabbitMQ vhost for one test's Herald processes."""
     from tests.fixtures_rabbitmq import fresh_vhost
 
     with fresh_vhost(rabbitmq_url) as url:

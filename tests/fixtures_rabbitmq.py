@@ -173,14 +173,6 @@ class TestNode:
                 continue
             _run("rabbitmqctl", "-n", node, "stop", str(owner.parent / "pid"), timeout=120)
             shutil.rmtree(owner.parent, ignore_errors=True)
-        # The folders through which earlier runs' workers shared a node (SharedNode), once
-        # nobody can be using them.
-        for folder in Path(tempfile.gettempdir()).glob("herald-test-rabbitmq-run-*"):
-            try:
-                if time.time() - folder.stat().st_mtime > 86400 and not (folder / "node.json").exists():
-                    shutil.rmtree(folder, ignore_errors=True)
-            except OSError:
-                continue
 
 
 def _dead_letter_supervisor_down() -> bool:
@@ -224,13 +216,14 @@ class SharedNode:
     """One node for every xdist worker of a test run: the first to need it starts it, the
     last to finish stops it.
 
-    The run's workers agree through a folder named after xdist's run id, under a file lock:
+    The run's workers agree through a folder in the run's own temporary folder (the parent of
+    every worker's basetemp, which pytest removes a few runs later), under a file lock:
     `node.json` describes the node, `users/` holds a file per worker using it. Its owner (for
     `TestNode.sweep_orphans`) is the xdist controller, the workers' parent: if the run is
     killed, the next session stops the node."""
 
-    def __init__(self, run_id: str) -> None:
-        self.dir = Path(tempfile.gettempdir()) / f"herald-test-rabbitmq-run-{run_id}"
+    def __init__(self, folder: Path) -> None:
+        self.dir = folder
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -307,12 +300,12 @@ def _own_node() -> TestNode:
 
 
 @pytest.fixture(scope="session")
-def rabbitmq_node() -> Iterator[TestNode]:
+def rabbitmq_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNode]:
     """The session's own RabbitMQ node (installed first if needed), stopped at the end; under
     xdist, the one node the run's workers share (SharedNode)."""
     TestNode.sweep_orphans()
-    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
-    shared = SharedNode(run_id) if run_id else None
+    under_xdist = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+    shared = SharedNode(tmp_path_factory.getbasetemp().parent / "rabbitmq") if under_xdist else None
     if shared is None:
         node = _own_node()
     else:
@@ -414,18 +407,35 @@ class RabbitControl:
             self.node.start()
 
 
+# Fresh vhosts made ahead, per node: each `rabbitmqctl` starts an Erlang VM (about 0.8 s of
+# CPU), so they are made VHOST_BATCH at a time, with their permissions, in one call.
+VHOST_BATCH = 8
+_vhosts_ready: dict[str, list[str]] = {}
+
+
+def _new_vhost() -> str:
+    node = os.environ.get("RABBITMQ_NODENAME", "")
+    ready = _vhosts_ready.setdefault(node, [])
+    if not ready:
+        names = [f"herald-test-{uuid.uuid4().hex[:10]}" for _ in range(VHOST_BATCH)]
+        definitions = {"vhosts": [{"name": name} for name in names],
+                       "permissions": [{"user": "guest", "vhost": name, "configure": ".*", "write": ".*",
+                                        "read": ".*"} for name in names]}
+        subprocess.run(["rabbitmqctl", "-q", "import_definitions"], input=json.dumps(definitions), text=True,
+                       check=True, capture_output=True, timeout=120)
+        ready.extend(names)
+    return ready.pop()
+
+
 @contextmanager
-def fresh_vhost(rabbitmq_url: str, prefix: str = "herald-test") -> Iterator[str]:
-    """A new vhost on the session's node, `guest` allowed everything in it; its URL while the
-    block runs, deleted after (with whatever queues were left in it)."""
-    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)
-    try:
-        yield rabbitmq_url.rsplit("/", 1)[0] + "/" + vhost
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, check=False)
+def fresh_vhost(rabbitmq_url: str) -> Iterator[str]:
+    """A vhost on the session's node that nothing has used, `guest` allowed everything in it;
+    its URL.
+
+    It is not deleted afterwards (one more `rabbitmqctl` each): its name is never used again,
+    and it goes with the test node at the end of the session, with whatever queues were left
+    in it."""
+    yield rabbitmq_url.rsplit("/", 1)[0] + "/" + _new_vhost()
 
 
 @pytest.fixture

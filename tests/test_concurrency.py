@@ -79,7 +79,7 @@ def write_config(path: Path, repo: Repo, *, interval: str = "10m", wait: bool = 
 @pytest.fixture
 def broker(rabbitmq_url: str) -> Iterator[str]:
     """A private vhost: herald.reconcile and herald.events start empty and are ours alone."""
-    with fresh_vhost(rabbitmq_url, "herald-conc") as url:
+    with fresh_vhost(rabbitmq_url) as url:
         yield url
 
 

@@ -55,7 +55,7 @@ def make_bus(request: pytest.FixtureRequest, tmp_path: Path,
                               poll_interval=0.05)
         else:
             if vhost and not vhost_url:
-                vhost_url.append(vhosts.enter_context(fresh_vhost(url, "herald-dead")))
+                vhost_url.append(vhosts.enter_context(fresh_vhost(url)))
             bus = AmqpBus(vhost_url[0] if vhost else url, retry=FAST_RETRY, confirm_timeout=3.0,
                           connect_timeout=2.0, reconnect_delay=0.2, reconnect_max_delay=1.0)
         made.append(bus)

@@ -370,7 +370,7 @@ def test_replicas_on_rabbitmq_share_the_fleet_through_its_stream(
     repo.commit(files, "a fleet with a Receiver")
     bootstrap = tmp_path / "gotk-sync.yaml"
     bootstrap.write_text(gotk_sync(repo.url))
-    with fresh_vhost(rabbitmq_url, "herald-fleet") as url:
+    with fresh_vhost(rabbitmq_url) as url:
         receiver = Fleet([bootstrap], None, tmp_path / "receiver-pod", url)
         fleet = Fleet([bootstrap], None, tmp_path / "worker-pod", url)
         bus = EmbeddedBus(tmp_path / "bus.sqlite3")

@@ -281,7 +281,7 @@ def door(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     port = free_port()
     env = _environment(tmp, types, port)
     log = tmp / f"{entry}.log"
-    vhost_of = fresh_vhost(request.getfixturevalue("rabbitmq_url"), "herald-front-door") if entry == "web" \
+    vhost_of = fresh_vhost(request.getfixturevalue("rabbitmq_url")) if entry == "web" \
         else nullcontext("")
     with vhost_of as vhost:
         count: AmqpQueueDepth | EmbeddedPublishCount

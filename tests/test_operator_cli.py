@@ -181,7 +181,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 def on_rabbitmq(tmp_path_factory: pytest.TempPathFactory, rabbitmq_url: str) -> Iterator[Running]:
     from tests.fixtures_rabbitmq import fresh_vhost
 
-    with fresh_vhost(rabbitmq_url, "operator") as url:
+    with fresh_vhost(rabbitmq_url) as url:
         yield from _start(tmp_path_factory.mktemp("operator-rabbitmq"), url)
 
 
