@@ -294,13 +294,15 @@ def test_python_client_watch_streams_changes(api_client: k8s_client.ApiClient, k
                                "metadata": {"name": "flag", "namespace": "default"}, "data": {"on": "no"}})
         core.delete_namespaced_config_map("flag", "default")
 
-    threading.Timer(0.1, writer).start()
+    writing = threading.Timer(0.1, writer)
+    writing.start()
     seen = []
     for event in k8s_watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=start,
                                           timeout_seconds=5):
         seen.append((event["type"], event["object"].metadata.name, event["object"].data))
         if event["type"] == "DELETED":
             break
+    writing.join(10)  # the DELETE's answer may come after its event: the server must still be there
     assert seen == [("ADDED", "flag", {"on": "yes"}), ("MODIFIED", "flag", {"on": "no"}),
                     ("DELETED", "flag", {"on": "no"})]
 
