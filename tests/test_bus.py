@@ -668,7 +668,7 @@ def test_processes_starting_together_on_a_fresh_state_directory_all_open_the_bus
 
     ctx = multiprocessing.get_context("fork")
     failures = []
-    for i in range(150):
+    for i in range(100):  # 300 processes: at 2 % a start, the old bug shows in all but 0.2 % of runs
         results = ctx.Queue()
         procs = [ctx.Process(target=_open_and_publish, args=(str(tmp_path / str(i)), results)) for _ in range(3)]
         for p in procs:
