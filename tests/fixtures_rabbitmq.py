@@ -245,8 +245,8 @@ class SharedNode:
             node = None
             if described.exists():
                 node = TestNode.attach(json.loads(described.read_text()))
-                if not _amqp_ready(node.url):
-                    node.stop()  # a node that died with the worker using it: start another
+                if not _answers_within(node.url, 30.0):  # a busy machine's slow answer is no death
+                    node.stop()  # it died (killed from outside): start another
                     node = None
             if node is None:
                 node = TestNode()
@@ -267,6 +267,15 @@ class SharedNode:
                 return
             node.stop()
             (self.dir / "node.json").unlink()  # a worker joining later starts another
+
+
+def _answers_within(url: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not _amqp_ready(url):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def _alive(pid: int) -> bool:
