@@ -1,4 +1,12 @@
-"""Never 2xx before the broker confirmed: RabbitMQ is stopped in the middle of a burst of pushes.
+"""The broker taken away: stopped, restarted, frozen. These tests run on a RabbitMQ node of
+their worker's own (the other tests share one), so an outage here is never another test's.
+
+The bus (`herald.bus.amqp`): quorum queues keep a message over a restart; a publish during an
+outage fails fast with BusUnavailable and the publisher and consumer recover by themselves; a
+hung (SIGSTOPped) broker is a BusUnavailable within seconds, not a hang.
+
+The receiver: never 2xx before the broker confirmed, while RabbitMQ is stopped in the middle
+of a burst of pushes.
 
 The real `herald receiver -c CONFIG --broker URL` runs as its own process against the local
 RabbitMQ, in a private vhost with its own user (so the broker's password can be looked for in
@@ -31,16 +39,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pika
 import pytest
 import requests
 
 from herald import config
-from herald.bus import RetryPolicy
+from herald.bus import BusUnavailable, RetryPolicy
 from herald.bus.amqp import AmqpBus
 from herald.messages import RECONCILE_QUEUE, ReconcileRequest
 from tests.fixtures_herald import github_headers, github_push, write_config
+from tests.fixtures_rabbitmq import FAST_RETRY, RabbitControl, uses_private_rabbitmq
 from tests.receiver_types_config import receiver_process
-from tests.fixtures_rabbitmq import uses_private_rabbitmq
+from tests.test_bus import wait_for
 
 SENDERS = 6
 # Fixed batches; while the broker is being stopped and started, deliveries stream in without
@@ -319,3 +329,99 @@ def test_stopping_rabbitmq_mid_burst_loses_no_accepted_delivery(tmp_path: Path, 
           f"(attempts {sum(len(v) for v in resent.values())}); consumed {len(consumed)}; "
           f"phantoms (503 but queued before the resend)={sum(1 for d in resent if per_delivery[d] > 1)}; "
           f"stop took {marks['stop_end'] - marks['stop_begin']:.1f}s, start {marks['start_end'] - marks['start_begin']:.1f}s")
+
+
+# -- the bus alone ------------------------------------------------------------------------
+
+
+def test_amqp_queues_are_quorum_and_messages_survive_a_broker_restart(
+    amqp_bus: AmqpBus, queue_name: str, rabbitmq_control: RabbitControl
+) -> None:
+    amqp_bus.publish(queue_name, b'{"k":1}', message_id="persist-me")
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "--no-table-headers", "name", "type", "durable",
+         "arguments"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout
+    listed = {line.split()[0]: line.split()[1:3] for line in out.splitlines()
+              if line.startswith(queue_name)}
+    # Retry queues are declared when a message first needs one (see herald.bus.amqp).
+    assert listed == {queue_name: ["quorum", "true"], f"{queue_name}.dead": ["quorum", "true"]}
+
+    rabbitmq_control.stop()
+    rabbitmq_control.start()
+
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_bus.url))
+    try:
+        channel = connection.channel()
+        method, props, body = channel.basic_get(queue_name, auto_ack=True)
+        assert method is not None, "the message did not survive the restart"
+        assert body == b'{"k":1}'
+        assert props.delivery_mode == 2
+        assert props.content_type == "application/json"
+        assert props.message_id == "persist-me"
+    finally:
+        connection.close()
+
+
+def test_amqp_outage_fails_fast_then_publisher_and_consumer_recover(
+    amqp_bus: AmqpBus, queue_name: str, rabbitmq_control: RabbitControl
+) -> None:
+    received: list[bytes] = []
+    stop = threading.Event()
+    consumer = threading.Thread(
+        target=amqp_bus.consume, args=(queue_name, lambda d: received.append(d.body), stop)
+    )
+    consumer.start()
+    try:
+        amqp_bus.publish(queue_name, b'"before"')
+        wait_for(lambda: received == [b'"before"'])
+
+        rabbitmq_control.stop()
+        started = time.monotonic()
+        with pytest.raises(BusUnavailable):
+            amqp_bus.publish(queue_name, b'"during"')
+        assert time.monotonic() - started < 5, "publish must fail fast, not hang"
+        time.sleep(1.1)  # past ping()'s cache
+        assert amqp_bus.ping() is False
+
+        rabbitmq_control.start()
+        amqp_bus.publish(queue_name, b'"after"')  # reconnects by itself
+        wait_for(lambda: received == [b'"before"', b'"after"'], timeout=15)
+        time.sleep(1.1)
+        assert amqp_bus.ping() is True
+    finally:
+        stop.set()
+        consumer.join(10)
+    assert not consumer.is_alive()
+
+
+def test_amqp_hung_broker_yields_bus_unavailable_not_a_hang(
+    rabbitmq_url: str, amqp_bus: AmqpBus, queue_name: str, rabbitmq_control: RabbitControl
+) -> None:
+    bus = AmqpBus(rabbitmq_url, retry=FAST_RETRY, confirm_timeout=1.5, connect_timeout=1.0)
+    try:
+        bus.publish(queue_name, b"{}")  # connection open and queues declared
+        rabbitmq_control.freeze()
+        try:
+            started = time.monotonic()
+            with pytest.raises(BusUnavailable):
+                bus.publish(queue_name, b"{}")  # no confirm ever comes
+            assert time.monotonic() - started < 4
+            started = time.monotonic()
+            with pytest.raises(BusUnavailable):
+                bus.publish(queue_name, b"{}")  # TCP connects, the AMQP handshake never ends
+            assert time.monotonic() - started < 6
+        finally:
+            rabbitmq_control.thaw()
+        wait_for(lambda: _publishes(bus, queue_name), timeout=20)
+    finally:
+        bus.close()  # the amqp_bus fixture deletes the queues
+
+
+def _publishes(bus: AmqpBus, queue: str) -> bool:
+    try:
+        bus.publish(queue, b"{}")
+    except BusUnavailable:
+        return False
+    return True
