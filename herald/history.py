@@ -224,6 +224,7 @@ class Recorder:
         self.history.put("request", req.id, {
             "at": taken or now, "decided": now, "id": req.id, "queue": queue, "delivery": delivery_of(req),
             "reason": req.reason, "target": f"{req.kind}/{req.namespace}/{req.name}",
+            "revision": str((req.origin or {}).get("revision") or ""),
             "requestedAt": req.requestedAt, "result": result, "error": message(error)})
 
     def status(self, kind: str, namespace: str, name: str, **fields: Any) -> None:

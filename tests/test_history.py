@@ -69,6 +69,30 @@ def test_a_coalesced_delivery_is_followed_to_the_run_that_covered_it() -> None:
     assert [n["provider"] for n in trace["commitStatuses"]] == ["flux-system/github"]
 
 
+def test_a_push_during_the_run_of_an_older_commit_is_followed_to_its_follow_up_run() -> None:
+    """The start-up run of commit A is under way when the push of B is taken and coalesced:
+    the follow-up run applies B, so the trace of B's delivery is that run, not A's."""
+    now = 1_800_000_000.0
+    target = {"target": "GitRepository/flux-system/app", "source": "GitRepository/flux-system/app",
+              "kustomizations": ["Kustomization/flux-system/app"]}
+    older = {"id": "run-a", "at": now, "finished": now + 2, "request": "req-a", "delivery": "start-up",
+             "state": "succeeded", "revision": "main@sha1:" + "a" * 40, **target}
+    follow_up = {"id": "run-b", "at": now + 2.1, "request": "req-f", "delivery": "start-up", "state": "running",
+                 **target}
+    requests = [{"id": "req-b", "delivery": "push-b", "at": now + 1, "target": "GitRepository/flux-system/app",
+                 "revision": "main@sha1:" + "b" * 40, "result": "coalesced"}]
+
+    def runs_of(*runs: dict) -> list[str]:
+        return [r["id"] for r in model.trace("push-b", deliveries=[], requests=requests, runs=list(runs),
+                                             events=[], notifications=[], plans=[], images=[])["runs"]]
+
+    assert runs_of({**older, "finished": None, "state": "running", "revision": None}) == ["run-a"]  # not known yet
+    assert runs_of(older, follow_up) == ["run-b"]
+    same = [{**requests[0], "revision": older["revision"]}]
+    assert [r["id"] for r in model.trace("push-b", deliveries=[], requests=same, runs=[older, follow_up], events=[],
+                                         notifications=[], plans=[], images=[])["runs"]] == ["run-a"]
+
+
 def test_a_request_no_worker_took_yet_shows_as_queued() -> None:
     hooks = [{"delivery": "d", "at": 1.0, "status": 202,
               "requests": [{"id": "q", "queue": "herald.reconcile", "target": "GitRepository/ns/app"}]}]

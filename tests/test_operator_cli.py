@@ -326,7 +326,9 @@ def test_events_and_deliveries_tell_what_a_push_did(herald: Running, capsys) -> 
         last[:] = [t]
         done = [n for n in t["notifications"] if n["state"] == "delivered" and n["provider"] == "flux-system/slack"
                 and n["reason"] == "ReconciliationSucceeded"]
-        return t if t["runs"] and t["runs"][-1]["state"] != "running" and done else None
+        run = t["runs"][-1] if t["runs"] else {}
+        return t if run.get("state") not in (None, "running") and run.get("revision") == f"main@sha1:{sha}" \
+            and done else None
 
     try:
         trace = wait_until(traced, 60, "the delivery's trace to reach its Slack message")

@@ -170,7 +170,6 @@ def _safe_url(url: str) -> str:
 def runs_of(target: str, runs: Iterable[dict[str, Any]], limit: int = 50) -> list[dict[str, Any]]:
     """A Kustomization's (or source's) runs, newest first, each with this object's own outcome."""
     out = []
-    kind, _, rest = target.partition("/")
     for run in runs:
         if target not in run.get("kustomizations", []) and run.get("source") != target:
             continue
@@ -225,7 +224,7 @@ def trace(delivery: str, *, deliveries: list[dict[str, Any]], requests: list[dic
     covering = []
     for q in reqs:
         if q.get("result") in ("coalesced", "satisfied"):
-            run = _covering_run([r for r in runs if _same_target(r, q)], q.get("at") or 0)
+            run = _covering_run([r for r in runs if _same_target(r, q)], q.get("at") or 0, q.get("revision") or "")
             if run is not None and run.get("id") not in ids:
                 ids.add(run.get("id"))
                 covering.append({**run, "coveredRequest": q.get("id"), "covered": q.get("result")})
@@ -252,12 +251,18 @@ def _same_target(run: dict[str, Any], req: dict[str, Any]) -> bool:
     return req.get("target", "") in (run.get("target"), run.get("source"), *run.get("kustomizations", []))
 
 
-def _covering_run(runs: list[dict[str, Any]], at: float) -> dict[str, Any] | None:
-    """The run that was under way when the request was taken (it applies what the request
-    names), else the first one that started after it."""
+def _covering_run(runs: list[dict[str, Any]], at: float, revision: str = "") -> dict[str, Any] | None:
+    """The run that was under way when the request was taken, if it applies what the request
+    names, else the first one that started after it (the follow-up).
+
+    An under-way run of another revision did not cover the request: a push during the run of
+    an older commit gets a follow-up run of its own. A run's revision is known once it ends,
+    so until then the run under way stands in for it."""
     for run in runs:
         start, end = run.get("at") or 0, run.get("finished")
         if start <= at and (end is None or end >= at):
+            if revision and run.get("revision") and run.get("revision") != revision:
+                continue
             return run
     later = [r for r in runs if (r.get("at") or 0) >= at]
     return min(later, key=lambda r: r.get("at") or 0) if later else None
