@@ -151,12 +151,9 @@ class TestNode:
         # Ready once it takes an AMQP connection. Polled from here: `rabbitmqctl wait` and
         # `rabbitmq-diagnostics ping` would each start an Erlang VM (~0.8 s of CPU) to ask.
         # (Its pid file is no sign of life while it starts: it first holds the launcher's.)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not _amqp_ready(self.url):
-            if time.monotonic() > deadline:
-                log = "\n".join(p.read_text(errors="replace")[-2000:] for p in (self.dir / "log").glob("*.log"))
-                raise RuntimeError(f"the tests' RabbitMQ node took no connection within {READY_TIMEOUT:.0f}s: {log}")
-            time.sleep(0.2)
+        if not _answers_within(self.url, READY_TIMEOUT):
+            log = "\n".join(p.read_text(errors="replace")[-2000:] for p in (self.dir / "log").glob("*.log"))
+            raise RuntimeError(f"the tests' RabbitMQ node took no connection within {READY_TIMEOUT:.0f}s: {log}")
 
     def stop(self) -> None:
         _run("rabbitmqctl", "-n", self.node, "stop", str(self.dir / "pid"), timeout=120)
@@ -270,11 +267,12 @@ class SharedNode:
 
 
 def _answers_within(url: str, seconds: float) -> bool:
+    """Whether the node at `url` takes an AMQP connection within `seconds`."""
     deadline = time.monotonic() + seconds
     while not _amqp_ready(url):
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.5)
+        time.sleep(0.2)
     return True
 
 

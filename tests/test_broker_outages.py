@@ -47,10 +47,9 @@ from herald import config
 from herald.bus import BusUnavailable, RetryPolicy
 from herald.bus.amqp import AmqpBus
 from herald.messages import RECONCILE_QUEUE, ReconcileRequest
-from tests.fixtures_herald import github_headers, github_push, write_config
+from tests.fixtures_herald import github_headers, github_push, wait_until, write_config
 from tests.fixtures_rabbitmq import FAST_RETRY, RabbitControl, uses_private_rabbitmq
 from tests.receiver_types_config import receiver_process
-from tests.test_bus import wait_for
 
 SENDERS = 6
 # Fixed batches; while the broker is being stopped and started, deliveries stream in without
@@ -375,7 +374,7 @@ def test_amqp_outage_fails_fast_then_publisher_and_consumer_recover(
     consumer.start()
     try:
         amqp_bus.publish(queue_name, b'"before"')
-        wait_for(lambda: received == [b'"before"'])
+        wait_until(lambda: received == [b'"before"'], 10, "the message sent before the outage")
 
         rabbitmq_control.stop()
         started = time.monotonic()
@@ -387,7 +386,7 @@ def test_amqp_outage_fails_fast_then_publisher_and_consumer_recover(
 
         rabbitmq_control.start()
         amqp_bus.publish(queue_name, b'"after"')  # reconnects by itself
-        wait_for(lambda: received == [b'"before"', b'"after"'], timeout=15)
+        wait_until(lambda: received == [b'"before"', b'"after"'], 15, "the message sent after the outage")
         time.sleep(1.1)
         assert amqp_bus.ping() is True
     finally:
@@ -414,7 +413,7 @@ def test_amqp_hung_broker_yields_bus_unavailable_not_a_hang(
             assert time.monotonic() - started < 6
         finally:
             rabbitmq_control.thaw()
-        wait_for(lambda: _publishes(bus, queue_name), timeout=20)
+        wait_until(lambda: _publishes(bus, queue_name), 20, "a publish after the thaw")
     finally:
         bus.close()  # the amqp_bus fixture deletes the queues
 
