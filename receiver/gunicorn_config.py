@@ -13,16 +13,18 @@ Every value can be changed without editing this file:
 
 Why these values (measured with bench/receiver_vs_webhook.py, see bench/RESULTS.md):
 
-- worker class: gunicorn's threaded worker (`gthread`), through receiver.gunicorn_worker,
-  which reads each request in the event loop before a thread serves it (slow clients hold
-  no thread) and enforces the read deadline, see there. A webhook spends most of its time
-  waiting for the broker's publisher confirm; threads wait cheaply and let the confirms of
-  many requests arrive in one batch (herald.bus.confirms). `sync` would need a process per
-  in-flight request; gevent would monkeypatch `herald serve`'s reconciler and notifier too.
+- worker class: gunicorn's gevent worker, through receiver.gevent_worker, which adds a read
+  deadline per request and the receiver's JSON answers to refused requests. A webhook is a
+  little Python around a long wait for the broker's publisher confirm; in one OS thread per
+  worker, a request that waits yields to the next at no cost, where gunicorn's threaded worker
+  handed the GIL between threads on every wait (half the requests per second, twice the p99,
+  measured). A waiting (slow) client holds a greenlet, not a thread: `worker_connections` of
+  them per worker. `herald serve` runs receiver.gunicorn_worker's threaded worker instead
+  (`threads` applies there), as gevent would monkeypatch its reconciler and notifier too.
 - workers: one per CPU core. The GIL lets a process run Python on one core at a time, so
   fewer leaves cores idle; more only adds publishing connections and memory.
-- threads: enough requests in flight per process to fill a confirm batch while others run
-  Python; beyond that, threads only queue for the GIL.
+- threads (`herald serve`'s threaded worker): enough requests in flight to fill a confirm
+  batch while others run Python; beyond that, threads only queue for the GIL.
 - no preload: each worker opens its broker connection and starts its I/O threads after the
   fork, in the process that uses them.
 """
@@ -84,7 +86,10 @@ def _bind() -> str:
 wsgi_app = "receiver.app:create_app()"
 bind = [_bind()]
 
-worker_class = os.environ.get("HERALD_WORKER_CLASS", "receiver.gunicorn_worker.HeraldThreadWorker")
+WORKER_CLASS = "receiver.gevent_worker.HeraldGeventWorker"
+# `herald serve` cannot monkeypatch the process its reconciler and notifier run in (receiver.server).
+SERVE_WORKER_CLASS = "receiver.gunicorn_worker.HeraldThreadWorker"
+worker_class = os.environ.get("HERALD_WORKER_CLASS", WORKER_CLASS)
 # Capped: every worker holds its own broker connections and tails the delivery log.
 workers = _int("WEB_CONCURRENCY", _int("HERALD_WORKERS", min(_cpus(), 8)))
 threads = _int("HERALD_THREADS", 16)

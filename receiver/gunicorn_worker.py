@@ -31,16 +31,19 @@ threads only ever serve requests that are all there. Along with that:
   there (up to 2 s) for the client to close its side, during which the worker accepts
   nothing. Here the socket is half-closed and left to the poller.
 
-Why not gevent, the usual answer for an I/O-bound Flask app: it monkeypatches the whole
-process, and `herald serve` runs the reconciler and notifier (threads, subprocesses, pika,
-the Kubernetes client) in the same process as this worker. Reading requests in the event
-loop gives the property that matters here, a waiting client holds no thread, to the worker
-gunicorn already runs.
+This is the worker of `herald serve`, and `web`'s with HERALD_WORKER_CLASS set to it. `web`
+and `herald receiver` run receiver.gevent_worker by default: gevent monkeypatches the whole
+process, which suits a process that only serves the receiver, but not `herald serve`, which
+runs the reconciler and notifier (threads, subprocesses, pika, the Kubernetes client) in the
+same process as this worker. Reading requests in the event loop gives the property that
+matters for a public endpoint, a waiting client holds no thread, to the worker gunicorn
+already runs.
 
 With TLS terminated by gunicorn itself (`certfile`), the TLS socket must own the raw one, so
 this worker behaves as plain gthread; terminate TLS at the proxy or load balancer instead.
 
-Use: `worker_class = "receiver.gunicorn_worker.HeraldThreadWorker"` (receiver.gunicorn_config).
+Use: `worker_class = "receiver.gunicorn_worker.HeraldThreadWorker"` (receiver.gunicorn_config's
+SERVE_WORKER_CLASS).
 """
 
 from __future__ import annotations
@@ -226,6 +229,24 @@ def client_error_answer(exc: BaseException) -> tuple[int, str, str] | None:
     return 400, "Bad Request", f"malformed request: {printable(str(exc), 200)}"
 
 
+def send_client_error(log: Any, client: Any, addr: Any, exc: BaseException) -> bool:
+    """Answer a request gunicorn's parser refused with the receiver's JSON error body naming
+    the problem (the connection is then closed); False when the fault is not the client's."""
+    answer = client_error_answer(exc)
+    if answer is None:
+        return False
+    status, reason, message = answer
+    log.warning("client %s: %s (%d)", peer(addr), message, status)
+    body = json.dumps({"error": message}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    try:
+        client.sendall(head + body)
+    except OSError:
+        pass  # the client is gone
+    return True
+
+
 class HeraldThreadWorker(gthread.ThreadWorker):
     """gthread that reads requests in its event loop before a thread serves them (see above)."""
 
@@ -339,7 +360,7 @@ class HeraldThreadWorker(gthread.ThreadWorker):
                 if force or deadline <= now:
                     if not force:
                         self.log.warning("client %s did not send its request within %gs; disconnected",
-                                         _peer(conn.client), self.read_timeout)
+                                         peer(conn.client), self.read_timeout)
                     self._stop_reading(conn)
                     self._drop(conn)
         if self._lingering:
@@ -366,7 +387,7 @@ class HeraldThreadWorker(gthread.ThreadWorker):
             sock.disarm()
         if sock.expired:
             self.log.warning("client %s did not send its request within %gs; disconnected",
-                             _peer(conn.client), self.read_timeout)
+                             peer(conn.client), self.read_timeout)
             try:
                 sock.raw.close()  # abruptly: a graceful close would wait on this client again
             except OSError:
@@ -382,24 +403,13 @@ class HeraldThreadWorker(gthread.ThreadWorker):
             # would drain the rest in this thread, for as long as the client takes to send it.
             # The close itself lingers in the event loop (finish_request), not here.
             asked = req.should_close
-            req.should_close = lambda: asked() or _body_unfinished(req)
+            req.should_close = lambda: asked() or body_unfinished(req)
         return super().handle_request(req, conn)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """Requests gunicorn refuses get the receiver's JSON error body, naming the problem."""
-        answer = client_error_answer(exc)
-        if answer is None:
+        if not send_client_error(self.log, client, addr, exc):
             super().handle_error(req, client, addr, exc)
-            return
-        status, reason, message = answer
-        self.log.warning("client %s: %s (%d)", _peer(addr), message, status)
-        body = json.dumps({"error": message}).encode()
-        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
-        try:
-            client.sendall(head + body)
-        except OSError:
-            pass  # the client is gone
 
     # -- closing without blocking the event loop -------------------------------------------
 
@@ -455,7 +465,7 @@ class HeraldThreadWorker(gthread.ThreadWorker):
         util.close(sock)
 
 
-def _body_unfinished(req: Any) -> bool:
+def body_unfinished(req: Any) -> bool:
     """Whether part of the request's body is still unread, or its framing broke while read."""
     body = getattr(req, "body", None)
     if body is None:
@@ -470,7 +480,7 @@ def _body_unfinished(req: Any) -> bool:
     return False
 
 
-def _peer(client: Any) -> str:
+def peer(client: Any) -> str:
     if isinstance(client, tuple) and client:
         return str(client[0])
     return str(client or "-")

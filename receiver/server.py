@@ -11,8 +11,9 @@ receiver.gunicorn_worker), whether it runs as:
 - `herald serve`: receiver, reconciler and notifier in ONE process on the embedded bus. The
   arbiter forks workers, which a process already running the reconciler's and notifier's
   threads must not do, so here one gunicorn worker runs in the calling thread, without an
-  arbiter (`serve_in_process`): the same worker class, parser, limits and deadlines, with
-  the app Herald already built.
+  arbiter (`serve_in_process`), with the app Herald already built. gevent's worker would
+  monkeypatch that process, so it is the threaded worker (receiver.gunicorn_worker): the same
+  parser, limits, deadlines and answers, with a waiting client holding no thread either.
 
 Both load receiver.gunicorn_config and then GUNICORN_CMD_ARGS, as gunicorn's own command
 does, so the HERALD_* variables mean the same thing everywhere; `--listen` (HERALD_LISTEN,
@@ -92,8 +93,12 @@ def serve_in_process(app: Any, settings: Settings, stop: threading.Event) -> Non
     SIGTERM and SIGINT both shut down gracefully, as under the arbiter: no new connections,
     requests in flight finish within gunicorn's graceful timeout. `stop` is set on return.
     """
-    server = ReceiverServer(settings, app)
+    server = ReceiverServer(settings, app)  # loads receiver.gunicorn_config
+    from receiver.gunicorn_config import SERVE_WORKER_CLASS, WORKER_CLASS
+
     cfg = server.cfg
+    if cfg.worker_class_str == WORKER_CLASS:  # the default: gevent cannot patch this process
+        cfg.set("worker_class", SERVE_WORKER_CLASS)
     worker_class = cfg.worker_class
     if not issubclass(worker_class, ThreadWorker):
         raise SystemExit(f"herald serve: the receiver runs in the serve process with a threaded worker; "

@@ -23,7 +23,7 @@ pytest_plugins = [
 # missing from it runs after the ones listed, in collection order.
 FILE_SECONDS = {
     "test_bus.py": 70, "test_front_door.py": 87, "test_receiver_fuzz.py": 82,
-    "test_receiver_fuzz_registries.py": 81, "test_gunicorn.py": 60, "test_git_sources.py": 53,
+    "test_receiver_fuzz_registries.py": 81, "test_gunicorn.py": 60, "test_gunicorn_threaded.py": 60, "test_git_sources.py": 53,
     "test_concurrency.py": 52, "test_deploy.py": 51, "test_types_git.py": 49, "test_settings.py": 48,
     "test_status_page.py": 45, "test_notifier_delivery.py": 44, "test_slow_clients_serve.py": 40,
     "test_from_cluster.py": 39, "test_operator_cli_rabbitmq.py": 37, "test_slow_clients_web.py": 33,

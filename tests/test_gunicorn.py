@@ -1,10 +1,12 @@
-"""The receiver's gunicorn defaults: gunicorn.conf.py and receiver.gunicorn_worker.
+"""The receiver's gunicorn defaults: gunicorn.conf.py and its worker, receiver.gevent_worker.
 
 A public webhook endpoint meets clients that send slowly on purpose (slowloris): one that
 dribbles its headers must be cut off within the read timeout, and while it is, a real
 delivery must still be answered. The server here is the real thing, started the way the
-Procfile does (gunicorn in the repository directory, configured by environment variables),
-with two threads so that two slow clients would be enough to starve it.
+Procfile does (gunicorn in the repository directory, configured by environment variables).
+tests/test_gunicorn_threaded.py runs the same scenarios with the threaded worker (that of
+`herald serve`, and HERALD_WORKER_CLASS's other choice), with two threads so that two slow
+clients would be enough to starve it.
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ def gunicorn_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def server(tmp_path: Path, repo) -> Iterator[Server]:
+    """`web` as the Procfile runs it, with the default worker (receiver.gevent_worker)."""
+    yield from run_web(tmp_path, repo)
+
+
+def run_web(tmp_path: Path, repo, **extra: str) -> Iterator[Server]:
     cfg = write_config(tmp_path / "herald.yaml", repo.url)
     from herald import config
 
@@ -76,7 +83,7 @@ def server(tmp_path: Path, repo) -> Iterator[Server]:
     port = free_port()
     env = gunicorn_env(tmp_path, HERALD_CONFIG=str(cfg), HERALD_LISTEN=f"127.0.0.1:{port}",
                        WEB_CONCURRENCY="1", HERALD_THREADS=str(THREADS),
-                       HERALD_READ_TIMEOUT=str(READ_TIMEOUT), HERALD_KEEPALIVE=str(KEEPALIVE))
+                       HERALD_READ_TIMEOUT=str(READ_TIMEOUT), HERALD_KEEPALIVE=str(KEEPALIVE), **extra)
     log = tmp_path / "gunicorn.log"
     with open(log, "wb") as out:
         # As the Procfile runs it: gunicorn in the repository, which picks up gunicorn.conf.py.
@@ -217,6 +224,12 @@ def test_a_client_that_never_closes_does_not_stall_the_worker(server: Server) ->
         lingering.close()
 
 
+def test_web_serves_with_the_gevent_worker(server: Server) -> None:
+    status, _ = server.deliver()
+    assert status == 202
+    assert "Using worker: receiver.gevent_worker.HeraldGeventWorker" in server.log.read_text()
+
+
 def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     def resolved(**env: str) -> dict[str, str]:
         # gunicorn prints the resolved settings, then tries the app (no HERALD_CONFIG: it exits).
@@ -231,7 +244,8 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
         return settings
 
     defaults = resolved()
-    assert defaults["worker_class"] == "receiver.gunicorn_worker.HeraldThreadWorker"
+    assert defaults["worker_class"] == "receiver.gevent_worker.HeraldGeventWorker"
+    assert int(defaults["worker_connections"]) == 1000
     assert 1 <= int(defaults["workers"]) <= min(len(os.sched_getaffinity(0)), 8)
     assert defaults["bind"] == "['127.0.0.1:9292']"
     assert int(defaults["limit_request_field_size"]) == 16384
