@@ -158,6 +158,34 @@ def test_broker_unreachable_is_503_with_retry_after(tmp_path: Path) -> None:
     assert client.get("/healthz").status_code == 200
 
 
+def test_a_bug_on_the_delivery_path_is_a_json_500_and_the_hook_url_stays_out_of_the_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class BrokenBus:
+        """Fails as no bus should: not BusUnavailable or BusError, which are answered 503."""
+
+        def publish(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("a bug")
+
+        def ping(self) -> bool:
+            return True
+
+        def close(self) -> None:
+            pass
+
+    cfg = config.load([write_config(tmp_path / "herald.yaml", "https://example.com/app.git")])
+    client = create_app(cfg, BrokenBus(), Settings(state_dir=tmp_path / "state")).test_client()
+    hook = cfg.hook_path(cfg.receivers[("flux-system", "github-app")])
+    body = github_push("a" * 40)
+    with caplog.at_level(logging.ERROR, logger="herald.receiver"):
+        resp = client.post(hook, data=body, headers=github_headers(body))
+    assert resp.status_code == 500 and resp.content_type == "application/json"
+    assert "internal error" in resp.json["error"]
+    assert "RuntimeError: a bug" in caplog.text  # the traceback, for whoever fixes it
+    assert hook not in caplog.text and hook.rsplit("/", 1)[1] not in caplog.text
+    # The server goes on serving.
+    assert client.post(hook, data=body, headers=github_headers(body, token="nope")).status_code == 401
+
+
 def test_metrics_count_deliveries_by_status(setup) -> None:
     client, hook, _ = setup
     body = github_push("a" * 40)
