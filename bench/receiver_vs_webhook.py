@@ -1,6 +1,6 @@
 """Throughput of the receiver next to a bare Flask app and adnanh/webhook, on the same signed 1 KB push.
 
-Four servers, each verifying `X-Hub-Signature-256` (HMAC-SHA256 of the raw body), measured in
+Six servers, each verifying `X-Hub-Signature-256` (HMAC-SHA256 of the raw body), measured in
 one run, in turn, round after round:
 
 - herald: gunicorn serving `receiver.app:create_app()` with the repository's gunicorn
@@ -16,7 +16,11 @@ one run, in turn, round after round:
   of the payload to a durable queue on the same RabbitMQ node, answered only once that
   command has finished (`include-command-output-in-response`): what people build instead;
 - webhook: the same rule running `/bin/true` in the background, answered at once (fire and
-  forget, nothing stored).
+  forget, nothing stored);
+- herald-threaded and bare-flask-threaded: herald and bare-flask with
+  `HERALD_WORKER_CLASS=receiver.gunicorn_worker.HeraldThreadWorker`, the threaded worker that
+  was the default before the gevent one (and that `herald serve` runs): the baseline issue 12
+  was filed against.
 
 All are first checked to refuse a wrong signature (webhook 2.8.0 answers it 500 "Error
 occurred while evaluating hook rules.") and to accept the right one.
@@ -32,8 +36,8 @@ that reached its queue are counted. There must be at least one per accepted requ
 most `--connections` more: wrk stops with up to one request per connection in flight, which
 the server still stores but wrk never counts.
 
-    python bench/receiver_vs_webhook.py                    # all four, Markdown tables on stdout
-    python bench/receiver_vs_webhook.py --rounds 3         # all four in turn, 3 times
+    python bench/receiver_vs_webhook.py                    # all six, Markdown tables on stdout
+    python bench/receiver_vs_webhook.py --rounds 3         # all six in turn, 3 times
     python bench/receiver_vs_webhook.py --only herald --only bare-flask --herald-from HEAD~3
                                                            # before/after, alternating in one run
     python bench/receiver_vs_webhook.py --amqp-from HEAD --gunicorn-args="-c /dev/null ..."
@@ -74,7 +78,8 @@ from tests.fixtures_rabbitmq import ensure_rabbitmq  # noqa: E402
 from tests.test_end_to_end import free_port, wait_until  # noqa: E402
 
 QUEUE = "herald.reconcile"
-SERVERS = ("herald", "bare-flask", "webhook-durable", "webhook")
+SERVERS = ("herald", "bare-flask", "webhook-durable", "webhook", "herald-threaded", "bare-flask-threaded")
+THREADED = {"HERALD_WORKER_CLASS": "receiver.gunicorn_worker.HeraldThreadWorker"}
 # After a wrk run, requests it left in flight (at most one per connection) still finish on the
 # server: they publish, but their 202 is never counted. Wait for them before counting messages.
 SETTLE_SECONDS = 3.0
@@ -423,7 +428,7 @@ class Herald:
     """gunicorn serving the receiver from `tree` (this checkout, or one of --herald-from REV)."""
 
     def __init__(self, work: Path, broker: PrivateBroker | SharedBroker, args: argparse.Namespace,
-                 name: str = "herald", tree: Path = ROOT) -> None:
+                 name: str = "herald", tree: Path = ROOT, extra_env: dict[str, str] | None = None) -> None:
         self.name = name
         self.expected = 202
         self.stores = args.variant not in ("null-bus", "sleep-bus")  # messages to count after a run
@@ -444,6 +449,7 @@ class Herald:
         self.sha = repo.head
         env = dict(os.environ, HERALD_CONFIG=str(cfg), HERALD_STATE_DIR=str(work / "state"),
                    HERALD_BROKER_URL=f"{broker.url}/{self.vhost}", PORT=str(self.port))
+        env.update(extra_env or {})
         env.update(dict(kv.split("=", 1) for kv in args.env))
         # The bench app (if any) wraps whichever `receiver` comes first on the path: `tree`'s.
         env["PYTHONPATH"] = pythonpath(getattr(args, "bench_app_dir", None), tree)
@@ -493,17 +499,18 @@ class BareFlask:
     """bench/bare_flask_app.py (HMAC check, 202, nothing stored) under the same gunicorn
     command, configuration, worker class, workers and threads as Herald."""
 
-    def __init__(self, work: Path, args: argparse.Namespace) -> None:
-        self.name = "bare-flask"
+    def __init__(self, work: Path, args: argparse.Namespace, name: str = "bare-flask",
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.name = name
         self.expected = 202
         self.stores = False
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = self.base + "/hook"
-        env = dict(os.environ, BARE_FLASK_SECRET=TOKEN, PORT=str(self.port))
+        env = dict(os.environ, BARE_FLASK_SECRET=TOKEN, PORT=str(self.port), **(extra_env or {}))
         env.update(dict(kv.split("=", 1) for kv in args.env))
         env["PYTHONPATH"] = pythonpath(ROOT / "bench")
-        self.log = work / "bare-flask.log"
+        self.log = work / f"{name}.log"
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(gunicorn_command(self.port, args, "bare_flask_app:create_app()"),
                                          cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -712,6 +719,9 @@ def create_app():
     app_module.open_bus = _open
     if os.environ.get("HERALD_BENCH_NO_DEDUPE"):
         app_module.open_delivery_log = lambda *args, **kwargs: NoDeliveryLog()
+    if os.environ.get("HERALD_BENCH_NO_HISTORY"):
+        from herald.history import History
+        app_module.open_history = lambda *args, **kwargs: History()
     return app_module.create_app()
 """
 
@@ -839,18 +849,18 @@ def _ratio(rps: float, results: list[WrkResult], name: str) -> str:
 
 
 def table(results: list[WrkResult], args: argparse.Namespace, among: list[WrkResult] | None = None) -> str:
-    """One row per run; ratios to the median of `among`'s (default: `results`') bare Flask and
-    webhook-durable runs."""
+    """One row per run; ratios to the median of `among`'s (default: `results`') bare Flask (with the
+    default worker, and threaded) and webhook-durable runs."""
     among = results if among is None else among
-    rows = ["| server | req/s | ratio to bare Flask | ratio to webhook-durable | p50 ms | p90 ms | p99 ms | "
-            "p99.9 ms | max ms | requests (accepted) | non-accepted | messages ≈ accepted |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    rows = ["| server | req/s | ratio to bare Flask | ratio to bare Flask, threaded | ratio to webhook-durable | "
+            "p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | requests (accepted) | non-accepted | messages ≈ accepted |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in results:
         bad = r.requests - r.accepted + sum(r.errors)
         check = "-" if r.published is None else (
             f"yes ({r.published:,})" if published_ok(r, args) else f"NO ({r.published:,})")
         rows.append(f"| {r.name} | {r.rps:,.0f} | {_ratio(r.rps, among, 'bare-flask')} | "
-                    f"{_ratio(r.rps, among, 'webhook-durable')} | {r.p50_ms:.1f} | {r.p90_ms:.1f} | "
+                    f"{_ratio(r.rps, among, 'bare-flask-threaded')} | {_ratio(r.rps, among, 'webhook-durable')} | {r.p50_ms:.1f} | {r.p90_ms:.1f} | "
                     f"{r.p99_ms:.1f} | {r.p999_ms:.1f} | {r.max_ms:.1f} | {r.requests:,} ({r.accepted:,}) | "
                     f"{bad} | {check} |")
     return "\n".join(rows)
@@ -894,7 +904,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1,
                     help="rounds; each runs every server once, in turn (alternating)")
     ap.add_argument("--only", action="append", choices=SERVERS,
-                    help="run only this server (repeatable); default: all four")
+                    help="run only this server (repeatable); default: all six")
     ap.add_argument("--herald-from", action="append", default=[], metavar="REV",
                     help="also serve Herald as of this git revision (a `git archive` of it), in the same "
                          "rounds, as the row herald@REV: before/after in one run (repeatable)")
@@ -949,15 +959,19 @@ def main() -> int:
     try:
         if args.amqp_from or args.variant != "full":
             bench_app(work, args)
-        if "herald" in wanted or "webhook-durable" in wanted or args.herald_from:
+        if "herald" in wanted or "herald-threaded" in wanted or "webhook-durable" in wanted or args.herald_from:
             broker = PrivateBroker(work) if args.broker == "private" else SharedBroker(args.broker)
         if "herald" in wanted:
             herald = Herald(work, broker, args)
             servers.append(herald)
         for rev in args.herald_from:
             servers.append(Herald(work, broker, args, name=f"herald@{rev}", tree=tree_at(rev, work)))
+        if "herald-threaded" in wanted:
+            servers.append(Herald(work, broker, args, name="herald-threaded", extra_env=THREADED))
         if "bare-flask" in wanted:
             servers.append(BareFlask(work, args))
+        if "bare-flask-threaded" in wanted:
+            servers.append(BareFlask(work, args, name="bare-flask-threaded", extra_env=THREADED))
         if "webhook-durable" in wanted:
             servers.append(Webhook(work, args, broker))
         if "webhook" in wanted:
@@ -1021,7 +1035,7 @@ def main() -> int:
     report = (f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration} (after a {args.warmup} warm-up), "
               f"{BODY_SIZE}-byte signed push, unique X-GitHub-Delivery per request; {os.cpu_count()} cores "
               f"shared by wrk, the servers and RabbitMQ. Herald and bare Flask: gunicorn "
-              f"{args.gunicorn_args or '(gunicorn.conf.py)'}"
+              f"{args.gunicorn_args or '(gunicorn.conf.py: its gevent worker; -threaded: HeraldThreadWorker)'}"
               f"{f', amqp.py from {args.amqp_from}' if args.amqp_from else ''}"
               f"{f', variant {args.variant}' if args.variant != 'full' else ''}. Ratios are to the median "
               "of the bare Flask and webhook-durable runs.\n\n"
