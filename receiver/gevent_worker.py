@@ -47,6 +47,7 @@ from receiver.gunicorn_worker import (
     body_unfinished,
     peer,
     read_timeout_from_env,
+    recv_within,
     send_client_error,
 )
 
@@ -78,13 +79,9 @@ class DeadlineSocket:
     def recv(self, size: int, *flags: int) -> bytes:
         sock = self._sock
         if self._idle is not None:
-            sock.settimeout(self._idle)
-            try:
-                data = sock.recv(size, *flags)
-            except TimeoutError:
+            data = recv_within(sock, size, flags, time.monotonic() + self._idle)
+            if data is None:
                 return b""  # idle for longer than keepalive: close, as gunicorn does
-            finally:
-                sock.settimeout(None)
             self._idle = None
             if data and self.read_timeout > 0:
                 self._deadline = time.monotonic() + self.read_timeout
@@ -92,16 +89,8 @@ class DeadlineSocket:
         deadline = self._deadline
         if deadline is None:
             return sock.recv(size, *flags)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return self._expire()
-        sock.settimeout(remaining)
-        try:
-            return sock.recv(size, *flags)
-        except TimeoutError:
-            return self._expire()
-        finally:
-            sock.settimeout(None)
+        data = recv_within(sock, size, flags, deadline)
+        return self._expire() if data is None else data
 
     def _expire(self) -> bytes:
         self.expired = True

@@ -89,6 +89,21 @@ def read_timeout_from_env() -> float:
     return float(value) if value.strip() else DEFAULT_READ_TIMEOUT
 
 
+def recv_within(sock: Any, size: int, flags: tuple[int, ...], deadline: float) -> bytes | None:
+    """Up to `size` bytes from a blocking `sock` by `deadline` (time.monotonic()), or None
+    once it has passed."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return None
+    sock.settimeout(remaining)
+    try:
+        return sock.recv(size, *flags)
+    except TimeoutError:  # socket.timeout
+        return None
+    finally:
+        sock.settimeout(None)
+
+
 class PrereadSocket:
     """A client socket as the request thread sees it: first the bytes the event loop read
     ahead, then the socket itself, within the request's deadline.
@@ -171,17 +186,8 @@ class PrereadSocket:
         deadline = self._deadline
         if deadline is None:
             return self._sock.recv(size, *flags)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return self._expire()
-        sock = self._sock
-        sock.settimeout(remaining)
-        try:
-            return sock.recv(size, *flags)
-        except TimeoutError:  # socket.timeout
-            return self._expire()
-        finally:
-            sock.settimeout(None)
+        data = recv_within(self._sock, size, flags, deadline)
+        return self._expire() if data is None else data
 
     def _expire(self) -> bytes:
         self.expired = True
