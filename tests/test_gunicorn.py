@@ -48,6 +48,7 @@ class Server:
     hook: str  # the Receiver's path
     body: bytes  # a signed push it accepts
     log: Path
+    proc: subprocess.Popen | None = None  # gunicorn's arbiter
 
     @property
     def url(self) -> str:
@@ -91,7 +92,7 @@ def run_web(tmp_path: Path, repo, **extra: str) -> Iterator[Server]:
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_ready(f"http://127.0.0.1:{port}")
-        yield Server("127.0.0.1", port, hook, github_push(repo.head), log)
+        yield Server("127.0.0.1", port, hook, github_push(repo.head), log, proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -309,6 +310,22 @@ def test_pipelined_and_kept_alive_requests_are_each_answered_in_order(server: Se
         third, body3 = _signed_request(server)
         sock.sendall(third + body3)  # then another, on the same kept-alive connection
         assert _read_answers(sock, 1) == [b"HTTP/1.1 202 ACCEPTED"]
+
+
+def test_sigterm_lets_a_delivery_in_flight_finish_then_the_server_exits(server: Server) -> None:
+    head, body = _signed_request(server)
+    assert server.proc is not None
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(head + body[:100])  # in flight: the rest of its body is still to come
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        sock.sendall(body[100:])
+        assert _read_answers(sock, 1) == [b"HTTP/1.1 202 ACCEPTED"]
+    # Then it exits (cleanly: the fixture checks the code) and the port is closed.
+    server.proc.wait(timeout=30)
+    with pytest.raises(OSError):
+        socket.create_connection((server.host, server.port), timeout=2).close()
 
 
 def _send_until_closed(server: Server, request: bytes) -> tuple[bytes, bytes]:

@@ -23,6 +23,7 @@ from tests.test_gunicorn import (  # noqa: F401 - collected here again, with thi
     test_header_dribblers_are_cut_off_and_a_delivery_still_gets_through,
     test_pipelined_and_kept_alive_requests_are_each_answered_in_order,
     test_refused_framing_is_a_json_400_that_closes_the_connection,
+    test_sigterm_lets_a_delivery_in_flight_finish_then_the_server_exits,
 )
 
 
