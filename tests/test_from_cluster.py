@@ -293,6 +293,48 @@ class Capture(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/hook"
 
 
+def test_web_under_its_gevent_worker_follows_the_cluster(installed: Kubectl, kube_api: KubeAPIServer,
+                                                         kubeconfig: Path, tmp_path: Path, repo: Repo) -> None:
+    """`web` (gunicorn's arbiter, two gevent workers) with HERALD_FROM_CLUSTER: each worker
+    watches the cluster through the Kubernetes client on gevent's patched sockets."""
+    kubectl = installed
+    port = free_port()
+    log = tmp_path / "web.log"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HERALD_STATE_DIR": str(tmp_path / "state"),
+           "HERALD_LISTEN": f"127.0.0.1:{port}", "HERALD_FROM_CLUSTER": "1", "WEB_CONCURRENCY": "2"}
+    for name in ("HERALD_BROKER_URL", "HERALD_CONFIG", "HERALD_WORKER_CLASS", "GUNICORN_CMD_ARGS"):
+        env.pop(name, None)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["gunicorn", "receiver.app:create_app()"], stdout=out, stderr=subprocess.STDOUT,
+                                env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+        assert post_push(url, hook(TOKEN, "github-app"), repo).status_code == 202, log.read_text()
+
+        create_secret(kubectl, "second-token", token="webhook-token-2")
+        apply(kubectl, """\
+            apiVersion: herald.dev/v1
+            kind: Receiver
+            metadata: {name: second, namespace: herald}
+            spec:
+              type: github
+              secretRef: {name: second-token}
+              resources: [{kind: GitRepository, name: app}]
+            """.replace("            ", ""))
+        second = hook("webhook-token-2", "second")
+        # Both workers take it: a few deliveries in a row, whichever worker each reaches.
+        wait_until(lambda: all(post_push(url, second, repo, "webhook-token-2").status_code == 202
+                               for _ in range(6)), 15, "the new Receiver's path on every worker")
+        kubectl("-n", NS, "delete", "receiver", "second")
+        wait_until(lambda: all(post_push(url, second, repo, "webhook-token-2").status_code == 404
+                               for _ in range(6)), 15, "404 after delete on every worker")
+        assert "Using worker: receiver.gevent_worker.HeraldGeventWorker" in log.read_text()
+        assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        assert stop_herald(proc) == 0, log.read_text()
+
+
 def test_the_notifier_picks_up_new_alerts_and_providers(installed: Kubectl, kube_api: KubeAPIServer,
                                                           kubeconfig: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
