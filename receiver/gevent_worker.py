@@ -43,7 +43,7 @@ from gunicorn.workers.ggevent import GeventWorker
 
 from herald.logs import set_correlation
 from receiver.gunicorn_worker import (
-    CONTINUE,
+    DeadlineSocket,
     body_unfinished,
     peer,
     read_timeout_from_env,
@@ -52,63 +52,33 @@ from receiver.gunicorn_worker import (
 )
 
 
-class DeadlineSocket:
-    """A client socket whose reads all end by one deadline (`None`: no deadline).
+class KeepAliveSocket(DeadlineSocket):
+    """A client connection's socket under gevent: each request's reads end by its deadline
+    (DeadlineSocket), counted from the accept for the first request. `idle()`, once a response
+    is written, lets the next request take `keepalive` seconds to start; its deadline then
+    counts from its first byte."""
 
-    When the deadline has passed while gunicorn reads the request line and headers, `recv`
-    reports end of stream (gunicorn drops such a client quietly); once the application reads
-    the body, it raises TimeoutError, so that a body cut short is an error (the app answers
-    400), never a shorter body to verify and act on. Writing the response ends the deadline;
-    `idle()` then lets the next request on the connection take `keepalive` seconds to start.
-    """
-
-    __slots__ = ("_deadline", "_idle", "_sock", "expired", "in_body", "read_timeout")
+    __slots__ = ("_idle", "read_timeout")
 
     def __init__(self, sock: Any, read_timeout: float) -> None:
-        self._sock = sock
+        super().__init__(sock, time.monotonic() + read_timeout if read_timeout > 0 else None)
         self.read_timeout = read_timeout
-        self._deadline: float | None = time.monotonic() + read_timeout if read_timeout > 0 else None
         self._idle: float | None = None
-        self.expired = False
-        self.in_body = False
 
     def idle(self, keepalive: float) -> None:
         """The response is written: wait up to `keepalive` seconds for the next request."""
         self._idle, self._deadline, self.in_body = keepalive, None, False
 
     def recv(self, size: int, *flags: int) -> bytes:
-        sock = self._sock
-        if self._idle is not None:
-            data = recv_within(sock, size, flags, time.monotonic() + self._idle)
-            if data is None:
-                return b""  # idle for longer than keepalive: close, as gunicorn does
-            self._idle = None
-            if data and self.read_timeout > 0:
-                self._deadline = time.monotonic() + self.read_timeout
-            return data
-        deadline = self._deadline
-        if deadline is None:
-            return sock.recv(size, *flags)
-        data = recv_within(sock, size, flags, deadline)
-        return self._expire() if data is None else data
-
-    def _expire(self) -> bytes:
-        self.expired = True
-        if self.in_body:
-            raise TimeoutError("request body not received in time")
-        return b""
-
-    def sendall(self, data: bytes, *flags: int) -> None:
-        self._deadline = None  # the response has started: the request was read in time
-        self._sock.sendall(data, *flags)
-
-    def send(self, data: bytes, *flags: int) -> int:
-        if data != CONTINUE:  # "100 Continue" asks for the body, which is still to be read in time
-            self._deadline = None
-        return self._sock.send(data, *flags)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
+        if self._idle is None:
+            return super().recv(size, *flags)
+        data = recv_within(self._sock, size, flags, time.monotonic() + self._idle)
+        if data is None:
+            return b""  # idle for longer than keepalive: close, as gunicorn does
+        self._idle = None
+        if data and self.read_timeout > 0:
+            self._deadline = time.monotonic() + self.read_timeout
+        return data
 
 
 class HeraldGeventWorker(GeventWorker):
@@ -127,14 +97,14 @@ class HeraldGeventWorker(GeventWorker):
     def timeout_ctx(self) -> Any:
         if self.cfg.is_ssl:
             return super().timeout_ctx()
-        return contextlib.nullcontext()  # the socket keeps time (DeadlineSocket)
+        return contextlib.nullcontext()  # the socket keeps time (KeepAliveSocket)
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         set_correlation("")  # no gunicorn line may carry another delivery's id
         if self.cfg.is_ssl:
             super().handle(listener, client, addr)
             return
-        sock = DeadlineSocket(client, self.read_timeout)
+        sock = KeepAliveSocket(client, self.read_timeout)
         try:
             super().handle(listener, sock, addr)
         finally:
@@ -143,7 +113,7 @@ class HeraldGeventWorker(GeventWorker):
                                  peer(addr), self.read_timeout)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
-        if not isinstance(sock, DeadlineSocket):
+        if not isinstance(sock, KeepAliveSocket):
             return super().handle_request(listener_name, req, sock, addr)
         sock.in_body = True  # headers are in; the application reads the body
         # A body the app did not read to its end (a 413, a 404 with a body) or could not read

@@ -104,32 +104,69 @@ def recv_within(sock: Any, size: int, flags: tuple[int, ...], deadline: float) -
         sock.settimeout(None)
 
 
-class PrereadSocket:
-    """A client socket as the request thread sees it: first the bytes the event loop read
-    ahead, then the socket itself, within the request's deadline.
+class DeadlineSocket:
+    """A client socket whose reads of one request all end by its deadline (None: none), in
+    either worker (this one's PrereadSocket, receiver.gevent_worker's KeepAliveSocket).
 
-    Between `arm()` and the first write of the response, every `recv` is given only the time
-    left. When there is none: while gunicorn reads the request line and headers, it reports
-    end of stream (gunicorn drops such a client quietly); once the application reads the body,
-    it raises TimeoutError, so that a body cut short is an error (the app answers 400), never
-    a shorter body to verify and act on. `expired` tells the worker it was a timeout.
-    Everything else is the socket's own.
+    When the deadline has passed while gunicorn reads the request line and headers, `recv`
+    reports end of stream (gunicorn drops such a client quietly); once the application reads
+    the body (`in_body`), it raises TimeoutError, so that a body cut short is an error (the
+    app answers 400), never a shorter body to verify and act on. `expired` tells the worker
+    it was a timeout. Writing the response ends the deadline. Everything else is the
+    socket's own.
     """
 
-    __slots__ = ("_deadline", "_off", "_pending", "_sock", "continue_sent", "expired", "in_body")
+    __slots__ = ("_deadline", "_sock", "expired", "in_body")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: Any, deadline: float | None = None) -> None:
         self._sock = sock
-        self._pending = b""  # read ahead by the event loop, not yet taken by the parser
-        self._off = 0
-        self._deadline: float | None = None
+        self._deadline = deadline
         self.expired = False
         self.in_body = False  # the application is reading: a timeout must raise
-        self.continue_sent = False  # the event loop answered "Expect: 100-continue"
 
     @property
-    def raw(self) -> socket.socket:
+    def raw(self) -> Any:
         return self._sock
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        deadline = self._deadline
+        if deadline is None:
+            return self._sock.recv(size, *flags)
+        data = recv_within(self._sock, size, flags, deadline)
+        if data is not None:
+            return data
+        self.expired = True
+        if self.in_body:
+            raise TimeoutError("request body not received in time")
+        return b""
+
+    def sendall(self, data: bytes, *flags: int) -> None:
+        self._deadline = None  # the response has started: the request was read in time
+        self._sock.sendall(data, *flags)
+
+    def send(self, data: bytes, *flags: int) -> int:
+        if data != CONTINUE:  # "100 Continue" asks for the body, which is still to be read in time
+            self._deadline = None
+        return self._sock.send(data, *flags)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class PrereadSocket(DeadlineSocket):
+    """A client socket as the request thread sees it: first the bytes the event loop read
+    ahead, then the socket itself, within the request's deadline (from `arm()`)."""
+
+    __slots__ = ("_off", "_pending", "continue_sent")
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self._pending: bytearray | bytes = b""  # read ahead by the event loop, not yet taken by the parser
+        self._off = 0
+        self.continue_sent = False  # the event loop answered "Expect: 100-continue"
 
     @property
     def buffered(self) -> int:
@@ -173,9 +210,6 @@ class PrereadSocket:
     def disarm(self) -> None:
         self._deadline = None
 
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
     def recv(self, size: int, *flags: int) -> bytes:
         if self._off < len(self._pending):
             data = bytes(self._pending[self._off:self._off + size])
@@ -183,31 +217,13 @@ class PrereadSocket:
             if self._off >= len(self._pending):
                 self._pending, self._off = b"", 0
             return data
-        deadline = self._deadline
-        if deadline is None:
-            return self._sock.recv(size, *flags)
-        data = recv_within(self._sock, size, flags, deadline)
-        return self._expire() if data is None else data
-
-    def _expire(self) -> bytes:
-        self.expired = True
-        if self.in_body:
-            raise TimeoutError("request body not received in time")
-        return b""
-
-    def sendall(self, data: bytes, *flags: int) -> None:
-        self._deadline = None  # the response has started: the request was read in time
-        self._sock.sendall(data, *flags)
+        return super().recv(size, *flags)
 
     def send(self, data: bytes, *flags: int) -> int:
         if self.continue_sent and data == CONTINUE:
             self.continue_sent = False  # gunicorn's own: the client has had it already
             return len(data)
-        self._deadline = None
-        return self._sock.send(data, *flags)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
+        return super().send(data, *flags)
 
 
 def client_error_answer(exc: BaseException) -> tuple[int, str, str] | None:
