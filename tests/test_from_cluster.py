@@ -77,6 +77,21 @@ def apply(kubectl: Kubectl, text: str) -> None:
     kubectl("apply", "-f", "-", stdin=text)
 
 
+def add_second_receiver(kubectl: Kubectl) -> str:
+    """A second github Receiver, `second`, with its own token Secret: its hook path."""
+    create_secret(kubectl, "second-token", token="webhook-token-2")
+    apply(kubectl, """\
+        apiVersion: herald.dev/v1
+        kind: Receiver
+        metadata: {name: second, namespace: herald}
+        spec:
+          type: github
+          secretRef: {name: second-token}
+          resources: [{kind: GitRepository, name: app}]
+        """.replace("        ", ""))
+    return hook("webhook-token-2", "second")
+
+
 @pytest.fixture
 def installed(kubectl: Kubectl) -> Kubectl:
     """deploy/README.md's "Herald's own CRDs": the CRDs, the namespace, the example objects and
@@ -216,17 +231,7 @@ def test_serve_follows_the_cluster(serve: tuple[str, Path], installed: Kubectl, 
     wait_until(lambda: kube_api.get_object("apps/v1", "Deployment", "shop", "web"), 30, "shop/web applied")
 
     # A new Receiver (and its Secret) answers within seconds, without a restart.
-    create_secret(kubectl, "second-token", token="webhook-token-2")
-    apply(kubectl, """\
-        apiVersion: herald.dev/v1
-        kind: Receiver
-        metadata: {name: second, namespace: herald}
-        spec:
-          type: github
-          secretRef: {name: second-token}
-          resources: [{kind: GitRepository, name: app}]
-        """.replace("        ", ""))
-    second = hook("webhook-token-2", "second")
+    second = add_second_receiver(kubectl)
     wait_until(lambda: post_push(url, second, repo, "webhook-token-2").status_code in (200, 202), 10,
                "the new Receiver's path")
     assert "config: Receiver herald/second added" in log.read_text()
@@ -312,17 +317,7 @@ def test_web_under_its_gevent_worker_follows_the_cluster(installed: Kubectl, kub
         wait_ready(url)
         assert post_push(url, hook(TOKEN, "github-app"), repo).status_code == 202, log.read_text()
 
-        create_secret(kubectl, "second-token", token="webhook-token-2")
-        apply(kubectl, """\
-            apiVersion: herald.dev/v1
-            kind: Receiver
-            metadata: {name: second, namespace: herald}
-            spec:
-              type: github
-              secretRef: {name: second-token}
-              resources: [{kind: GitRepository, name: app}]
-            """.replace("            ", ""))
-        second = hook("webhook-token-2", "second")
+        second = add_second_receiver(kubectl)
         # Both workers take it: a few deliveries in a row, whichever worker each reaches.
         wait_until(lambda: all(post_push(url, second, repo, "webhook-token-2").status_code == 202
                                for _ in range(6)), 15, "the new Receiver's path on every worker")
